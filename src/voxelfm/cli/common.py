@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from voxelfm.core.errors import VoxelFMError
 
@@ -25,7 +26,7 @@ def guarded(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except VoxelFMError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=1) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]")

@@ -13,11 +13,17 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """3D CT foundation models: read CT, extract features, pretrain, probe, evaluate."""
+    # An explicit callback keeps `voxelfm <command>` a command group even with one command.
+
+
 def _register_all() -> None:
     # Imported here so each module stays import-light; commands import heavy libraries lazily.
-    from voxelfm.cli import info
+    from voxelfm.cli import convert, demo, embed, info, models, phantom, pretrain, report
 
-    for module in (info,):
+    for module in (info, demo, report, embed, convert, models, phantom, pretrain):
         module.register(app)
 
 

@@ -1,0 +1,118 @@
+"""``voxelfm embed INPUT... --model DIR --out STORE``: embed a cohort into an EmbeddingStore."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from voxelfm.cli.common import console, guarded
+
+
+def pick_device(name: str) -> str:
+    """``auto`` → ``cuda:<LOCAL_RANK>`` when CUDA is available, else ``cpu``; anything else as given."""
+    import torch
+
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0') or 0) % torch.cuda.device_count()}"
+    return "cpu"
+
+
+def _print_summary(summary: Any, store: Path, shard: tuple[int, int] | None) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"voxelfm embed → {store}" + (f" (shard {shard[0]}/{shard[1]})" if shard else ""),
+                  title_justify="left")
+    for col in ("done", "skipped", "failed", "time", "scans/min"):
+        table.add_column(col, justify="right")
+    table.add_row(str(summary.done), str(summary.skipped), str(summary.failed), f"{summary.seconds:.1f} s",
+                  f"{summary.scans_per_minute:.1f}")
+    console.print(table)
+    for scan_id, reason in summary.failures[:20]:
+        console.print(f"[red]failed[/] {scan_id}: {reason}", highlight=False, soft_wrap=True)
+    if len(summary.failures) > 20:
+        console.print(f"… and {len(summary.failures) - 20} more (see the store's manifest)", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``embed`` command to ``app``."""
+
+    @app.command("embed")
+    @guarded
+    def embed(
+        inputs: Annotated[list[Path], typer.Argument(help="Folders (DICOM trees, NIfTI/MHA files), files, or CSV manifests (scan_id,path).")],
+        model: Annotated[Path, typer.Option("--model", help="Model directory (voxelfm model init / convert-checkpoint / ssl export).")],
+        out: Annotated[Path, typer.Option("--out", help="Embedding store directory (created or resumed).")],
+        mode: Annotated[str, typer.Option("--mode", help="3d (one pass per scan) or 2.5d (slabs along z).")] = "3d",
+        workers: Annotated[int, typer.Option("--workers", help="Reader/preprocessing worker processes (0: in the main process).")] = 2,
+        shard: Annotated[str | None, typer.Option("--shard", help="i/n: embed every n-th scan starting at i (default: torchrun RANK/WORLD_SIZE).")] = None,
+        device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, ...")] = "auto",
+        dtype: Annotated[str, typer.Option("--dtype", help="fp32 (paper parity) or bf16 (autocast).")] = "fp32",
+        max_patches: Annotated[int | None, typer.Option("--max-patches", help="Override the spec's patch budget.")] = None,
+        spec_file: Annotated[Path | None, typer.Option("--spec", help="Preprocess spec JSON/YAML (default: the model's).")] = None,
+        slab_thickness: Annotated[int | None, typer.Option("--slab-thickness", help="2.5d slab thickness in patches (default 4).")] = None,
+        slab_overlap: Annotated[int | None, typer.Option("--slab-overlap", help="2.5d slab overlap in patches (default 1).")] = None,
+        progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    ) -> None:
+        """Embed every scan (skipping those already done with this model and spec) into STORE."""
+        import torch
+
+        from voxelfm.core.errors import ConfigError
+        from voxelfm.embed import (
+            EmbeddingStore,
+            collect_jobs,
+            parse_shard,
+            run_embedding,
+            shard_jobs,
+        )
+        from voxelfm.embed.extract import MODES, resolve_dtype
+        from voxelfm.models import load_model
+        from voxelfm.preprocess import PreprocessSpec
+
+        if mode not in MODES:
+            raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if workers < 0:
+            raise ConfigError(f"--workers must be >= 0, got {workers}")
+        resolve_dtype(dtype)
+        shard_spec = parse_shard(shard)
+        jobs = shard_jobs(collect_jobs(inputs), shard_spec)
+        dev = pick_device(device)
+        net = load_model(model, device=dev)
+        spec = PreprocessSpec.load(spec_file) if spec_file else net.spec
+        if max_patches is not None:
+            spec = spec.replace(max_patches=max_patches)
+        if dev == "cpu" and os.environ.get("OMP_NUM_THREADS") is None:
+            torch.set_num_threads(max(1, (os.cpu_count() or 1)))
+        store = EmbeddingStore(out, shard=shard_spec)
+        console.print(f"model {net.model_id} ({model}) on {dev}; spec {spec.fingerprint()}; "
+                      f"{len(jobs)} scans; mode {mode}; {workers} workers", highlight=False)
+
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        # auto_refresh=False: no refresh thread, so forking the reader workers is thread-free.
+        bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                       MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                       TextColumn("{task.fields[last]}"), console=console, auto_refresh=False,
+                       disable=not progress)
+        with bar:
+            task = bar.add_task("embedding", total=len(jobs), last="")
+
+            def on_progress(scan_id: str, status: str) -> None:
+                bar.update(task, advance=1, last=f"{scan_id}: {status}")
+                bar.refresh()
+
+            summary = run_embedding(net, jobs, store, spec=spec, mode=mode, workers=workers, device=dev,
+                                    dtype=dtype, slab_thickness=slab_thickness, slab_overlap=slab_overlap,
+                                    on_progress=on_progress)
+        _print_summary(summary, out, shard_spec)

@@ -1,0 +1,322 @@
+"""Compose the demo's ``report.html`` from ``results.json`` data and pre-rendered figures.
+
+Kept apart from the stages so it can be tested with synthetic results: it only formats. Every
+section of :data:`SECTIONS` is always present; a section without data says why it is empty
+instead of disappearing, so a reader (and the test) can tell "not computed" from "forgotten".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from voxelfm.demo.results import BACKBONES, CATEGORIES, Estimate, TaskRow, parse_rows
+from voxelfm.viz.html import Cell, HtmlReport, Section
+
+#: (id, title) of every section of the report, in order.
+SECTIONS: tuple[tuple[str, str], ...] = (
+    ("about", "What this report is (synthetic data)"),
+    ("results-table", "Results by task (paper Fig. 2 layout)"),
+    ("paired-difference", "Pretrained − random: paired differences"),
+    ("bars", "Results with 95% confidence intervals"),
+    ("data-fraction", "Data-fraction sweep (paper Fig. 4)"),
+    ("heads", "MLP on CLS vs Q-Former on patch tokens (paper Fig. 5)"),
+    ("inference-modes", "Full 3D vs chunked 2.5D inference (paper Fig. 5)"),
+    ("per-finding-f1", "Per-finding F1: probes vs generated reports (paper Fig. 3)"),
+    ("report-examples", "Generated reports beside their references"),
+    ("retrieval-examples", "Retrieval examples"),
+    ("segmentation-overlays", "Segmentation overlays"),
+    ("pca-maps", "PCA maps of patch features"),
+    ("run-details", "How this run was made"),
+)
+
+BACKBONE_LABELS = {"pretrained": "pretrained (SSL)", "random": "random init"}
+
+
+def _fmt(est: Estimate | None, digits: int = 3) -> str:
+    return "—" if est is None else est.format(digits)
+
+
+def _diff_cell(row: TaskRow) -> Cell:
+    if row.difference is None or row.difference.value is None:
+        return Cell("—", "num")
+    text = row.difference.format(3)
+    if row.difference.excludes_zero:
+        return Cell(text, "num " + ("good" if _pretraining_wins(row) else "bad"))
+    return Cell(text, "num")
+
+
+def _pretraining_wins(row: TaskRow) -> bool:
+    """The paired CI excludes 0 on the side where pretrained is better."""
+    d = row.difference
+    return d is not None and d.value is not None and d.excludes_zero and (d.value > 0) == row.higher_is_better
+
+
+def _metric_label(row: TaskRow) -> str:
+    arrow = "↑" if row.higher_is_better else "↓"
+    return f"{row.metric} {arrow}"
+
+
+def _no_data(sec: Section, what: str) -> None:
+    sec.callout(f"Not available in this run: {what}", kind="note")
+
+
+def _about(sec: Section, results: Mapping[str, Any]) -> None:
+    data = results.get("data", {})
+    splits = data.get("splits", {})
+    sec.callout(
+        "All data in this report are synthetic. The CT scans are procedurally generated chest "
+        "phantoms (voxelfm.data.phantom) with planted findings, and every label, report and survival "
+        "time comes from the generator's known ground truth. No patient data were used."
+    )
+    sec.paragraph(
+        f"Cohort: {data.get('n_scans', '?')} scans of {data.get('n_patients', '?')} synthetic patients "
+        f"(patient-level splits: train {splits.get('train', '?')}, validation {splits.get('val', '?')}, "
+        f"test {splits.get('test', '?')}). Two backbones of the same architecture are compared: one "
+        "pretrained with self-supervision (DINO + iBOT + KoLeo) on the cohort's scans for a few "
+        "minutes, and one left at random initialisation. Both stay frozen; only the small probes train."
+    )
+    sec.heading("What the numbers show")
+    sec.bullets([
+        "That the whole pipeline runs end to end: reading CT, preprocessing, self-supervised "
+        "pretraining, frozen feature extraction (full 3D and chunked 2.5D), probes for all seven task "
+        "categories, bootstrap confidence intervals and report generation.",
+        "Whether a short self-supervised pretraining gives features that beat random features of the "
+        "same architecture on this synthetic cohort (the paired differences).",
+        "How the protocol behaves: CI widths at this test-set size, the effect of the amount of "
+        "labelled data, MLP-on-CLS vs Q-Former-on-patches, 3D vs 2.5D.",
+    ])
+    sec.heading("What they do not show")
+    sec.bullets([
+        "Clinical performance: phantoms are far simpler than real CT, and the test sets are small, so "
+        "confidence intervals are wide.",
+        "The published VoxelFM results: the real model was pretrained on over 137,000 CT studies on "
+        "GPUs; this backbone is tiny and trained for minutes on a CPU.",
+        "A comparison with other foundation models.",
+    ])
+
+
+def _results_table(sec: Section, rows: Sequence[TaskRow]) -> None:
+    if not rows:
+        _no_data(sec, "no task results")
+        return
+    sec.paragraph(
+        "One row per task category and metric, as in the paper's Fig. 2: the value on the held-out "
+        "test scans with its 95% confidence interval for each frozen backbone. ↑ = higher is better."
+    )
+    table_rows = []
+    by_cat: dict[str, list[TaskRow]] = {}
+    for r in rows:
+        by_cat.setdefault(r.category, []).append(r)
+    ordered = [c for c in CATEGORIES if c in by_cat] + [c for c in by_cat if c not in CATEGORIES]
+    for cat in ordered:
+        for i, r in enumerate(by_cat[cat]):
+            table_rows.append([
+                Cell(cat if i == 0 else "", "group"),
+                r.task,
+                _metric_label(r),
+                *[Cell(_fmt(r.values.get(b)), "num") for b in BACKBONES],
+                Cell(str(next((v.n for v in r.values.values() if v.n is not None), "")), "num"),
+            ])
+    sec.table(
+        ["category", "task", "metric", *[BACKBONE_LABELS[b] for b in BACKBONES], "n test"],
+        table_rows, table_id="fig2-table",
+    )
+    present = {r.category for r in rows}
+    missing = [c for c in CATEGORIES if c not in present]
+    if missing:
+        sec.callout("No result in this run for: " + ", ".join(missing))
+
+
+def _paired(sec: Section, rows: Sequence[TaskRow]) -> None:
+    with_diff = [r for r in rows if r.difference is not None]
+    if not with_diff:
+        _no_data(sec, "no paired differences were computed")
+        return
+    sec.paragraph(
+        "Difference pretrained − random on the same test scans, with a 95% CI from a paired bootstrap "
+        "(both backbones resampled with the same test-scan indices). Green: the CI excludes 0 in "
+        "favour of pretraining; red: in favour of random init; plain: no clear difference."
+    )
+    sec.table(
+        ["category", "task", "metric", "pretrained − random [95% CI]"],
+        [[r.category, r.task, _metric_label(r), _diff_cell(r)] for r in with_diff],
+        table_id="paired-table",
+    )
+    wins = sum(1 for r in with_diff if _pretraining_wins(r))
+    sec.paragraph(f"Pretraining is clearly better on {wins} of {len(with_diff)} metrics.", muted=True)
+
+
+def _figure_or_note(sec: Section, figures: Mapping[str, Any], key: str, caption: str, what: str) -> None:
+    png = figures.get(key)
+    if png:
+        sec.figure(png, caption=caption)
+    else:
+        _no_data(sec, what)
+
+
+def _comparison_table(sec: Section, rows: Sequence[TaskRow], table_id: str) -> None:
+    """Rows whose ``values`` hold variants such as ``pretrained · MLP`` / ``pretrained · Q-Former``."""
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r.values if k not in keys]
+    body = [[r.task, _metric_label(r), *[Cell(_fmt(r.values.get(k)), "num") for k in keys]] for r in rows]
+    sec.table(["task", "metric", *keys], body, table_id=table_id)
+
+
+def _per_finding(sec: Section, results: Mapping[str, Any], figures: Mapping[str, Any]) -> None:
+    items = results.get("per_finding_f1") or []
+    if not items:
+        _no_data(sec, "per-finding F1 (needs both the classification probes and report generation)")
+        return
+    sec.paragraph(
+        "F1 at threshold 0.5 of the per-finding Q-Former probes against F1 of the findings extracted "
+        "(rule-based, with negation handling) from the generated reports, on the same test scans; "
+        "both on the pretrained backbone. 95% CIs from a percentile bootstrap."
+    )
+    if figures.get("per_finding_f1"):
+        sec.figure(figures["per_finding_f1"], caption="Per-finding F1 with 95% CIs: probes vs generated reports.")
+    sec.table(
+        ["finding", "probe F1", "report F1", "positives in test"],
+        [[i["finding"], Cell(_fmt(Estimate.from_any(i.get("probe"))), "num"),
+          Cell(_fmt(Estimate.from_any(i.get("report"))), "num"), Cell(str(i.get("support", "")), "num")]
+         for i in items],
+        table_id="per-finding-table",
+    )
+
+
+def _report_examples(sec: Section, results: Mapping[str, Any]) -> None:
+    rg = results.get("report_generation") or {}
+    examples = (results.get("examples") or {}).get("reports") or []
+    if not examples:
+        _no_data(sec, "report generation")
+        return
+    lm = rg.get("lm", "?")
+    sec.paragraph(
+        f"Reports generated from frozen features of the pretrained backbone by the language model "
+        f"{lm} (projector, then LoRA), beside the generator's reference report for the same scan."
+    )
+    if rg.get("lm_note"):
+        sec.callout(str(rg["lm_note"]), kind="note")
+    metrics = rg.get("metrics") or {}
+    if metrics:
+        sec.table(["metric", "value"], [[k, Cell(_fmt(Estimate.from_any(v)), "num")] for k, v in metrics.items()])
+    for ex in examples:
+        sec.heading(f"Scan {ex.get('scan_id', '?')}")
+        sec.compare([("Reference report", str(ex.get("reference", ""))),
+                     ("Generated report", str(ex.get("generated", "")))])
+
+
+def compose_report(
+    results: Mapping[str, Any], figures: Mapping[str, Any], *, title: str = "voxelfm demo report",
+) -> HtmlReport:
+    """Build the report. ``figures`` maps names to PNG bytes (or lists of (PNG, caption) pairs).
+
+    Figure names: ``bars``, ``data_fraction``, ``heads``, ``inference_modes``, ``per_finding_f1``,
+    ``retrieval`` (list), ``segmentation`` (list), ``pca`` (list).
+    """
+    rows = parse_rows(results.get("tasks", []))
+    report = HtmlReport(
+        title,
+        subtitle=f"size {results.get('size', '?')} · device {results.get('device', '?')} · "
+        f"voxelfm {results.get('voxelfm_version', '?')} · {results.get('created', '')}",
+    )
+    secs = {sid: report.section(sid, title) for sid, title in SECTIONS}
+
+    _about(secs["about"], results)
+    _results_table(secs["results-table"], rows)
+    _paired(secs["paired-difference"], rows)
+    _figure_or_note(secs["bars"], figures, "bars",
+                    "Each task's headline metric per backbone; whiskers are 95% CIs.", "bar chart")
+
+    frac = results.get("data_fraction") or {}
+    sec = secs["data-fraction"]
+    if frac.get("points"):
+        sec.paragraph(
+            f"{frac.get('task', 'The probe')} trained on nested subsets of the training split "
+            f"(same validation and test scans); metric {frac.get('metric', '?')}, mean over "
+            f"{frac.get('seeds', '?')} subset seed(s), whiskers = 95% CIs of the test metric."
+        )
+    _figure_or_note(sec, figures, "data_fraction", "Test metric against the fraction of training labels used.",
+                    "data-fraction sweep")
+
+    sec = secs["heads"]
+    heads = parse_rows(results.get("heads", []))
+    if heads:
+        sec.paragraph("The same classification task with two probe heads on each frozen backbone: a "
+                      "two-layer MLP on the CLS token, and a single-layer Q-Former (learned query "
+                      "cross-attending to all patch tokens).")
+        _comparison_table(sec, heads, "heads-table")
+    _figure_or_note(sec, figures, "heads", "MLP on CLS vs Q-Former on patch tokens (95% CIs).",
+                    "MLP vs Q-Former comparison")
+
+    sec = secs["inference-modes"]
+    modes = parse_rows(results.get("inference_modes", []))
+    if modes:
+        sec.paragraph("Features of the pretrained backbone from one forward pass over the whole volume "
+                      "(3D) against chunked inference over overlapping axial slabs whose CLS tokens are "
+                      "aggregated and patch grids stitched (2.5D); same probe, same test scans.")
+        _comparison_table(sec, modes, "modes-table")
+    _figure_or_note(sec, figures, "inference_modes", "Full 3D vs chunked 2.5D (95% CIs).",
+                    "3D vs 2.5D comparison")
+
+    _per_finding(secs["per-finding-f1"], results, figures)
+    _report_examples(secs["report-examples"], results)
+
+    sec = secs["retrieval-examples"]
+    if figures.get("retrieval"):
+        sec.paragraph("Query scans (left) and their nearest neighbours by cosine similarity of CLS "
+                      "tokens among the other test scans; a ✓ marks a neighbour that shares at least "
+                      "one finding with the query (the label-match criterion of the retrieval metric).")
+        for png, caption in figures["retrieval"]:
+            sec.figure(png, caption=caption)
+    else:
+        _no_data(sec, "retrieval examples")
+
+    sec = secs["segmentation-overlays"]
+    if figures.get("segmentation"):
+        sec.paragraph("Ground-truth label map and the segmentation probe's prediction (patch grid → "
+                      "3D convolutional decoder) over the same CT slice of test scans.")
+        for png, caption in figures["segmentation"]:
+            sec.figure(png, caption=caption)
+    else:
+        _no_data(sec, "segmentation overlays")
+
+    sec = secs["pca-maps"]
+    if figures.get("pca"):
+        sec.paragraph("The first three principal components of the patch tokens (fitted on body "
+                      "patches of several scans) shown as red, green and blue over the CT. Features "
+                      "that have learned anatomy give coherent colours per structure; random features "
+                      "mostly follow raw intensity.")
+        for png, caption in figures["pca"]:
+            sec.figure(png, caption=caption)
+    else:
+        _no_data(sec, "PCA maps")
+
+    _run_details(secs["run-details"], results)
+    return report
+
+
+def _run_details(sec: Section, results: Mapping[str, Any]) -> None:
+    timings = results.get("timings") or {}
+    if timings:
+        total = sum(float(v) for v in timings.values())
+        sec.table(
+            ["stage", "wall time (s)"],
+            [[k, Cell(f"{float(v):.1f}", "num")] for k, v in timings.items()]
+            + [[Cell("total", "group"), Cell(f"{total:.1f}", "num")]],
+            caption="Wall time of the run that produced each stage's outputs.",
+            table_id="timings-table",
+        )
+    backbones = results.get("backbones") or {}
+    if backbones:
+        rows = []
+        for name, info in backbones.items():
+            rows.append([BACKBONE_LABELS.get(name, name), str(info.get("model_id", "")),
+                         str(info.get("preset", "")), str(info.get("description", ""))])
+        sec.table(["backbone", "model id", "architecture", "how it was made"], rows)
+    notes = results.get("notes") or []
+    if notes:
+        sec.heading("Notes")
+        sec.bullets([str(n) for n in notes])
+    sec.paragraph("All numbers are also in results.json next to this file.", muted=True)

@@ -1,0 +1,129 @@
+"""Picture figures of the demo report: retrieval thumbnails, segmentation overlays, PCA maps.
+
+Each function takes plain arrays (already windowed slices, label slices, PCA colours) and returns
+PNG bytes, so it can be tested without a model. Metric charts (bars, curves) come from
+:mod:`voxelfm.viz.plots`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from voxelfm.viz.html import figure_to_png
+from voxelfm.viz.slices import blend_rgb, label_palette, overlay_labels
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)  # headless: the demo runs on servers without a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """One retrieved scan: its thumbnail, id, cosine similarity and whether it matches the query."""
+
+    image: np.ndarray  # (H, W, 3) uint8
+    scan_id: str
+    similarity: float
+    match: bool
+    findings: str = ""
+
+
+def retrieval_figure(
+    query_image: np.ndarray, query_id: str, query_findings: str, neighbours: Sequence[Neighbour],
+) -> bytes:
+    """A query thumbnail followed by its ranked neighbours, each titled with similarity and match."""
+    plt = _plt()
+    n = 1 + len(neighbours)
+    fig, axes = plt.subplots(1, n, figsize=(2.3 * n, 2.9), squeeze=False)
+    axes = axes[0]
+    axes[0].imshow(query_image)
+    axes[0].set_title(f"query {query_id}", fontsize=9, fontweight="bold")
+    axes[0].set_xlabel(_wrap(query_findings), fontsize=7)
+    for rank, (ax, nb) in enumerate(zip(axes[1:], neighbours, strict=True), start=1):
+        ax.imshow(nb.image)
+        mark = "✓" if nb.match else "✗"
+        colour = "#1a7f37" if nb.match else "#b42318"
+        ax.set_title(f"#{rank} {nb.scan_id}\ncos {nb.similarity:.3f} {mark}", fontsize=8, color=colour)
+        ax.set_xlabel(_wrap(nb.findings), fontsize=7)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return figure_to_png(fig)
+
+
+def _wrap(text: str, width: int = 28) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text or "no findings", width)[:4])
+
+
+def segmentation_figure(
+    grey: np.ndarray, truth: np.ndarray, predicted: np.ndarray, label_names: Mapping[int, str],
+    *, title: str = "",
+) -> bytes:
+    """CT slice, ground truth overlay and predicted overlay side by side, with a legend."""
+    plt = _plt()
+    n_labels = int(max(truth.max(initial=0), predicted.max(initial=0), max(label_names, default=0)))
+    palette = label_palette(n_labels)
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.9))
+    axes[0].imshow(grey, cmap="gray", vmin=0, vmax=255)
+    axes[0].set_title("CT", fontsize=10)
+    axes[1].imshow(overlay_labels(grey, truth, palette=palette))
+    axes[1].set_title("ground truth", fontsize=10)
+    axes[2].imshow(overlay_labels(grey, predicted, palette=palette))
+    axes[2].set_title("probe prediction", fontsize=10)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    present = sorted(set(np.unique(truth).tolist()) | set(np.unique(predicted).tolist()) - {0})
+    handles = [
+        plt.Rectangle((0, 0), 1, 1, color=palette[i] / 255.0, label=label_names.get(i, f"label {i}"))
+        for i in present if i > 0
+    ]
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.08 if handles else 0, 1, 1))
+    return figure_to_png(fig)
+
+
+@dataclass(frozen=True)
+class PcaPanel:
+    """One scan's slice with a PCA colour map per backbone."""
+
+    scan_id: str
+    grey: np.ndarray  # (H, W) uint8 windowed CT slice
+    colours: Mapping[str, np.ndarray]  # backbone → (H, W, 3) float in [0, 1]
+    mask: np.ndarray | None = None  # (H, W) bool: where to draw colours (the body)
+
+
+def pca_figure(panels: Sequence[PcaPanel], *, alpha: float = 0.65) -> bytes:
+    """Rows = scans; columns = CT, then the PCA map of each backbone over the same slice."""
+    plt = _plt()
+    backbones = list(panels[0].colours) if panels else []
+    ncols = 1 + len(backbones)
+    fig, axes = plt.subplots(len(panels), ncols, figsize=(3.2 * ncols, 3.2 * len(panels)), squeeze=False)
+    for r, panel in enumerate(panels):
+        axes[r, 0].imshow(panel.grey, cmap="gray", vmin=0, vmax=255)
+        axes[r, 0].set_ylabel(panel.scan_id, fontsize=9)
+        if r == 0:
+            axes[r, 0].set_title("CT", fontsize=10)
+        for c, name in enumerate(backbones, start=1):
+            axes[r, c].imshow(blend_rgb(panel.grey, panel.colours[name], alpha=alpha, mask=panel.mask))
+            if r == 0:
+                axes[r, c].set_title(f"PCA of patch features: {name}", fontsize=10)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return figure_to_png(fig)

@@ -1,0 +1,48 @@
+"""Where each demo stage writes inside the output directory (one place, so stages agree)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+BACKBONE_NAMES = ("pretrained", "random")
+MODES = ("3d", "2.5d")
+
+
+def cohort_dir(out: Path) -> Path:
+    return out / "cohort"
+
+
+def pretrain_run_dir(out: Path) -> Path:
+    return out / "pretrain"
+
+
+def model_dir(out: Path, backbone: str) -> Path:
+    return out / "models" / backbone
+
+
+def store_dir(out: Path, backbone: str, mode: str = "3d") -> Path:
+    return out / "embeddings" / f"{backbone}-{mode.replace('.', '')}"
+
+
+def probes_dir(out: Path) -> Path:
+    return out / "probes"
+
+
+def probes_summary(out: Path) -> Path:
+    return probes_dir(out) / "summary.json"
+
+
+def reportgen_dir(out: Path) -> Path:
+    return out / "reportgen"
+
+
+def reportgen_summary(out: Path) -> Path:
+    return reportgen_dir(out) / "summary.json"
+
+
+def report_html(out: Path) -> Path:
+    return out / "report.html"
+
+
+def results_json(out: Path) -> Path:
+    return out / "results.json"

@@ -1,0 +1,173 @@
+"""Draw every figure of the demo report from the run's outputs (CT files, stores, summaries)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voxelfm.demo import layout
+from voxelfm.demo.figures import (
+    Neighbour,
+    PcaPanel,
+    pca_figure,
+    retrieval_figure,
+    segmentation_figure,
+)
+from voxelfm.demo.pipeline import DemoContext
+from voxelfm.viz.slices import ct_thumbnail, take_slice, window_hu
+
+THUMB_WIDTH = 150
+
+
+class _Cohort:
+    """Lazy access to the cohort's scans and label maps by scan id (each read at most once)."""
+
+    def __init__(self, root: Path) -> None:
+        import pandas as pd
+
+        self.root = root
+        self.labels = pd.read_csv(root / "labels.csv").set_index("scan_id")
+        self.ct = lru_cache(maxsize=16)(self._ct)
+        self.label_map = lru_cache(maxsize=8)(self._label_map)
+
+    def _ct(self, scan_id: str):  # -> CTVolume
+        from voxelfm.io import load_ct
+
+        return load_ct(self.root / str(self.labels.loc[scan_id, "path"]))
+
+    def _label_map(self, scan_id: str) -> np.ndarray:
+        from voxelfm.io import load_label_map
+
+        return load_label_map(self.root / str(self.labels.loc[scan_id, "label_path"]))[0]
+
+    def findings(self, scan_id: str) -> list[str]:
+        from voxelfm.data.phantom import FINDINGS
+
+        row = self.labels.loc[scan_id]
+        return [f for f in FINDINGS if f in row.index and int(row[f]) == 1]
+
+    def axial_index(self, scan_id: str) -> int:
+        """The slice through the largest nodule when there is one, else the middle slice."""
+        import pandas as pd
+
+        vol = self.ct(scan_id)
+        z_norm = float(pd.to_numeric(self.labels.loc[scan_id].get("nodule_z_norm"), errors="coerce"))
+        if np.isfinite(z_norm):  # empty when the scan has no nodule
+            return int(np.clip(z_norm * vol.shape[0], 0, vol.shape[0] - 1))
+        return vol.shape[0] // 2
+
+    def thumbnail(self, scan_id: str) -> np.ndarray:
+        vol = self.ct(scan_id)
+        return ct_thumbnail(vol.array, spacing=vol.spacing, axis="axial", index=self.axial_index(scan_id),
+                            width=THUMB_WIDTH)
+
+
+def retrieval_figures(ctx: DemoContext, cohort: _Cohort, examples: list[dict[str, Any]]) -> list[tuple[bytes, str]]:
+    out = []
+    for ex in examples[: ctx.config.n_examples]:
+        query = str(ex["query"])
+        neighbours = [
+            Neighbour(cohort.thumbnail(str(nb["scan_id"])), str(nb["scan_id"]), float(nb["similarity"]),
+                      bool(nb["match"]), ", ".join(cohort.findings(str(nb["scan_id"]))))
+            for nb in ex["neighbours"]
+        ]
+        png = retrieval_figure(cohort.thumbnail(query), query, ", ".join(cohort.findings(query)), neighbours)
+        hits = sum(nb.match for nb in neighbours)
+        out.append((png, f"Query {query} ({ex.get('backbone', 'pretrained')} backbone): {hits} of "
+                         f"{len(neighbours)} nearest neighbours share a finding with it."))
+    return out
+
+
+def _most_informative_slice(labels: np.ndarray) -> int:
+    """Axial slice showing the most distinct structures (ties → most labelled voxels)."""
+    counts = [(len(np.unique(s)), int((s > 0).sum())) for s in labels]
+    return int(max(range(len(counts)), key=lambda k: counts[k]))
+
+
+def segmentation_figures(ctx: DemoContext, cohort: _Cohort, examples: list[dict[str, Any]]) -> list[tuple[bytes, str]]:
+    from voxelfm.data.phantom import SEGMENTATION_LABELS
+    from voxelfm.io import load_label_map
+
+    names = _label_names(SEGMENTATION_LABELS)
+    out = []
+    for ex in examples[: ctx.config.n_examples]:
+        scan_id = str(ex["scan_id"])
+        truth = cohort.label_map(scan_id)
+        pred, _ = load_label_map(ctx.out / str(ex["prediction"]))
+        if pred.shape != truth.shape:
+            raise ValueError(f"prediction {ex['prediction']} has shape {pred.shape}, labels {truth.shape}")
+        k = _most_informative_slice(truth)
+        vol = cohort.ct(scan_id)
+        grey = window_hu(take_slice(vol.array, "axial", k), "mediastinum")
+        png = segmentation_figure(grey, take_slice(truth, "axial", k), take_slice(pred, "axial", k), names,
+                                  title=f"{scan_id}, axial slice {k}")
+        dice = ex.get("dice")
+        caption = f"Test scan {scan_id} ({ex.get('backbone', 'pretrained')} backbone)"
+        if dice is not None:
+            caption += f": macro Dice over structures {float(dice):.3f}"
+        out.append((png, caption + "."))
+    return out
+
+
+def _label_names(spec: Any) -> dict[int, str]:
+    """Accept ``{id: name}`` or ``{name: id}`` from the phantom module."""
+    items = dict(spec)
+    if all(isinstance(k, int) for k in items):
+        return {int(k): str(v) for k, v in items.items()}
+    return {int(v): str(k) for k, v in items.items()}
+
+
+def pca_figures(ctx: DemoContext, cohort: _Cohort, scan_ids: list[str]) -> list[tuple[bytes, str]]:
+    """DINO-style PCA maps of both backbones over axial and coronal slices of test scans."""
+    from voxelfm.embed import EmbeddingStore
+    from voxelfm.preprocess import PreprocessSpec, preprocess
+    from voxelfm.viz.pca import body_mask, fit_patch_pca, patch_foreground, sample_grid_on_slice
+
+    if not scan_ids:
+        return []
+    spec = PreprocessSpec.load(layout.model_dir(ctx.out, "pretrained") / "preprocess.json")
+    pre = {s: preprocess(cohort.ct(s), spec) for s in scan_ids}
+    colours: dict[str, dict[tuple[str, str], np.ndarray]] = {}
+    for backbone in layout.BACKBONE_NAMES:
+        store = EmbeddingStore(layout.store_dir(ctx.out, backbone, "3d"))
+        feats = {s: store.get(s) for s in scan_ids}
+        fg = [patch_foreground(pre[s].hu, pre[s].geometry, feats[s].patch_geometry) for s in scan_ids]
+        pca = fit_patch_pca([feats[s].patch for s in scan_ids], foreground=fg, seed=0)
+        colours[backbone] = {}
+        for s in scan_ids:
+            rgb_grid = pca.transform(feats[s].patch)
+            for axis in ("axial", "coronal"):
+                colours[backbone][(s, axis)] = sample_grid_on_slice(
+                    rgb_grid, feats[s].patch_geometry, pre[s].geometry, axis=axis)
+    figs = []
+    for axis in ("axial", "coronal"):
+        panels = []
+        for s in scan_ids:
+            hu_slice = take_slice(pre[s].hu, axis)
+            panels.append(PcaPanel(s, window_hu(hu_slice, "lung"),
+                                   {b: colours[b][(s, axis)] for b in layout.BACKBONE_NAMES},
+                                   mask=body_mask(hu_slice)))
+        figs.append((pca_figure(panels),
+                     f"{axis.capitalize()} middle slices of test scans on the backbone's own preprocessed grid; "
+                     "colours = first three principal components of the patch tokens, fitted per backbone "
+                     "on the body patches of these scans."))
+    return figs
+
+
+
+
+def all_figures(ctx: DemoContext, results: dict[str, Any]) -> dict[str, Any]:
+    """Every figure of the report, keyed as :func:`voxelfm.demo.document.compose_report` expects."""
+    cohort = _Cohort(layout.cohort_dir(ctx.out))
+    from voxelfm.demo.charts import all_charts
+
+    figures: dict[str, Any] = dict(all_charts(results, ctx.out / "figures"))
+    examples = results.get("examples", {})
+    figures["retrieval"] = retrieval_figures(ctx, cohort, examples.get("retrieval", []))
+    figures["segmentation"] = segmentation_figures(ctx, cohort, examples.get("segmentation", []))
+    test_ids = [str(s) for s in cohort.labels.index[cohort.labels["split"] == "test"]]
+    figures["pca"] = pca_figures(ctx, cohort, test_ids[: min(3, ctx.config.n_examples)])
+    return figures

@@ -1,0 +1,229 @@
+"""The stage framework of ``voxelfm demo``: ordered stages, checked outputs, resumable runs.
+
+A stage declares its name, the stages whose outputs it reads (``inputs``), the paths it writes
+(``outputs``), a ``run`` that produces them and a ``check`` that verifies they are complete and
+valid (readable, the right number of entries, the right model, ...), not merely present.
+
+When a stage finishes, the pipeline writes ``OUT/.stages/<name>.json`` with a fingerprint of the
+part of the config the stage used and of its inputs' fingerprints, and the wall time it took.
+A re-run skips a stage only when that marker matches *and* ``check`` passes again, so a stage whose
+files were damaged or whose config changed is re-run, and so is everything downstream of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from voxelfm.core.atomic import atomic_write_text
+from voxelfm.core.errors import ConfigError, VoxelFMError, located
+from voxelfm.demo.config import DemoConfig
+
+log = logging.getLogger(__name__)
+
+
+class DemoError(VoxelFMError):
+    """A demo stage failed or produced outputs that do not pass their check."""
+
+
+@dataclass
+class DemoContext:
+    """What every stage sees: where to write, the config, the device and the console."""
+
+    out: Path
+    config: DemoConfig
+    device: str = "cpu"
+    console: Console = field(default_factory=lambda: Console(stderr=True))
+
+    def path(self, *parts: str) -> Path:
+        return self.out.joinpath(*parts)
+
+
+@dataclass
+class CheckResult:
+    """Outcome of a stage check: ``ok`` and, when not, what is wrong."""
+
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def require(self, condition: bool, problem: str) -> bool:
+        if not condition:
+            self.problems.append(problem)
+        return condition
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+@dataclass
+class StageRecord:
+    """What the pipeline remembers about one stage of one run."""
+
+    name: str
+    status: str  # "ran" | "skipped"
+    seconds: float  # wall time of the run that produced the outputs
+    fingerprint: str
+    finished: str
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "seconds": self.seconds,
+            "fingerprint": self.fingerprint,
+            "finished": self.finished,
+            "summary": self.summary,
+        }
+
+
+class Stage(ABC):
+    """One step of the demo. Subclasses set ``name``, ``title``, ``inputs`` and ``config_parts``."""
+
+    name: str = ""
+    title: str = ""
+    inputs: tuple[str, ...] = ()  # names of stages whose outputs this one reads
+    config_parts: tuple[str, ...] = ()  # DemoConfig fields this stage's outputs depend on
+
+    @abstractmethod
+    def outputs(self, ctx: DemoContext) -> list[Path]:
+        """Paths this stage writes (files or directories)."""
+
+    @abstractmethod
+    def run(self, ctx: DemoContext) -> dict[str, Any]:
+        """Produce the outputs; return a small JSON-able summary for the stage marker."""
+
+    @abstractmethod
+    def check(self, ctx: DemoContext) -> CheckResult:
+        """Verify the outputs are complete and valid (not just present)."""
+
+    def own_fingerprint(self, ctx: DemoContext) -> str:
+        parts = {p: ctx.config.fingerprint(p) for p in self.config_parts}
+        if "n_examples" in self.config_parts:
+            parts["n_examples"] = str(ctx.config.n_examples)
+        text = json.dumps({"stage": self.name, "parts": parts}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Pipeline:
+    """Runs stages in order, skipping those whose marker and check say they are done."""
+
+    def __init__(self, stages: Sequence[Stage]) -> None:
+        names = [s.name for s in stages]
+        if len(set(names)) != len(names) or not all(names):
+            raise ConfigError(f"stage names must be unique and non-empty: {names}")
+        for i, stage in enumerate(stages):
+            unknown = [d for d in stage.inputs if d not in names[:i]]
+            if unknown:
+                raise ConfigError(f"stage {stage.name!r} reads {unknown}, which do not run before it")
+        self.stages = list(stages)
+
+    def stage(self, name: str) -> Stage:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise ConfigError(f"no stage named {name!r}; stages: {', '.join(s.name for s in self.stages)}")
+
+    @staticmethod
+    def marker_path(ctx: DemoContext, name: str) -> Path:
+        return ctx.path(".stages", f"{name}.json")
+
+    def fingerprint(self, ctx: DemoContext, stage: Stage, upstream: dict[str, str]) -> str:
+        text = json.dumps(
+            {"own": stage.own_fingerprint(ctx), "inputs": {d: upstream[d] for d in stage.inputs}},
+            sort_keys=True,
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def read_marker(self, ctx: DemoContext, name: str) -> dict[str, Any] | None:
+        path = self.marker_path(ctx, name)
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def is_done(self, ctx: DemoContext, stage: Stage, fingerprint: str) -> tuple[bool, str]:
+        """Whether ``stage`` can be skipped, and why not when it cannot."""
+        marker = self.read_marker(ctx, stage.name)
+        if marker is None:
+            return False, "not run yet"
+        if marker.get("fingerprint") != fingerprint:
+            return False, "its config or inputs changed"
+        result = stage.check(ctx)
+        if not result.ok:
+            return False, "outputs failed their check: " + "; ".join(result.problems[:3])
+        return True, ""
+
+    def run(self, ctx: DemoContext, *, force: Sequence[str] = ()) -> list[StageRecord]:
+        """Run (or skip) every stage in order; ``force`` re-runs the named stages and what follows."""
+        ctx.out.mkdir(parents=True, exist_ok=True)
+        for name in force:
+            self.stage(name)  # validates the names early
+        upstream: dict[str, str] = {}
+        records: list[StageRecord] = []
+        forcing = False
+        total = len(self.stages)
+        for i, stage in enumerate(self.stages, start=1):
+            fingerprint = self.fingerprint(ctx, stage, upstream)
+            upstream[stage.name] = fingerprint
+            forcing = forcing or stage.name in force
+            header = f"[{i}/{total}] {stage.title or stage.name}"
+            done, why = (False, "forced") if forcing else self.is_done(ctx, stage, fingerprint)
+            if done:
+                marker = self.read_marker(ctx, stage.name) or {}
+                ctx.console.print(f"[dim]{header}: done earlier ({marker.get('seconds', 0):.1f} s), skipped[/]")
+                records.append(
+                    StageRecord(stage.name, "skipped", float(marker.get("seconds", 0.0)), fingerprint,
+                                str(marker.get("finished", "")), dict(marker.get("summary", {})))
+                )
+                continue
+            ctx.console.rule(f"[bold]{header}[/]" + (f" [dim]({why})[/]" if why != "not run yet" else ""))
+            self.marker_path(ctx, stage.name).unlink(missing_ok=True)
+            start = time.perf_counter()
+            try:
+                summary = stage.run(ctx) or {}
+            except VoxelFMError as exc:
+                raise DemoError(f"stage {stage.name!r} failed: {exc}") from exc
+            seconds = time.perf_counter() - start
+            result = stage.check(ctx)
+            if not result.ok:
+                raise DemoError(
+                    located(ctx.out, f"stage {stage.name!r} finished but its outputs are invalid: "
+                            + "; ".join(result.problems))
+                )
+            record = StageRecord(stage.name, "ran", seconds, fingerprint,
+                                 datetime.now(UTC).isoformat(timespec="seconds"), _jsonable(summary))
+            atomic_write_text(self.marker_path(ctx, stage.name), json.dumps(record.to_dict(), indent=2))
+            ctx.console.print(f"[green]✓[/] {stage.name} finished in {seconds:.1f} s")
+            records.append(record)
+        return records
+
+
+def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
+    """Round-trip through JSON so a marker never fails to write on a stray numpy value."""
+    return json.loads(json.dumps(data, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+def read_timings(ctx: DemoContext, stages: Sequence[Stage]) -> dict[str, float]:
+    """Wall time of the run that produced each finished stage's outputs (from the markers)."""
+    timings: dict[str, float] = {}
+    for stage in stages:
+        path = Pipeline.marker_path(ctx, stage.name)
+        try:
+            timings[stage.name] = float(json.loads(path.read_text())["seconds"])
+        except (OSError, KeyError, ValueError, json.JSONDecodeError):
+            continue
+    return timings

@@ -1,0 +1,145 @@
+"""Stage 6: assemble ``results.json`` and the self-contained ``report.html``.
+
+Reads the cohort, the two model directories, the embedding stores, and the summaries the probe and
+report-generation stages wrote; draws the figures (metric charts through :mod:`voxelfm.viz.plots`,
+CT pictures through :mod:`voxelfm.viz.slices` / :mod:`voxelfm.viz.pca`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from voxelfm.core.atomic import atomic_write_text
+from voxelfm.core.errors import DataError, located
+from voxelfm.demo import layout
+from voxelfm.demo.document import SECTIONS, compose_report
+from voxelfm.demo.pipeline import CheckResult, DemoContext, Stage, read_timings
+from voxelfm.demo.results import SCHEMA_VERSION, validate_results
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(located(path, f"cannot read stage summary: {exc}")) from exc
+
+
+class RenderStage(Stage):
+    name = "render"
+    title = "Write results.json and report.html"
+    inputs = ("cohort", "pretrain", "embed", "probes", "reportgen")
+    config_parts = ("n_examples",)
+
+    def __init__(self, upstream_stages: list[Stage] | None = None) -> None:
+        self.upstream_stages = upstream_stages or []
+
+    def outputs(self, ctx: DemoContext) -> list[Path]:
+        return [layout.results_json(ctx.out), layout.report_html(ctx.out)]
+
+    def run(self, ctx: DemoContext) -> dict[str, Any]:
+        from voxelfm.demo import pictures
+
+        results = assemble_results(ctx, read_timings(ctx, self.upstream_stages))
+        problems = validate_results(results)
+        if problems:
+            raise DataError(located(layout.results_json(ctx.out), "incomplete results: " + "; ".join(problems)))
+        atomic_write_text(layout.results_json(ctx.out), json.dumps(results, indent=2))
+        figures = pictures.all_figures(ctx, results)
+        report = compose_report(results, figures)
+        report.write(layout.report_html(ctx.out))
+        return {"figures": sorted(figures), "tasks": len(results["tasks"])}
+
+    def check(self, ctx: DemoContext) -> CheckResult:
+        res = CheckResult()
+        rpath, hpath = layout.results_json(ctx.out), layout.report_html(ctx.out)
+        try:
+            results = json.loads(rpath.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            res.problems.append(f"{rpath}: unreadable ({exc})")
+            return res
+        res.problems += [f"{rpath}: {p}" for p in validate_results(results)]
+        try:
+            html = hpath.read_text()
+        except OSError as exc:
+            res.problems.append(f"{hpath}: unreadable ({exc})")
+            return res
+        res.problems += check_report_html(html)
+        return res
+
+
+def check_report_html(html: str) -> list[str]:
+    """Problems of a rendered report: a missing section, an external resource, no closing tag."""
+    problems = [f"report.html lacks section {sid!r}" for sid, _ in SECTIONS if f'<section id="{sid}">' not in html]
+    srcs = re.findall(r'\ssrc="([^"]*)"', html)
+    external = [s[:40] for s in srcs if not s.startswith("data:")]
+    if external:
+        problems.append(f"report.html references external files: {external[:3]}")
+    if not html.rstrip().endswith("</html>"):
+        problems.append("report.html is truncated")
+    return problems
+
+
+def assemble_results(ctx: DemoContext, timings: dict[str, float]) -> dict[str, Any]:
+    """Merge every stage's summary into the ``results.json`` document."""
+    import pandas as pd
+
+    import voxelfm
+
+    out = ctx.out
+    labels = pd.read_csv(layout.cohort_dir(out) / "labels.csv")
+    probes = _read_json(layout.probes_summary(out))
+    reportgen = _read_json(layout.reportgen_summary(out))
+    backbones = {}
+    for name in layout.BACKBONE_NAMES:
+        cfg = _read_json(layout.model_dir(out, name) / "config.json")
+        backbones[name] = {
+            "model_id": cfg.get("model_id"),
+            "preset": ctx.config.pretrain.preset,
+            "dir": str(layout.model_dir(out, name).relative_to(out)),
+            "description": (
+                "self-supervised pretraining (DINO + iBOT + KoLeo) on the cohort's training scans"
+                if name == "pretrained" else "the same architecture with its random initial weights"
+            ),
+        }
+    per_finding = []
+    probe_f1 = probes.get("per_finding_f1", {})
+    report_f1 = reportgen.get("per_finding_f1", {})
+    for finding in [f for f in probe_f1 if f in report_f1]:
+        per_finding.append({
+            "finding": finding,
+            "probe": probe_f1[finding],
+            "report": report_f1[finding].get("f1", report_f1[finding]),
+            "support": report_f1[finding].get("support", probe_f1[finding].get("support")),
+        })
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "voxelfm_version": voxelfm.__version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "size": ctx.config.size,
+        "device": ctx.device,
+        "config": ctx.config.to_dict(),
+        "data": {
+            "synthetic": True,
+            "n_scans": int(len(labels)),
+            "n_patients": int(labels["patient_id"].nunique()),
+            "splits": {str(k): int(v) for k, v in labels["split"].value_counts().items()},
+        },
+        "backbones": backbones,
+        "tasks": list(probes.get("tasks", [])) + list(reportgen.get("tasks", [])),
+        "heads": probes.get("heads", []),
+        "inference_modes": probes.get("inference_modes", []),
+        "data_fraction": probes.get("data_fraction", {}),
+        "per_finding_f1": per_finding,
+        "report_generation": {k: reportgen.get(k) for k in ("lm", "lm_note", "metrics") if k in reportgen},
+        "examples": {
+            "retrieval": probes.get("examples", {}).get("retrieval", []),
+            "segmentation": probes.get("examples", {}).get("segmentation", []),
+            "reports": reportgen.get("examples", []),
+        },
+        "timings": {k: round(float(v), 2) for k, v in timings.items()},
+        "notes": list(probes.get("notes", [])) + list(reportgen.get("notes", [])),
+    }

@@ -1,0 +1,168 @@
+"""Stage 5: report generation on both backbones (projector + LoRA on a causal LM).
+
+Uses :mod:`voxelfm.report`: ``train_report_model`` (stage 1 projector, stage 2 LoRA, wall-clock
+capped per stage), ``generate_reports`` on the test scans, ``evaluate_reports`` (rule-based finding
+extraction on reference and generated text, per-finding F1 with bootstrap CIs, BLEU/ROUGE-L).
+The LM is SmolLM2-135M-Instruct when cached (``voxelfm report get-lm smollm2``), otherwise the
+offline tiny LM trained from scratch (the report says which).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voxelfm.core.atomic import atomic_write_text
+from voxelfm.demo import layout
+from voxelfm.demo.pipeline import CheckResult, DemoContext, Stage
+from voxelfm.demo.results import Estimate, TaskRow
+
+
+def _lm_choice(choice: str) -> str | None:
+    """``auto`` → None (SmolLM2 if cached, else the tiny fallback); anything else as given."""
+    return None if choice == "auto" else choice
+
+
+def finding_vocabulary() -> Any:
+    """The CT-RATE vocabulary restricted to the findings the phantom plants."""
+    from voxelfm.data.phantom import FINDINGS
+    from voxelfm.report.findings import FindingVocabulary
+
+    return FindingVocabulary.ct_rate().subset(list(FINDINGS))
+
+
+class ReportGenStage(Stage):
+    name = "reportgen"
+    title = "Report generation on both backbones"
+    inputs = ("cohort", "embed")
+    config_parts = ("reportgen",)
+
+    def outputs(self, ctx: DemoContext) -> list[Path]:
+        return [layout.reportgen_summary(ctx.out)]
+
+    def run(self, ctx: DemoContext) -> dict[str, Any]:
+        from voxelfm.report.dataset import features_from_store, load_reports
+        from voxelfm.report.evaluate import evaluate_reports, label_matrix
+        from voxelfm.report.findings import RuleBasedExtractor
+        from voxelfm.report.generate import generate_reports, read_run_config, write_generated
+        from voxelfm.report.model import DecodingConfig
+        from voxelfm.report.train import ReportTrainConfig, train_report_model
+
+        cfg = ctx.config.reportgen
+        root = layout.reportgen_dir(ctx.out)
+        reports = load_reports(layout.cohort_dir(ctx.out) / "reports.jsonl")
+        refs = {r.scan_id: r.report for r in reports}
+        train_texts = [r.report for r in reports if r.split == "train"]
+        test_ids = [r.scan_id for r in reports if r.split == "test"]
+        if cfg.n_generate is not None:
+            test_ids = test_ids[: cfg.n_generate]
+        vocab = finding_vocabulary()
+        extractor = RuleBasedExtractor(vocab)
+        train_cfg = ReportTrainConfig(
+            stage1_minutes=cfg.stage1_minutes, stage2_minutes=cfg.stage2_minutes,
+            stage1_epochs=cfg.stage1_epochs, stage2_epochs=cfg.stage2_epochs,
+            max_val_examples=8, seed=cfg.seed,
+        )
+        per_backbone: dict[str, dict[str, Any]] = {}
+        lm_used = ""
+        lm_fallback = False
+        for backbone in layout.BACKBONE_NAMES:
+            ctx.console.print(f"  report model on the [bold]{backbone}[/] backbone")
+            features = features_from_store(layout.store_dir(ctx.out, backbone, "3d"))
+            run = train_report_model(features, reports, lm=_lm_choice(cfg.lm), out_dir=root / backbone,
+                                     config=train_cfg, device=ctx.device)
+            run_cfg = read_run_config(run)
+            lm_used = str(run_cfg.get("lm_source", ""))
+            lm_fallback = bool(run_cfg.get("lm_fallback", False))
+            rows = generate_reports(run, features, test_ids,
+                                    decoding=DecodingConfig(max_new_tokens=cfg.max_new_tokens), seed=cfg.seed)
+            write_generated(run, rows)
+            generated = {r["scan_id"]: r["generated"] for r in rows}
+            metrics = evaluate_reports(generated, refs, extractor=extractor, train_references=train_texts,
+                                       n_bootstrap=ctx.config.probes.bootstrap, seed=cfg.seed)
+            metrics["seconds_per_report"] = float(np.mean([r["seconds"] for r in rows]))
+            atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2))
+            per_backbone[backbone] = {"run": run, "rows": rows, "metrics": metrics,
+                                      "pred": label_matrix([generated[s] for s in test_ids], extractor)}
+        truth = label_matrix([refs[s] for s in test_ids], extractor)
+        summary = summarise(ctx, per_backbone, truth, test_ids, refs, vocab.names, lm_used, lm_fallback)
+        atomic_write_text(layout.reportgen_summary(ctx.out), json.dumps(summary, indent=2))
+        return {"lm": lm_used, "n_test": len(test_ids)}
+
+    def check(self, ctx: DemoContext) -> CheckResult:
+        res = CheckResult()
+        path = layout.reportgen_summary(ctx.out)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            res.problems.append(f"{path}: unreadable ({exc})")
+            return res
+        rows = data.get("tasks", [])
+        res.require(bool(rows) and all(set(layout.BACKBONE_NAMES) <= set(r.get("values", {})) for r in rows),
+                    f"{path}: no report-generation result for both backbones")
+        res.require(bool(data.get("examples")), f"{path}: no example reports")
+        for backbone in layout.BACKBONE_NAMES:
+            run = layout.reportgen_dir(ctx.out) / backbone
+            res.require((run / "config.json").is_file() and (run / "generated.jsonl").is_file(),
+                        f"{run}: report run incomplete (config.json / generated.jsonl missing)")
+        return res
+
+
+def summarise(
+    ctx: DemoContext, per_backbone: dict[str, dict[str, Any]], truth: np.ndarray, test_ids: list[str],
+    refs: dict[str, str], names: list[str], lm_used: str, lm_fallback: bool,
+) -> dict[str, Any]:
+    """The stage summary the render stage reads: Fig. 2 row, per-finding F1, examples, notes."""
+    from voxelfm.metrics import paired_bootstrap
+    from voxelfm.report.evaluate import finding_metrics
+
+    values = {}
+    for backbone, info in per_backbone.items():
+        macro = info["metrics"]["findings"]["macro"]
+        values[backbone] = Estimate(macro["f1"], *macro["f1_ci"], n=len(test_ids))
+    pa, pb = per_backbone["pretrained"]["pred"], per_backbone["random"]["pred"]
+
+    def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+        return {"f1": finding_metrics(y_true, y_pred, names, n_bootstrap=0)["macro"]["f1"]}
+
+    diff = paired_bootstrap(macro_f1, [truth, pa], [truth, pb], n_resamples=ctx.config.probes.bootstrap,
+                            seed=ctx.config.reportgen.seed)["f1"]
+    row = TaskRow("report generation", "findings extracted from generated reports", "macro F1", True,
+                  values, Estimate.from_any(diff.to_dict()), p_value=diff.p_value,
+                  detail="rule-based finding extraction with negation handling")
+    pre = per_backbone["pretrained"]["metrics"]
+    per_finding = {
+        n: {"f1": Estimate(v["f1"], *v["f1_ci"], n=len(test_ids)).to_dict(), "support": v["support"]}
+        for n, v in pre["findings"]["per_finding"].items() if v["support"] > 0
+    }
+    gen = {r["scan_id"]: r["generated"] for r in per_backbone["pretrained"]["rows"]}
+    examples = [{"scan_id": s, "reference": refs[s], "generated": gen[s]}
+                for s in test_ids[: ctx.config.n_examples]]
+    text = {b: info["metrics"]["text"] for b, info in per_backbone.items()}
+    metrics = {
+        f"macro F1 ({b})": values[b].to_dict() for b in values
+    } | {
+        "majority-class baseline macro F1": Estimate(
+            pre["baseline_majority"]["macro"]["f1"], *pre["baseline_majority"]["macro"]["f1_ci"]).to_dict(),
+        "BLEU (pretrained)": {"value": text["pretrained"]["bleu"]},
+        "ROUGE-L (pretrained)": {"value": text["pretrained"]["rouge_l"]},
+        "seconds per report (pretrained)": {"value": pre.get("seconds_per_report")},
+    }
+    note = None
+    if lm_fallback:
+        note = ("SmolLM2 was not cached, so a tiny language model was trained from scratch on the "
+                "training reports (offline fallback): expect templated text. Run `voxelfm report "
+                "get-lm smollm2` once to use the real pretrained LM.")
+    return {
+        "tasks": [row.to_dict()],
+        "per_finding_f1": per_finding,
+        "examples": examples,
+        "lm": lm_used,
+        "lm_note": note,
+        "metrics": metrics,
+        "findings": names,
+        "notes": [f"Report generation used {len(test_ids)} test scans and the LM {lm_used}."],
+    }

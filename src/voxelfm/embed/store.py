@@ -1,0 +1,314 @@
+"""``EmbeddingStore``: one safetensors entry per scan plus append-only JSONL manifests.
+
+Layout (docs/contracts.md)::
+
+    STORE/entries/<scan_id>.safetensors   cls (C,), patch (d,h,w,C), registers (R,C) + metadata
+    STORE/manifest.jsonl                  one record per attempt (unsharded runs)
+    STORE/manifest-<i>-of-<n>.jsonl       one file per shard
+
+Crash safety: an entry is written to a temporary file and renamed into place *before* its "ok"
+record is appended, so an "ok" record always points at a complete entry; a run killed mid-write
+leaves at most a stray temporary file and no record, and the scan is simply redone. Records are
+appended with one ``write`` + ``fsync``; a torn last line (killed mid-append) is ignored on read.
+The last record per scan id wins (records are ordered by their ``time``, then file order).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voxelfm.core.atomic import atomic_save, atomic_write_text
+from voxelfm.core.errors import StoreError, located
+from voxelfm.core.geometry import Geometry
+from voxelfm.core.types import VoxelFeatures
+
+ENTRIES = "entries"
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+
+
+def spec_fingerprint(spec: dict[str, Any] | None) -> str | None:
+    """Fingerprint of a spec dict (as stored in VoxelFeatures.spec), via PreprocessSpec."""
+    if not spec:
+        return None
+    from voxelfm.preprocess.spec import PreprocessSpec
+
+    return PreprocessSpec.from_dict(spec).fingerprint()
+
+
+def manifest_name(shard: tuple[int, int] | None = None) -> str:
+    """``manifest.jsonl`` or ``manifest-<i>-of-<n>.jsonl`` for shard ``(i, n)``."""
+    if shard is None or shard[1] <= 1:
+        return "manifest.jsonl"
+    return f"manifest-{shard[0]}-of-{shard[1]}.jsonl"
+
+
+class EmbeddingStore:
+    """Read and write an embedding store (readable while another process appends to it).
+
+    ``shard`` picks the manifest this instance appends to; reads always merge every manifest.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, shard: tuple[int, int] | None = None) -> None:
+        self.path = Path(path)
+        self.entries_dir = self.path / ENTRIES
+        self.manifest_path = self.path / manifest_name(shard)
+        self._cache: tuple[tuple[Any, ...], dict[str, dict[str, Any]]] | None = None
+
+    # -- records ------------------------------------------------------------------------------
+    def _read_records(self) -> list[dict[str, Any]]:
+        rows: list[tuple[float, int, int, dict[str, Any]]] = []
+        for file_index, manifest in enumerate(sorted(self.path.glob("manifest*.jsonl"))):
+            try:
+                lines = manifest.read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                raise StoreError(located(manifest, f"cannot read manifest ({exc.strerror})")) from exc
+            for line_index, line in enumerate(lines):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a torn line from a run killed mid-append
+                if isinstance(record, dict) and "scan_id" in record:
+                    rows.append((float(record.get("time") or 0.0), file_index, line_index, record))
+        rows.sort(key=lambda r: r[:3])
+        return [r[3] for r in rows]
+
+    def _stamp(self) -> tuple[Any, ...]:
+        stamps = []
+        for manifest in sorted(self.path.glob("manifest*.jsonl")):
+            try:
+                st = manifest.stat()
+            except OSError:
+                continue
+            stamps.append((manifest.name, st.st_size, st.st_mtime_ns))
+        return tuple(stamps)
+
+    def latest(self) -> dict[str, dict[str, Any]]:
+        """The last record of every scan id (re-read only when a manifest changed)."""
+        stamp = self._stamp()
+        if self._cache is not None and self._cache[0] == stamp:
+            return self._cache[1]
+        out: dict[str, dict[str, Any]] = {}
+        for record in self._read_records():
+            out[str(record["scan_id"])] = record
+        self._cache = (stamp, out)
+        return out
+
+    def records(self, *, all_attempts: bool = False) -> Any:
+        """A pandas DataFrame: the last record per scan (or every attempt with ``all_attempts``)."""
+        import pandas as pd
+
+        rows = self._read_records() if all_attempts else list(self.latest().values())
+        columns = ["scan_id", "source", "status", "error", "model_id", "spec_fingerprint", "mode",
+                   "grid_shape", "embed_dim", "seconds", "time"]
+        return pd.DataFrame(rows, columns=columns) if not rows else pd.DataFrame(rows)
+
+    def ids(self, status: str | None = "ok") -> list[str]:
+        """Scan ids whose last record has ``status`` (``None``: every id), sorted."""
+        return sorted(k for k, r in self.latest().items() if status is None or r.get("status") == status)
+
+    def done(self, model_id: str, spec_fingerprint: str | None, mode: str | None = None) -> set[str]:
+        """Ids already embedded OK by this model with this spec (and mode): what a resumed run skips."""
+        out = set()
+        for scan_id, record in self.latest().items():
+            if record.get("status") != "ok" or record.get("model_id") != model_id:
+                continue
+            if record.get("spec_fingerprint") != spec_fingerprint:
+                continue
+            if mode is not None and record.get("mode", "3d") != mode:
+                continue
+            if self.entry_path(scan_id).is_file():
+                out.add(scan_id)
+        return out
+
+    def __contains__(self, scan_id: object) -> bool:
+        record = self.latest().get(str(scan_id))
+        return record is not None and record.get("status") == "ok"
+
+    def __len__(self) -> int:
+        return len(self.ids())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids())
+
+    def items(self, ids: Iterable[str] | None = None) -> Iterator[tuple[str, VoxelFeatures]]:
+        """``(scan_id, VoxelFeatures)`` for every ok entry (or the given ids)."""
+        for scan_id in (self.ids() if ids is None else ids):
+            yield scan_id, self.get(scan_id)
+
+    # -- entries ------------------------------------------------------------------------------
+    def entry_path(self, scan_id: str) -> Path:
+        if not _SAFE_ID.match(scan_id):
+            raise StoreError(located(scan_id, "scan id may only contain letters, digits, '.', '_' and '-'"))
+        return self.entries_dir / f"{scan_id}.safetensors"
+
+    def get(self, scan_id: str) -> VoxelFeatures:
+        """Features of one scan (StoreError if absent or unreadable)."""
+        from safetensors import SafetensorError, safe_open
+
+        path = self.entry_path(scan_id)
+        if not path.is_file():
+            raise StoreError(located(self.path, f"no embedding for scan {scan_id!r}"))
+        try:
+            with safe_open(str(path), framework="np") as handle:
+                meta = handle.metadata() or {}
+                tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise StoreError(located(path, f"unreadable entry ({exc})")) from exc
+        missing = {"cls", "patch"} - set(tensors)
+        if missing:
+            raise StoreError(located(path, f"entry lacks tensors {sorted(missing)}"))
+        c = tensors["cls"].shape[-1]
+        return VoxelFeatures(
+            cls=tensors["cls"],
+            patch=tensors["patch"],
+            registers=tensors.get("registers", np.zeros((0, c), dtype=np.float32)),
+            patch_geometry=_geometry(meta.get("patch_geometry")),
+            input_geometry=_geometry(meta.get("input_geometry")),
+            spec=json.loads(meta["spec"]) if meta.get("spec") else None,
+            model_id=meta.get("model_id"),
+            mode=meta.get("mode", "3d"),
+        )
+
+    def cls_matrix(self, ids: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
+        """``(ids, (N, C) float32)`` of CLS tokens, reading only the ``cls`` tensor of each entry."""
+        from safetensors import SafetensorError, safe_open
+
+        ids = list(self.ids() if ids is None else ids)
+        rows = []
+        for scan_id in ids:
+            path = self.entry_path(scan_id)
+            if not path.is_file():
+                raise StoreError(located(self.path, f"no embedding for scan {scan_id!r}"))
+            try:
+                with safe_open(str(path), framework="np") as handle:
+                    rows.append(handle.get_tensor("cls").reshape(-1))
+            except (SafetensorError, OSError, ValueError) as exc:
+                raise StoreError(located(path, f"unreadable entry ({exc})")) from exc
+        if not rows:
+            return ids, np.zeros((0, 0), dtype=np.float32)
+        return ids, np.stack(rows).astype(np.float32)
+
+    # -- writing ------------------------------------------------------------------------------
+    def _append(self, record: dict[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        line = (json.dumps(record, default=str) + "\n").encode("utf-8")
+        fd = os.open(self.manifest_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line  # close a torn line left by a killed run; it stays unparsable
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def write(self, scan_id: str, features: VoxelFeatures, source: str | os.PathLike[str] | None = None,
+              seconds: float | None = None) -> dict[str, Any]:
+        """Atomically write the entry, then append its "ok" record; returns the record."""
+        from safetensors.numpy import save_file
+
+        path = self.entry_path(scan_id)
+        tensors = {
+            "cls": np.ascontiguousarray(features.cls, dtype=np.float32).reshape(-1),
+            "patch": np.ascontiguousarray(features.patch, dtype=np.float32),
+            "registers": np.ascontiguousarray(features.registers, dtype=np.float32),
+        }
+        fingerprint = spec_fingerprint(features.spec)
+        metadata = {
+            "scan_id": scan_id,
+            "model_id": str(features.model_id),
+            "spec": json.dumps(features.spec or {}, sort_keys=True),
+            "spec_fingerprint": str(fingerprint),
+            "patch_geometry": json.dumps(features.patch_geometry.to_dict()) if features.patch_geometry else "",
+            "input_geometry": json.dumps(features.input_geometry.to_dict()) if features.input_geometry else "",
+            "mode": features.mode,
+        }
+        self.entries_dir.mkdir(parents=True, exist_ok=True)
+        atomic_save(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+        record = {
+            "scan_id": scan_id, "source": None if source is None else os.fspath(source), "status": "ok",
+            "error": None, "model_id": features.model_id, "spec_fingerprint": fingerprint,
+            "mode": features.mode, "grid_shape": list(tensors["patch"].shape[:3]),
+            "embed_dim": int(tensors["cls"].shape[0]),
+            "seconds": None if seconds is None else round(float(seconds), 4), "time": time.time(),
+        }
+        self._append(record)
+        return record
+
+    def record_failure(self, scan_id: str, source: str | os.PathLike[str] | None, error: str, *,
+                       model_id: str | None = None, spec_fingerprint: str | None = None,
+                       mode: str | None = None, seconds: float | None = None) -> dict[str, Any]:
+        """Append a "failed" record (any earlier entry file is left in place but no longer listed)."""
+        record = {
+            "scan_id": scan_id, "source": None if source is None else os.fspath(source), "status": "failed",
+            "error": str(error), "model_id": model_id, "spec_fingerprint": spec_fingerprint, "mode": mode,
+            "grid_shape": None, "embed_dim": None,
+            "seconds": None if seconds is None else round(float(seconds), 4), "time": time.time(),
+        }
+        self._append(record)
+        return record
+
+    # -- original {uid}.pth cache (reference §3.6) ---------------------------------------------
+    def import_pth_cache(self, directory: str | os.PathLike[str], *, model_id: str = "imported",
+                         spec: dict[str, Any] | None = None) -> int:
+        """Import every ``{uid}.pth`` (``{"cls": (1, C), "patch": (d, h, w, C)}``); returns the count.
+
+        Files are read with ``torch.load(weights_only=True)``; they carry no registers (stored as
+        ``(0, C)``), geometry or spec (pass ``spec``/``model_id`` when known).
+        """
+        import torch
+
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise StoreError(located(directory, "not a directory"))
+        count = 0
+        for pth in sorted(directory.glob("*.pth")):
+            try:
+                data = torch.load(pth, map_location="cpu", weights_only=True)
+            except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a cache file"
+                raise StoreError(located(pth, f"cannot be read with torch.load(weights_only=True): {exc}")) from exc
+            if not isinstance(data, dict) or "cls" not in data or "patch" not in data:
+                raise StoreError(located(pth, "expected a dict with 'cls' and 'patch' tensors"))
+            cls = data["cls"].float().reshape(-1).numpy()
+            patch = data["patch"].float().numpy()
+            if patch.ndim != 4 or patch.shape[-1] != cls.shape[0]:
+                raise StoreError(located(pth, f"patch must be (d, h, w, C={cls.shape[0]}), got {tuple(patch.shape)}"))
+            feats = VoxelFeatures(cls=cls, patch=patch, registers=np.zeros((0, cls.shape[0]), np.float32),
+                                  spec=spec, model_id=model_id, mode="3d")
+            self.write(pth.stem, feats, source=pth)
+            count += 1
+        return count
+
+    def export_pth_cache(self, directory: str | os.PathLike[str], ids: Iterable[str] | None = None) -> int:
+        """Write ``{uid}.pth`` files (+ ``summary.jsonl``) in the original cache format; returns the count."""
+        import torch
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        summary = []
+        count = 0
+        for scan_id in (self.ids() if ids is None else ids):
+            feats = self.get(scan_id)
+            payload = {"cls": torch.from_numpy(np.asarray(feats.cls, np.float32).reshape(1, -1)),
+                       "patch": torch.from_numpy(np.asarray(feats.patch, np.float32))}
+            target = directory / f"{scan_id}.pth"
+            atomic_save(target, lambda tmp, payload=payload: torch.save(payload, tmp))
+            shape = list(feats.input_geometry.shape) if feats.input_geometry else None
+            summary.append(json.dumps({"uid": scan_id, "path": str(target), "shape": shape}))
+            count += 1
+        atomic_write_text(directory / "summary.jsonl", "".join(line + "\n" for line in summary))
+        return count
+
+
+def _geometry(text: str | None) -> Geometry | None:
+    return Geometry.from_dict(json.loads(text)) if text else None

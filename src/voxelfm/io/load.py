@@ -1,0 +1,322 @@
+"""``load_ct``: read any supported CT source into a canonical-orientation :class:`CTVolume`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voxelfm.core.errors import CTReadError, InputValidationError, located
+from voxelfm.core.geometry import Geometry
+from voxelfm.core.types import CTVolume
+from voxelfm.io.dicom import SeriesInfo
+from voxelfm.io.validate import (
+    check_finite,
+    check_hu,
+    check_shape,
+    check_spacing,
+    describe_exception,
+)
+
+ITK_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr")
+ARRAY_SUFFIXES = (".npy", ".npz")
+TORCH_SUFFIXES = (".pt", ".pth")
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in (*ITK_SUFFIXES, *ARRAY_SUFFIXES, *TORCH_SUFFIXES, ".zip"):
+        if name.endswith(suffix):
+            return suffix
+    return path.suffix.lower()
+
+
+def load_ct(
+    source: Any,
+    *,
+    spacing: Sequence[float] | None = None,
+    series_uid: str | None = None,
+    origin: Sequence[float] | None = None,
+    direction: Any = None,
+    allow_non_hu: bool = False,
+) -> CTVolume:
+    """Read a CT scan as float32 HU in the canonical LPS layout (``array[k, j, i]``, see core).
+
+    ``source``: a DICOM folder (searched recursively), a ``.zip`` of DICOM files, a NIfTI
+    (``.nii``/``.nii.gz``), MHA/MHD/NRRD file, a ``.npy``/``.npz``/``.pt`` array file, or an
+    in-memory numpy array / torch tensor in (z, y, x) order. Arrays need ``spacing`` (z, y, x) mm
+    (never assumed); ``origin`` (LPS x, y, z) and ``direction`` (ITK 3x3) are optional and, when
+    given, the array is reoriented to the canonical layout. ``series_uid`` picks a DICOM series.
+    Values are not clipped here (preprocessing clips). Raises a :class:`VoxelFMError` subclass
+    naming the source for anything unreadable or implausible (``allow_non_hu`` skips the HU check).
+    """
+    if isinstance(source, np.ndarray) or _is_tensor(source):
+        array = _tensor_to_numpy(source) if _is_tensor(source) else source
+        volume = _from_array(array, "<array>", spacing, origin, direction)
+    else:
+        if not isinstance(source, str | os.PathLike):
+            raise InputValidationError(f"cannot load a CT from an object of type {type(source).__name__}")
+        path = Path(source)
+        if str(source) == "":
+            raise CTReadError("empty path given as CT source")
+        if not path.exists():
+            raise CTReadError(located(path, "no such file or folder"))
+        suffix = _suffix(path)
+        is_array_file = suffix in ARRAY_SUFFIXES or suffix in TORCH_SUFFIXES
+        given = [n for n, v in (("spacing", spacing), ("origin", origin), ("direction", direction)) if v is not None]
+        if given and (path.is_dir() or not is_array_file):
+            raise InputValidationError(
+                located(path, f"{'/'.join(given)} apply only to array sources; this source carries its own geometry")
+            )
+        if path.is_dir():
+            volume = _load_dicom_folder(path, series_uid, display=path)
+        else:
+            if path.stat().st_size == 0:
+                raise CTReadError(located(path, "file is empty"))
+            if suffix == ".zip":
+                volume = _load_dicom_zip(path, series_uid)
+            elif suffix in ITK_SUFFIXES:
+                volume = _load_itk_file(path)
+            elif is_array_file:
+                volume = _from_array(_read_array_file(path, suffix), path, spacing, origin, direction)
+            else:
+                volume = _load_single_dicom_or_fail(path, series_uid)
+    if not allow_non_hu:
+        volume.warnings.extend(check_hu(volume.array, volume.source))
+    return volume
+
+
+def _is_tensor(obj: Any) -> bool:
+    return type(obj).__module__.startswith("torch") and hasattr(obj, "detach")
+
+
+def _tensor_to_numpy(tensor: Any) -> np.ndarray:
+    return tensor.detach().to("cpu").float().numpy()
+
+
+def _from_array(
+    array: np.ndarray, source: object, spacing: Sequence[float] | None,
+    origin: Sequence[float] | None, direction: Any,
+) -> CTVolume:
+    from voxelfm.io.itk import to_canonical
+
+    if spacing is None:
+        raise InputValidationError(
+            located(source, "arrays carry no geometry: pass spacing=(z, y, x) in mm (voxelfm never assumes 1 mm)")
+        )
+    array = np.asarray(array)
+    check_shape(array.shape, source)
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_) or np.iscomplexobj(array):
+        raise InputValidationError(located(source, f"array dtype {array.dtype} is not real numeric"))
+    check_finite(array, source)
+    values = check_spacing(spacing, source)
+    try:
+        geometry = Geometry(
+            shape=array.shape, spacing=values,
+            origin=(0.0, 0.0, 0.0) if origin is None else tuple(origin),
+            direction=np.eye(3) if direction is None else np.asarray(direction, dtype=np.float64),
+        )
+    except (ValueError, TypeError) as exc:
+        raise InputValidationError(located(source, f"invalid origin/direction ({describe_exception(exc)})")) from exc
+    d = geometry.direction
+    if not np.allclose(d.T @ d, np.eye(3), atol=1e-4):
+        raise InputValidationError(located(source, "direction must be an orthonormal 3x3 matrix"))
+    stored = geometry.orientation_code()
+    data, geometry = to_canonical(array.astype(np.float32, copy=False), geometry)
+    return CTVolume(array=np.ascontiguousarray(data, dtype=np.float32), geometry=geometry,
+                    source=str(source), series_uid=None, modality="CT",
+                    metadata={"stored_orientation": stored})
+
+
+def _read_array_file(path: Path, suffix: str) -> np.ndarray:
+    try:
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as npz:
+                keys = list(npz.keys())
+                if len(keys) != 1 and "array" not in keys:
+                    raise CTReadError(located(path, f".npz must hold one array (or one named 'array'), found {keys}"))
+                return npz["array" if "array" in keys else keys[0]]
+        import torch
+
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(obj, torch.Tensor):
+            raise CTReadError(located(path, f"expected a saved tensor, found {type(obj).__name__}"))
+        return _tensor_to_numpy(obj)
+    except CTReadError:
+        raise
+    except Exception as exc:  # numpy/zip/pickle raise many types for corrupt files
+        raise CTReadError(located(path, f"cannot read array file ({describe_exception(exc)})")) from exc
+
+
+def read_image_file(path: Path) -> tuple[np.ndarray, Geometry]:
+    """Read a NIfTI/MHA/MHD/NRRD file as a canonical-orientation (z, y, x) array and geometry."""
+    array, geometry, _ = _read_image_file(path)
+    return array, geometry
+
+
+def _read_image_file(path: Path) -> tuple[np.ndarray, Geometry, str]:
+    """Array, geometry (canonical) and the file's own orientation code.
+
+    Geometry always comes from SimpleITK (LPS, qform/sform handled). NIfTI voxel data is read
+    with nibabel because SimpleITK silently zero-fills truncated NIfTI files; nibabel refuses them.
+    """
+    import SimpleITK as sitk
+
+    from voxelfm.io.itk import array_to_image, image_to_array, orient_image
+
+    is_nifti = path.name.lower().endswith((".nii", ".nii.gz"))
+    try:
+        if is_nifti:
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(path))
+            reader.ReadImageInformation()
+            dims, n_comp = reader.GetDimension(), reader.GetNumberOfComponents()
+        else:
+            image = sitk.ReadImage(str(path))
+            dims, n_comp = image.GetDimension(), image.GetNumberOfComponentsPerPixel()
+    except RuntimeError as exc:
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        detail = next((line for line in reversed(lines) if "ERROR" not in line and "Exception" not in line), "")
+        raise CTReadError(located(path, f"cannot read image ({detail[:160] or 'unsupported or corrupt file'})")) from exc
+    if n_comp != 1:
+        raise CTReadError(located(path, f"expected a scalar image, got {n_comp} components per voxel"))
+    if dims != 3:
+        raise InputValidationError(located(path, f"expected a 3D volume, got {dims} dimensions"))
+    if is_nifti:
+        size = reader.GetSize()
+        check_shape((size[2], size[1], size[0]), path)
+        spacing = tuple(reader.GetSpacing())[::-1]
+    else:
+        size = image.GetSize()
+        check_shape((size[2], size[1], size[0]), path)
+        spacing = tuple(image.GetSpacing())[::-1]
+    check_spacing(spacing, path)
+    if is_nifti:
+        import nibabel as nib
+
+        try:
+            proxy = nib.load(path).dataobj
+            data = proxy.get_unscaled()
+            slope, inter = float(proxy.slope), float(proxy.inter)
+            if (slope, inter) != (1.0, 0.0):
+                # Scale in float32 (nibabel would upcast the whole volume to float64).
+                data = data.astype(np.float32) * np.float32(slope) + np.float32(inter)
+        except Exception as exc:  # nibabel raises OSError/EOFError/ValueError/zlib errors
+            raise CTReadError(located(path, f"cannot read NIfTI voxel data ({describe_exception(exc)})")) from exc
+        data = data.reshape(data.shape[:3]) if data.ndim > 3 and int(np.prod(data.shape[3:])) == 1 else data
+        if data.shape != tuple(size):
+            raise CTReadError(located(path, f"NIfTI data shape {data.shape} does not match its header {tuple(size)}"))
+        geometry = Geometry(shape=(size[2], size[1], size[0]), spacing=spacing, origin=reader.GetOrigin(),
+                            direction=np.asarray(reader.GetDirection()).reshape(3, 3))
+        image = array_to_image(np.ascontiguousarray(data.transpose(2, 1, 0)), geometry)
+        del data
+    from voxelfm.io.itk import image_geometry
+
+    stored = image_geometry(image).orientation_code()
+    array, geometry = image_to_array(orient_image(image))
+    return array, geometry, stored
+
+
+def _load_itk_file(path: Path) -> CTVolume:
+    array, geometry, stored = _read_image_file(path)
+    check_finite(array, path)
+    return CTVolume(array=np.ascontiguousarray(array, dtype=np.float32), geometry=geometry,
+                    source=str(path), series_uid=None, modality="CT",
+                    metadata={"stored_orientation": stored})
+
+
+def _load_dicom_folder(folder: Path, series_uid: str | None, display: object) -> CTVolume:
+    from voxelfm.io.dicom import choose_series, read_series, scan_folder
+    from voxelfm.io.itk import to_canonical
+
+    series = scan_folder(folder)
+    chosen = choose_series(series, display, series_uid)
+    array, geometry, warnings = read_series(chosen, display)
+    check_spacing(geometry.spacing, display)
+    stored = geometry.orientation_code()
+    array, geometry = to_canonical(array, geometry)
+    others = [s for s in series if not s.chosen]
+    if others:
+        warnings.insert(0, f"{len(series)} series found; loaded {chosen.uid} ({chosen.n_slices} slices)")
+    return CTVolume(
+        array=np.ascontiguousarray(array, dtype=np.float32), geometry=geometry, source=str(display),
+        series_uid=chosen.uid, modality=chosen.modality or "CT", warnings=warnings,
+        metadata={"series": [s.to_dict() for s in series], "description": chosen.description,
+                  "stored_orientation": stored},
+    )
+
+
+@contextlib.contextmanager
+def _extracted_zip(path: Path) -> Iterator[Path]:
+    """Extract a zip archive into a temporary folder that is removed afterwards."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise CTReadError(located(path, f"not a readable zip archive ({describe_exception(exc)})")) from exc
+    with archive, tempfile.TemporaryDirectory(prefix="voxelfm-zip-") as tmp:
+        try:
+            # ZipFile.extractall sanitises member names (no absolute paths, no '..').
+            archive.extractall(tmp)
+        except (zipfile.BadZipFile, OSError, EOFError, zipfile.LargeZipFile) as exc:
+            raise CTReadError(located(path, f"cannot extract zip archive ({describe_exception(exc)})")) from exc
+        yield Path(tmp)
+
+
+def _load_dicom_zip(path: Path, series_uid: str | None) -> CTVolume:
+    with _extracted_zip(path) as folder:
+        return _load_dicom_folder(folder, series_uid, display=path)
+
+
+def _load_single_dicom_or_fail(path: Path, series_uid: str | None) -> CTVolume:
+    """A lone file without a known suffix: accept it if it is a DICOM CT slice."""
+    from voxelfm.io.dicom import _read_header
+
+    if _read_header(path) is None:
+        raise CTReadError(
+            located(path, "not a supported CT source (expected a DICOM folder or file, .zip, .nii, .nii.gz, "
+                    ".mha, .mhd, .nrrd, .npy, .npz or .pt)")
+        )
+    return _load_dicom_folder(path, series_uid, display=path)
+
+
+def load_label_map(path: str | os.PathLike[str]) -> tuple[np.ndarray, Geometry]:
+    """Read an integer label map (NIfTI/MHA/NRRD) as int16 (z, y, x) in canonical orientation."""
+    path = Path(path)
+    if not path.is_file():
+        raise CTReadError(located(path, "no such label map file"))
+    array, geometry = read_image_file(path)
+    if not np.issubdtype(array.dtype, np.integer) and (
+        not np.all(np.isfinite(array)) or not np.array_equal(array, np.rint(array))
+    ):
+            raise InputValidationError(located(path, "label map holds non-integer values"))
+    if array.size and (array.min() < np.iinfo(np.int16).min or array.max() > np.iinfo(np.int16).max):
+        raise InputValidationError(located(path, "label values do not fit in int16"))
+    return np.ascontiguousarray(np.rint(array).astype(np.int16)), geometry
+
+
+def list_series(folder: str | os.PathLike[str], series_uid: str | None = None) -> list[SeriesInfo]:
+    """Every series in a DICOM folder, zip or single file, with modality, size and chosen/skipped
+    reason (for a zip, ``SeriesInfo.files`` point into a temporary folder that no longer exists)."""
+    from voxelfm.io.dicom import choose_series, scan_folder
+
+    path = Path(folder)
+    if not path.exists():
+        raise CTReadError(located(path, "no such file or folder"))
+    if path.is_file() and _suffix(path) == ".zip":
+        with _extracted_zip(path) as tmp:
+            series = scan_folder(tmp)
+    else:
+        series = scan_folder(path)
+    if series:
+        # Nothing loadable is not an error here: every series keeps its skip reason.
+        with contextlib.suppress(CTReadError):
+            choose_series(series, path, series_uid)
+    return series

@@ -1,0 +1,130 @@
+"""``VisionTransformer3D``: the VoxelFM backbone (reference §1.2)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from voxelfm.core.errors import InputValidationError
+from voxelfm.models.config import ViTConfig
+from voxelfm.models.layers import Block, PatchEmbed3D
+from voxelfm.models.rope import RopePositionEmbedding3D
+
+
+class VisionTransformer3D(nn.Module):
+    """3D ViT with CLS + register tokens and 3D RoPE; input ``(B, D, H, W)`` normalised CT.
+
+    Token order: ``[CLS, reg_1..reg_R, patch_1..patch_N]`` with patches in (d h w) row-major
+    order. ``forward`` returns the dict of reference §1.2. Attributes ``spec`` (the
+    :class:`~voxelfm.preprocess.PreprocessSpec` the weights expect) and ``model_id`` are set by
+    :func:`~voxelfm.models.load_model` / :func:`~voxelfm.models.build_model`.
+    """
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config.embed_dim
+        self.embed_dim = c
+        self.patch_size = config.patch_size
+        self.num_register_tokens = config.num_register_tokens
+        self.patch_embed = PatchEmbed3D(config.patch_size, c)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c))
+        self.register_tokens = nn.Parameter(torch.zeros(1, config.num_register_tokens, c))
+        self.mask_token = nn.Parameter(torch.zeros(1, c))
+        self.rope_embed = RopePositionEmbedding3D(config.head_dim, config.rope_base, config.rope_rescale_coords)
+        self.blocks = nn.ModuleList(
+            Block(c, config.num_heads, config.mlp_ratio, layerscale=config.layerscale,
+                  drop_path_rate=config.drop_path_rate, ffn_layer=config.ffn_layer,
+                  qkv_bias=config.qkv_bias, proj_bias=config.proj_bias, ffn_bias=config.ffn_bias)
+            for _ in range(config.depth)
+        )
+        self.norm = nn.LayerNorm(c, eps=1e-5)
+        self.grad_checkpointing = False
+        self.spec: Any = None  # PreprocessSpec | None (typed loosely: models must not import io)
+        self.model_id: str = "untrained"
+        self.init_weights()
+
+    # -- initialisation (reference §1.6) ------------------------------------------------------
+    def init_weights(self) -> None:
+        nn.init.normal_(self.cls_token, std=1e-6)
+        nn.init.normal_(self.register_tokens, std=1e-6)
+        nn.init.zeros_(self.mask_token)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        # Conv3d keeps PyTorch's default init; LayerScale gammas start at config.layerscale.
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute block activations in backward (training memory ∝ depth⁰ instead of depth)."""
+        self.grad_checkpointing = enabled
+
+    # -- geometry ---------------------------------------------------------------------------------
+    def grid_shape(self, d: int, h: int, w: int) -> tuple[int, int, int]:
+        """Patch grid of a ``(D, H, W)`` input (conv floor semantics)."""
+        p = self.patch_size
+        return (d // p, h // p, w // p)
+
+    @property
+    def num_special_tokens(self) -> int:
+        return 1 + self.num_register_tokens
+
+    # -- forward ----------------------------------------------------------------------------------
+    def prepare_tokens(self, x: torch.Tensor, masks: torch.Tensor | None) -> tuple[torch.Tensor, tuple[int, int, int]]:
+        if x.ndim != 4:
+            raise InputValidationError(f"VisionTransformer3D expects (B, D, H, W) input, got shape {tuple(x.shape)}")
+        if min(x.shape[1:]) < self.patch_size:
+            raise InputValidationError(
+                f"input {tuple(x.shape[1:])} is smaller than one patch ({self.patch_size}) along some axis")
+        tokens, grid = self.patch_embed(x)
+        if masks is not None:
+            if masks.shape != tokens.shape[:2]:
+                raise InputValidationError(f"masks must have shape {tuple(tokens.shape[:2])}, got {tuple(masks.shape)}")
+            tokens = torch.where(masks.unsqueeze(-1), self.mask_token.to(tokens.dtype).unsqueeze(0), tokens)
+        b = tokens.shape[0]
+        cls = self.cls_token.expand(b, -1, -1).to(tokens.dtype)
+        regs = self.register_tokens.expand(b, -1, -1).to(tokens.dtype)
+        return torch.cat((cls, regs, tokens), dim=1), grid
+
+    def forward(self, x: torch.Tensor, masks: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
+        tokens, grid = self.prepare_tokens(x, masks)
+        rope = self.rope_embed(grid)
+        ns = self.num_special_tokens
+        for block in self.blocks:
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                tokens = checkpoint(block, tokens, rope, ns, use_reentrant=False)
+            else:
+                tokens = block(tokens, rope, ns)
+        normed = self.norm(tokens)
+        return {
+            "x_norm_clstoken": normed[:, 0],
+            "x_norm_regtokens": normed[:, 1:ns],
+            "x_norm_patchtokens": normed[:, ns:],
+            "x_prenorm": tokens,
+            "masks": masks,
+        }
+
+    @torch.inference_mode()
+    def forward_features(self, x: torch.Tensor, *, autocast_dtype: torch.dtype | None = None) -> dict[str, Any]:
+        """Inference helper: float32 ``cls`` (B, C), ``registers`` (B, R, C), ``patch`` (B, d, h, w, C), ``grid``.
+
+        ``autocast_dtype=torch.bfloat16`` runs the blocks under autocast (CPU or CUDA); outputs are
+        returned in float32 either way.
+        """
+        grid = self.grid_shape(*x.shape[1:])
+        ctx = (torch.autocast(device_type=x.device.type, dtype=autocast_dtype)
+               if autocast_dtype is not None and autocast_dtype != torch.float32 else contextlib.nullcontext())
+        with ctx:
+            out = self.forward(x)
+        b = x.shape[0]
+        return {
+            "cls": out["x_norm_clstoken"].float(),
+            "registers": out["x_norm_regtokens"].float(),
+            "patch": out["x_norm_patchtokens"].float().reshape(b, *grid, self.embed_dim),
+            "grid": grid,
+        }

@@ -1,0 +1,195 @@
+"""Model directories: ``model.safetensors`` + ``config.json`` + ``preprocess.json`` + ``README.md``.
+
+``model_id`` is the first 16 hex digits of a SHA-256 over every tensor's name, dtype, shape and
+bytes, so two directories with the same weights share an id and any change of weights changes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from voxelfm import __version__
+from voxelfm.core.atomic import atomic_save, atomic_write_text
+from voxelfm.core.errors import CheckpointError, ConfigError, located
+from voxelfm.models.config import ViTConfig
+from voxelfm.models.vit import VisionTransformer3D
+from voxelfm.preprocess.spec import PreprocessSpec
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+SPEC_FILE = "preprocess.json"
+CARD_FILE = "README.md"
+
+
+def compute_model_id(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """Stable 16-hex-digit hash of a state dict's names, dtypes, shapes and values."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+def load_state_dict_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: object) -> None:
+    """``load_state_dict(strict=True)`` with a CheckpointError listing missing/unexpected/mismatched keys."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = sorted(
+        f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape)
+    )
+    if missing or unexpected or mismatched:
+        parts = []
+        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                            ("shape mismatches", mismatched)):
+            if keys:
+                shown = ", ".join(keys[:12]) + (f", … (+{len(keys) - 12} more)" if len(keys) > 12 else "")
+                parts.append(f"{len(keys)} {label}: {shown}")
+        raise CheckpointError(located(source, "weights do not fit the architecture; " + "; ".join(parts)))
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+
+
+_CARD_TEMPLATE = """# {title}
+
+{description}
+
+## Model
+- Architecture: 3D ViT, width {embed_dim}, depth {depth}, {num_heads} heads, patch {patch_size}³,
+  {num_register_tokens} register tokens, 3D RoPE (base {rope_base}); {n_params:,} parameters.
+- model_id: `{model_id}` (SHA-256 of the weights); voxelfm {version}.
+- Preprocessing (`preprocess.json`, fingerprint `{fingerprint}`): HU clip [{hu_min}, {hu_max}],
+  background crop {crop_background}, isotropic ≥ {min_spacing_mm} mm, ≤ {max_patches} patches,
+  normalisation (x − {norm_mean}) / {norm_std}.
+
+## Intended use
+{intended_use}
+
+## Training data
+{training_data}
+
+## Evaluation
+{metrics}
+
+## Limitations
+{limitations}
+
+## Licence
+{licence}
+
+## Source
+{source}
+"""
+
+_CARD_DEFAULTS = {
+    "title": "voxelfm backbone",
+    "description": "A 3D CT feature extractor in the VoxelFM style, loadable with `voxelfm.load_model`.",
+    "intended_use": "Research use: frozen features of chest/abdominal CT for linear/attentive probes. "
+                    "Not a medical device; not for clinical decisions.",
+    "training_data": "Not stated.",
+    "metrics": "Not evaluated.",
+    "limitations": "Features depend on the preprocessing spec shipped with the weights; other "
+                   "spacings, HU ranges or patch budgets change the features.",
+    "licence": "Not stated.",
+    "source": "Not stated.",
+}
+
+
+def render_card(model: VisionTransformer3D, spec: PreprocessSpec, model_id: str,
+                card: str | Mapping[str, Any] | None) -> str:
+    """Markdown model card: a given string verbatim, or the template filled from a dict of fields."""
+    if isinstance(card, str):
+        return card
+    fields = dict(_CARD_DEFAULTS)
+    for key, value in (card or {}).items():
+        if key == "metrics" and isinstance(value, Mapping):
+            value = "\n".join(f"- {k}: {v}" for k, v in value.items()) or _CARD_DEFAULTS["metrics"]
+        fields[key] = str(value)
+    cfg = model.config
+    spec_fields = {k: v for k, v in spec.to_dict().items() if k != "version"}
+    return _CARD_TEMPLATE.format(
+        **fields, **spec_fields, embed_dim=cfg.embed_dim, depth=cfg.depth,
+        num_heads=cfg.num_heads, num_register_tokens=cfg.num_register_tokens, rope_base=cfg.rope_base,
+        n_params=sum(p.numel() for p in model.parameters()), model_id=model_id, version=__version__,
+        fingerprint=spec.fingerprint(),
+    )
+
+
+def save_model(model: VisionTransformer3D, directory: str | os.PathLike[str], *,
+               spec: PreprocessSpec | None = None, card: str | Mapping[str, Any] | None = None) -> str:
+    """Write a model directory; returns the model_id (also set on ``model``).
+
+    ``spec`` defaults to ``model.spec`` (or the default spec with the model's patch size); its
+    patch size must match the architecture. ``card`` is a Markdown string or a dict of fields
+    (title, description, intended_use, training_data, metrics, limitations, licence, source).
+    """
+    from safetensors.torch import save_file
+
+    spec = spec if spec is not None else (model.spec or PreprocessSpec(patch_size=model.config.patch_size))
+    if spec.patch_size != model.config.patch_size:
+        raise ConfigError(f"preprocess spec patch_size {spec.patch_size} != model patch_size {model.config.patch_size}")
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    model_id = compute_model_id(state)
+    atomic_save(out / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt", "model_id": model_id}))
+    config = {"architecture": model.config.to_dict(), "model_id": model_id, "voxelfm_version": __version__}
+    atomic_write_text(out / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+    atomic_write_text(out / SPEC_FILE, spec.to_json() + "\n")
+    atomic_write_text(out / CARD_FILE, render_card(model, spec, model_id, card))
+    model.model_id = model_id
+    model.spec = spec
+    return model_id
+
+
+def read_model_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """Parsed ``config.json`` of a model directory (CheckpointError naming the file when unusable)."""
+    path = Path(directory) / CONFIG_FILE
+    if not Path(directory).is_dir():
+        raise CheckpointError(located(directory, "model directory not found"))
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise CheckpointError(located(path, "missing (not a voxelfm model directory?)")) from exc
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(located(path, f"unreadable ({exc})")) from exc
+    if not isinstance(data, dict) or not isinstance(data.get("architecture"), dict):
+        raise CheckpointError(located(path, "has no 'architecture' mapping"))
+    return data
+
+
+def load_model(directory: str | os.PathLike[str], device: str | torch.device | None = None) -> VisionTransformer3D:
+    """Load a model directory written by :func:`save_model` (eval mode, float32, on ``device``)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    data = read_model_config(directory)
+    try:
+        config = ViTConfig.from_dict(data["architecture"])
+    except (ConfigError, TypeError) as exc:
+        raise CheckpointError(located(directory / CONFIG_FILE, str(exc))) from exc
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(located(weights, "missing"))
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(located(weights, f"not a readable safetensors file ({exc})")) from exc
+    model = VisionTransformer3D(config)
+    load_state_dict_strict(model, state, weights)
+    spec_path = directory / SPEC_FILE
+    model.spec = PreprocessSpec.load(spec_path) if spec_path.is_file() else PreprocessSpec(patch_size=config.patch_size)
+    model.model_id = str(data.get("model_id") or compute_model_id(state))
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model

@@ -1,0 +1,72 @@
+"""Mini-batch index samplers and the token collation with padding masks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+
+def shuffled_batches(rows: np.ndarray, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Shuffle ``rows`` and cut them into batches (the last one may be smaller)."""
+    perm = rng.permutation(np.asarray(rows))
+    for start in range(0, len(perm), batch_size):
+        yield perm[start : start + batch_size]
+
+
+def balanced_batches(rows: np.ndarray, labels: np.ndarray, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Batches with an equal number of rows from every class (§4.1 ``StratifiedBatchSampler``).
+
+    Each epoch reshuffles every class and draws ``min(class size) // (batch_size / K)`` batches,
+    so majority classes are under-sampled per epoch but fully used across epochs. When the
+    smallest class cannot fill one share, a single batch holds all of it and as many of each other
+    class.
+    """
+    rows = np.asarray(rows)
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    groups = [rng.permutation(rows[labels == c]) for c in classes]
+    per_class = max(1, batch_size // len(classes))
+    smallest = min(len(g) for g in groups)
+    if smallest < per_class:
+        per_class = smallest
+    n_batches = max(1, smallest // per_class)
+    for b in range(n_batches):
+        batch = np.concatenate([g[b * per_class : (b + 1) * per_class] for g in groups])
+        yield rng.permutation(batch)
+
+
+class TokenBank:
+    """Patch tokens of many scans as torch tensors, gathered into padded batches.
+
+    Scans with equal token counts share one stacked tensor (no per-batch copy of Python lists);
+    otherwise each batch is zero-padded to its longest scan and a boolean mask marks real tokens.
+    """
+
+    def __init__(self, tokens: Sequence[np.ndarray], positions: Sequence[np.ndarray] | None = None) -> None:
+        lengths = [len(t) for t in tokens]
+        self.lengths = torch.as_tensor(lengths)
+        self.uniform = len(set(lengths)) == 1
+        if self.uniform:
+            self.stack = torch.from_numpy(np.ascontiguousarray(np.stack(tokens), dtype=np.float32))
+            self.pos_stack = None if positions is None else torch.from_numpy(np.stack(positions).astype(np.float32))
+        else:
+            self.items = [torch.from_numpy(np.ascontiguousarray(t, dtype=np.float32)) for t in tokens]
+            self.pos_items = None if positions is None else [torch.from_numpy(p.astype(np.float32)) for p in positions]
+
+    def gather(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """``(x (B, N, C), mask (B, N) or None when unpadded, pos (B, N, 3) or None)``."""
+        idx = torch.as_tensor(np.asarray(rows), dtype=torch.long)
+        if self.uniform:
+            pos = None if self.pos_stack is None else self.pos_stack[idx]
+            return self.stack[idx], None, pos
+        pad = torch.nn.utils.rnn.pad_sequence
+        x = pad([self.items[i] for i in rows], batch_first=True)
+        lengths = self.lengths[idx]
+        mask = torch.arange(x.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)
+        pos = None if self.pos_items is None else pad([self.pos_items[i] for i in rows], batch_first=True)
+        return x, mask, pos
+
+
+__all__ = ["TokenBank", "balanced_batches", "shuffled_batches"]

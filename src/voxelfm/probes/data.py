@@ -1,0 +1,361 @@
+"""In-memory probe data: features, labels and splits, aligned row by row.
+
+Probes never touch the embedding store directly: :class:`FeatureSet` holds the ids, CLS vectors,
+patch grids and their geometries in memory (built from arrays in tests, or from an
+``EmbeddingStore`` with :meth:`FeatureSet.from_store`). :func:`read_labels` and
+:func:`resolve_splits` turn a labels CSV and a split (column, split files, or a patient-level
+split made by voxelfm) into a :class:`ProbeData` with clear errors for every way they can disagree.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from voxelfm.core.errors import DataError, StoreError, located
+from voxelfm.core.geometry import Geometry
+
+log = logging.getLogger(__name__)
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                  "validation": "val", "test": "test", "testing": "test"}
+ID_COLUMNS: tuple[str, ...] = ("scan_id", "series_uid")
+
+
+@dataclass
+class FeatureSet:
+    """Frozen features of N scans: ``cls`` (N, C) and optionally patch grids (d, h, w, C) each.
+
+    ``patch_geometry`` / ``input_geometry`` (one per scan, may be ``None``) locate every patch
+    centre in world space and in the preprocessed input grid; without them patch centres are
+    assumed to tile the input grid evenly.
+    """
+
+    ids: list[str]
+    cls: np.ndarray
+    patches: list[np.ndarray] | None = None
+    patch_geometry: list[Geometry | None] | None = None
+    input_geometry: list[Geometry | None] | None = None
+    model_id: str | None = None
+    name: str | None = None
+    _index: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.ids = [str(i) for i in self.ids]
+        self.cls = np.ascontiguousarray(np.asarray(self.cls, dtype=np.float32))
+        n = len(self.ids)
+        if self.cls.ndim != 2 or self.cls.shape[0] != n:
+            raise DataError(located(self.name, f"CLS matrix has shape {self.cls.shape} for {n} ids"))
+        if len(set(self.ids)) != n:
+            raise DataError(located(self.name, "feature ids are not unique"))
+        if self.patches is not None:
+            if len(self.patches) != n:
+                raise DataError(located(self.name, f"{len(self.patches)} patch grids for {n} ids"))
+            for sid, grid in zip(self.ids, self.patches, strict=True):
+                if grid.ndim != 4 or grid.shape[-1] != self.dim:
+                    raise DataError(located(self.name, f"{sid}: patch grid {grid.shape} is not (d, h, w, {self.dim})"))
+        for attr in ("patch_geometry", "input_geometry"):
+            value = getattr(self, attr)
+            if value is None:
+                setattr(self, attr, [None] * n)
+            elif len(value) != n:
+                raise DataError(located(self.name, f"{len(value)} {attr} entries for {n} ids"))
+        self._index = {sid: i for i, sid in enumerate(self.ids)}
+
+    @property
+    def dim(self) -> int:
+        return int(self.cls.shape[1])
+
+    @property
+    def has_patches(self) -> bool:
+        return self.patches is not None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def position(self, scan_id: str) -> int:
+        try:
+            return self._index[scan_id]
+        except KeyError:
+            raise StoreError(located(self.name, f"no features for scan {scan_id!r}")) from None
+
+    def subset(self, ids: Sequence[str]) -> FeatureSet:
+        """The rows of ``ids`` in that order."""
+        rows = [self.position(str(i)) for i in ids]
+        return FeatureSet(
+            ids=[self.ids[r] for r in rows],
+            cls=self.cls[rows],
+            patches=None if self.patches is None else [self.patches[r] for r in rows],
+            patch_geometry=[self.patch_geometry[r] for r in rows],  # type: ignore[index]
+            input_geometry=[self.input_geometry[r] for r in rows],  # type: ignore[index]
+            model_id=self.model_id,
+            name=self.name,
+        )
+
+    def require_patches(self, what: str) -> list[np.ndarray]:
+        if self.patches is None:
+            raise DataError(located(self.name, f"{what} needs patch tokens; load the features with patches=True"))
+        return self.patches
+
+    def tokens(self, row: int) -> np.ndarray:
+        """Patch tokens of one scan flattened to (d*h*w, C) in (z, y, x) order."""
+        grid = self.require_patches("patch tokens")[row]
+        return grid.reshape(-1, grid.shape[-1])
+
+    def mean_patch(self) -> np.ndarray:
+        """(N, C) mean-pooled patch tokens."""
+        return np.stack([g.reshape(-1, g.shape[-1]).mean(0) for g in self.require_patches("mean pooling")])
+
+    def patch_positions(self, row: int) -> np.ndarray:
+        """Normalised (z, y, x) position in [0, 1] of every patch centre of one scan, (d, h, w, 3).
+
+        Computed from the true patch-centre geometry relative to the preprocessed input grid
+        (``(index + 0.5) / n`` per axis), not from a linspace whose endpoints sit on the grid edges
+        as the original localisation probe did.
+        """
+        grid_shape = self.require_patches("patch positions")[row].shape[:3]
+        pg, ig = self.patch_geometry[row], self.input_geometry[row]  # type: ignore[index]
+        if pg is not None and ig is not None:
+            idx = ig.world_to_index(pg.voxel_centres_world())
+            return ((idx + 0.5) / np.asarray(ig.shape, dtype=np.float64)).astype(np.float32)
+        axes = [(np.arange(n) + 0.5) / n for n in grid_shape]
+        return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).astype(np.float32)
+
+    @classmethod
+    def from_store(
+        cls, store: Any, ids: Sequence[str] | None = None, *, patches: bool = True, name: str | None = None,
+    ) -> FeatureSet:
+        """Load features from an :class:`voxelfm.embed.EmbeddingStore` (or a path to one)."""
+        if isinstance(store, str | os.PathLike):
+            from voxelfm.embed import EmbeddingStore
+
+            path = Path(store)
+            if not path.exists():
+                raise StoreError(located(path, "embedding store does not exist"))
+            store = EmbeddingStore(path)
+        available = list(store.ids())
+        wanted = available if ids is None else [str(i) for i in ids if str(i) in set(available)]
+        if not wanted:
+            raise StoreError(located(getattr(store, "path", store), "the store holds no usable embeddings"))
+        label = name or str(getattr(store, "path", "store"))
+        if not patches:
+            # Only the CLS tensors are read; model ids come from the manifest records.
+            got_ids, matrix = store.cls_matrix(wanted)
+            latest = store.latest() if hasattr(store, "latest") else {}
+            model_ids = {latest.get(i, {}).get("model_id") for i in got_ids} - {None}
+            if len(model_ids) > 1:
+                raise StoreError(located(label, f"entries come from several models: {sorted(model_ids)}"))
+            return cls(list(got_ids), matrix, None, None, None, next(iter(model_ids), None), label)
+        cls_rows, grids, pgeo, igeo, model_ids = [], [], [], [], set()
+        for sid in wanted:
+            f = store.get(sid)
+            cls_rows.append(np.asarray(f.cls, dtype=np.float32).reshape(-1))
+            grids.append(np.asarray(f.patch, dtype=np.float32))
+            pgeo.append(f.patch_geometry)
+            igeo.append(f.input_geometry)
+            model_ids.add(f.model_id)
+        if len(model_ids) > 1:
+            raise StoreError(located(label, f"entries come from several models: {sorted(map(str, model_ids))}"))
+        return cls(wanted, np.stack(cls_rows), grids, pgeo, igeo, next(iter(model_ids)), label)
+
+
+def read_labels(source: str | os.PathLike[str] | pd.DataFrame) -> pd.DataFrame:
+    """Read a labels CSV (or copy a DataFrame) with a ``scan_id`` (or ``series_uid``) column.
+
+    Returns a frame indexed by ``scan_id`` (strings). Duplicate ids are an error.
+    """
+    name = "labels" if isinstance(source, pd.DataFrame) else os.fspath(source)
+    if isinstance(source, pd.DataFrame):
+        df = source.copy()
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise DataError(located(path, "labels file does not exist"))
+        try:
+            df = pd.read_csv(path, dtype={c: str for c in (*ID_COLUMNS, "patient_id")})
+        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+            raise DataError(located(path, f"cannot parse as CSV ({exc})")) from None
+    if df.index.name in ID_COLUMNS and not any(c in df.columns for c in ID_COLUMNS):
+        df = df.reset_index()
+    id_col = next((c for c in ID_COLUMNS if c in df.columns), None)
+    if id_col is None:
+        raise DataError(located(name, f"no id column (expected one of {', '.join(ID_COLUMNS)}); columns: {list(df.columns)}"))
+    df = df.rename(columns={id_col: "scan_id"})
+    df["scan_id"] = df["scan_id"].astype(str)
+    dup = df["scan_id"][df["scan_id"].duplicated()].unique()
+    if len(dup):
+        raise DataError(located(name, f"{len(dup)} duplicated scan ids, e.g. {list(dup[:3])}"))
+    df.attrs["source"] = name
+    return df.set_index("scan_id", drop=False)
+
+
+def require_columns(labels: pd.DataFrame, columns: Sequence[str]) -> None:
+    """Raise a :class:`DataError` naming the labels file and every missing column."""
+    missing = [c for c in columns if c not in labels.columns]
+    if missing:
+        raise DataError(located(labels.attrs.get("source", "labels"),
+                                f"missing column(s) {missing}; available: {list(labels.columns)}"))
+
+
+def _normalise_split_values(values: pd.Series, source: str) -> pd.Series:
+    mapped = values.astype(str).str.strip().str.lower().map(_SPLIT_ALIASES)
+    bad = values[mapped.isna() & values.notna()]
+    if len(bad):
+        raise DataError(located(source, f"unknown split names {sorted(set(bad.astype(str)))[:5]} (use train/val/test)"))
+    return mapped
+
+
+def read_split_dir(directory: str | os.PathLike[str]) -> pd.Series:
+    """Split from ``train.csv``, ``val.csv`` (or ``valid.csv``) and ``test.csv``, each with an id column."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise DataError(located(root, "split directory does not exist"))
+    parts: dict[str, str] = {}
+    for split, names in (("train", ("train",)), ("val", ("val", "valid", "validation")), ("test", ("test",))):
+        path = next((root / f"{n}.csv" for n in names if (root / f"{n}.csv").is_file()), None)
+        if path is None:
+            raise DataError(located(root, f"no {split}.csv"))
+        df = read_labels(path)
+        for sid in df["scan_id"]:
+            if sid in parts and parts[sid] != split:
+                raise DataError(located(root, f"scan {sid!r} is in both {parts[sid]} and {split}"))
+            parts[sid] = split
+    return pd.Series(parts, name="split")
+
+
+def check_patient_leak(labels: pd.DataFrame, split: pd.Series, patient_column: str = "patient_id") -> None:
+    """Raise if one patient's scans fall into more than one split."""
+    if patient_column not in labels.columns:
+        return
+    joined = pd.DataFrame({"patient": labels[patient_column], "split": split.reindex(labels.index)}).dropna()
+    n_splits = joined.groupby("patient")["split"].nunique()
+    leaking = n_splits[n_splits > 1]
+    if len(leaking):
+        raise DataError(located(labels.attrs.get("source", "labels"),
+                                f"{len(leaking)} patient(s) have scans in more than one split "
+                                f"(e.g. {list(leaking.index[:3])}): the split leaks across patients"))
+
+
+def resolve_splits(
+    labels: pd.DataFrame, *, split_column: str | None = "split", split_dir: str | os.PathLike[str] | None = None,
+    patient_column: str = "patient_id", seed: int = 4, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    stratify: str | None = None,
+) -> pd.Series:
+    """Train/val/test assignment per scan id, from split files, a split column or a new patient split.
+
+    The order of preference is ``split_dir``, then ``split_column`` if present, then a patient-level
+    split made with :func:`voxelfm.data.splits.patient_level_split`. Any split is checked for
+    patient leakage when a ``patient_column`` exists.
+    """
+    source = labels.attrs.get("source", "labels")
+    if split_dir is not None:
+        split = read_split_dir(split_dir)
+    elif split_column and split_column in labels.columns:
+        split = _normalise_split_values(labels[split_column], source)
+        split.index = labels.index
+    else:
+        try:
+            from voxelfm.data.splits import patient_level_split
+        except ImportError:
+            raise DataError(located(source, f"no {split_column!r} column and voxelfm.data.splits is unavailable; "
+                                            "pass a split column or a split directory")) from None
+        if patient_column not in labels.columns:
+            raise DataError(located(source, f"cannot make a patient-level split without a {patient_column!r} column"))
+        made = patient_level_split(labels.reset_index(drop=True), fractions=fractions, seed=seed,
+                                   patient_column=patient_column, stratify=stratify)
+        split = _split_from_result(made, labels)
+    split = split.reindex(labels.index)
+    check_patient_leak(labels, split, patient_column)
+    return split
+
+
+def _split_from_result(made: Any, labels: pd.DataFrame) -> pd.Series:
+    """Accept the shapes a split helper may return: a Series, a frame with a split column, or a mapping."""
+    if isinstance(made, pd.DataFrame):
+        made = made.set_index("scan_id")["split"] if "scan_id" in made.columns else made["split"]
+    if isinstance(made, dict):
+        if set(made) >= set(SPLITS):
+            rows = {sid: s for s in SPLITS for sid in made[s]}
+            made = pd.Series(rows)
+        else:
+            made = pd.Series(made)
+    made = pd.Series(made)
+    if not set(made.index) & set(labels.index):
+        made.index = labels.index[: len(made)]
+    return _normalise_split_values(made, labels.attrs.get("source", "labels"))
+
+
+@dataclass
+class ProbeData:
+    """Features, labels and split aligned row by row (only scans with embeddings and labels)."""
+
+    features: FeatureSet
+    labels: pd.DataFrame
+    split: np.ndarray
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def rows(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.split == split)
+
+    def counts(self) -> dict[str, int]:
+        return {s: int(np.sum(self.split == s)) for s in SPLITS}
+
+    @property
+    def ids(self) -> list[str]:
+        return self.features.ids
+
+
+def assemble(
+    features: FeatureSet, labels: pd.DataFrame, split: pd.Series, required: Sequence[str] = (),
+    *, require_splits: Sequence[str] = SPLITS,
+) -> ProbeData:
+    """Keep scans that have features, a split and non-missing ``required`` labels; report the rest."""
+    source = labels.attrs.get("source", "labels")
+    require_columns(labels, required)
+    label_ids = [sid for sid in labels.index if isinstance(split.get(sid), str)]
+    no_split = len(labels) - len(label_ids)
+    with_feats = [sid for sid in label_ids if sid in features._index]
+    no_features = len(label_ids) - len(with_feats)
+    if required:
+        complete = labels.loc[with_feats, list(required)].notna().all(axis=1)
+        keep = [sid for sid in with_feats if complete[sid]]
+    else:
+        keep = with_feats
+    missing_label = len(with_feats) - len(keep)
+    dropped = {"no_embedding": no_features, "missing_label": missing_label, "no_split": no_split}
+    if no_features:
+        log.warning("%s: %d of %d labelled scans have no embedding and are skipped", source, no_features, len(label_ids))
+    if missing_label:
+        log.warning("%s: %d scans lack a value for %s and are skipped", source, missing_label, list(required))
+    if not keep:
+        raise DataError(located(source, f"no scan has features, a split and labels ({dropped}); "
+                                        f"store holds {len(features)} scans, e.g. {features.ids[:3]}"))
+    sub = features.subset(keep)
+    split_arr = np.asarray([split[sid] for sid in keep], dtype=object)
+    for s in require_splits:
+        if not np.any(split_arr == s):
+            raise DataError(located(source, f"the {s} split is empty after dropping scans ({dropped})"))
+    frame = labels.loc[keep].copy()
+    frame.attrs["source"] = source
+    return ProbeData(sub, frame, split_arr, dropped)
+
+
+__all__ = [
+    "FeatureSet",
+    "ProbeData",
+    "SPLITS",
+    "assemble",
+    "check_patient_leak",
+    "read_labels",
+    "read_split_dir",
+    "require_columns",
+    "resolve_splits",
+]

@@ -1,0 +1,1 @@
+"""One module per task category; each exposes ``fit(data, targets, config) -> TaskOutput``."""

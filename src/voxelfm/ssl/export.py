@@ -1,0 +1,69 @@
+"""Export the teacher backbone of a pretraining run as a voxelfm model directory."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from voxelfm.core.errors import CheckpointError, located
+
+
+def _spec_for(config: dict[str, Any], max_patches: int | None) -> Any:
+    """The preprocessing a user must apply to match the pretraining pixels: the dataset's HU range
+    and normalisation, and the cached volumes' resampling settings when ``prepare.json`` exists."""
+    from voxelfm.preprocess import PreprocessSpec
+
+    ds = config["datasets"][0]
+    fields: dict[str, Any] = {
+        "patch_size": int(config["student"]["patch_size"]),
+        "hu_min": float(ds["pixel_range"]["lower"]), "hu_max": float(ds["pixel_range"]["upper"]),
+        "norm_mean": float(ds["norm"]["mean"]), "norm_std": float(ds["norm"]["std"]),
+        "max_patches": max_patches,
+    }
+    index = Path(str(ds.get("index_path", ".")))
+    settings_path = (index if index.is_dir() else index.parent) / "prepare.json"
+    if settings_path.is_file():
+        prep = json.loads(settings_path.read_text(encoding="utf-8"))
+        fields["crop_background"] = bool(prep.get("crop_background", False))
+        fields["min_spacing_mm"] = float(prep.get("spacing_mm") or prep.get("min_spacing_mm", 0.75))
+    return PreprocessSpec(**fields)
+
+
+def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, checkpoint: str | os.PathLike[str] | None = None,
+           spec: Any = None, max_patches: int | None = 25000) -> Path:
+    """Write the teacher backbone of ``run_dir`` (newest checkpoint unless ``checkpoint``) to
+    ``out_dir`` with :func:`voxelfm.models.save_model`; returns ``out_dir``.
+
+    ``spec`` (a :class:`~voxelfm.preprocess.PreprocessSpec`) overrides the spec derived from the
+    run's config; ``max_patches`` is the token budget of the derived spec.
+    """
+    from voxelfm.models import VisionTransformer3D, save_model
+    from voxelfm.ssl.checkpoint import latest_checkpoint, load_checkpoint, teacher_backbone_state
+    from voxelfm.ssl.config import load_config
+    from voxelfm.ssl.meta_arch import vit_config
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise CheckpointError(located(run_dir, "not a pretraining run directory (no config.yaml)"))
+    config = load_config(config_path)
+    path = Path(checkpoint) if checkpoint is not None else latest_checkpoint(run_dir)
+    if path is None:
+        raise CheckpointError(located(run_dir, "has no checkpoint yet"))
+    data = load_checkpoint(path)
+    state = teacher_backbone_state(data["model"])
+    model = VisionTransformer3D(vit_config(config, teacher=True))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(located(path, f"teacher backbone does not match config.yaml (missing {missing[:3]}, unexpected {unexpected[:3]})"))
+    model.eval()
+    step = int(data["step"])
+    card = {
+        "title": f"VoxelFM backbone pretrained with DINO + iBOT + KoLeo ({run_dir.name}, step {step})",
+        "description": f"Teacher (EMA) backbone of the pretraining run `{run_dir}` after {step} optimizer steps.",
+        "training_data": ", ".join(str(d.get("index_path")) for d in config["datasets"]),
+    }
+    save_model(model, out_dir, spec=spec if spec is not None else _spec_for(config, max_patches), card=card)
+    return Path(out_dir)

@@ -1,0 +1,167 @@
+"""Student/teacher meta-architecture: forward of one micro-batch, the losses, and the EMA teacher
+(reference §2.1-2.2)."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from voxelfm.core.errors import ConfigError
+from voxelfm.models import DINOHead, VisionTransformer3D, ViTConfig
+from voxelfm.ssl.config import ARCH_KEYS
+from voxelfm.ssl.losses import DINOLoss, IBOTPatchLoss, KoLeoLoss
+
+
+def vit_config(config: Mapping[str, Any], *, teacher: bool = False) -> ViTConfig:
+    """The backbone architecture of a pretraining config (the teacher has no drop path)."""
+    student = config["student"]
+    if not student.get("drop_path_uniform", True):
+        raise ConfigError("student.drop_path_uniform=false (linearly increasing drop path) is not supported")
+    fields = {k: student[k] for k in ARCH_KEYS}
+    fields["drop_path_rate"] = 0.0 if teacher else float(student["drop_path_rate"])
+    fields["mlp_ratio"] = float(fields["mlp_ratio"])
+    return ViTConfig(**fields)
+
+
+def _head(config: Mapping[str, Any], section: str, in_dim: int) -> DINOHead:
+    s = config[section]
+    return DINOHead(in_dim, out_dim=int(s["head_n_prototypes"]), hidden_dim=int(s["head_hidden_dim"]),
+                    bottleneck_dim=int(s["head_bottleneck_dim"]), nlayers=int(s["head_nlayers"]))
+
+
+class SSLMetaArch(nn.Module):
+    """Student and EMA teacher (backbone + DINO head [+ separate iBOT head]) and the three losses."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.config = config
+        backbone = VisionTransformer3D(vit_config(config))
+        student = {"backbone": backbone, "dino_head": _head(config, "dino", backbone.embed_dim)}
+        self.ibot_weight = float(config["ibot"]["loss_weight"])
+        self.separate_ibot_head = bool(config["ibot"]["separate_head"]) and self.ibot_weight > 0
+        if self.separate_ibot_head:
+            student["ibot_head"] = _head(config, "ibot", backbone.embed_dim)
+        self.student = nn.ModuleDict(student)
+        self.teacher = copy.deepcopy(self.student)
+        # The teacher never drops paths; its weights equal the student's at initialisation.
+        for block in self.teacher["backbone"].blocks:
+            for attr in ("drop_path_rate", "sample_drop_ratio"):
+                if hasattr(block, attr):
+                    setattr(block, attr, 0.0)
+        self.teacher["backbone"].config = vit_config(config, teacher=True)
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.teacher.eval()
+        self.dino_weight = float(config["dino"]["loss_weight"])
+        self.koleo_weight = float(config["dino"]["koleo_loss_weight"])
+        self.dino_loss = DINOLoss(int(config["dino"]["head_n_prototypes"]))
+        ibot_k = int(config["ibot" if self.separate_ibot_head else "dino"]["head_n_prototypes"])
+        self.ibot_loss = IBOTPatchLoss(ibot_k)
+        self.koleo_loss = KoLeoLoss()
+        self.centering = str(config["train"]["centering"])
+        # Wrapped (DDP/FSDP) student modules used for the forward; plain dict so the state dict
+        # keeps the unwrapped names.
+        self.student_call: dict[str, nn.Module] = dict(self.student.items())
+
+    def train(self, mode: bool = True) -> SSLMetaArch:
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    @torch.no_grad()
+    def _teacher(self, batch: Mapping[str, Any], teacher_temp: float) -> dict[str, Any]:
+        out = self.teacher["backbone"](batch["global_crops"])
+        cls = out["x_norm_clstoken"]
+        a, b = cls.chunk(2)
+        swapped = torch.cat((b, a))  # crop 1's student view is matched to crop 2's teacher view
+        dino_logits = self.teacher["dino_head"](swapped)
+        dino_targets = self.dino_loss.teacher_targets(dino_logits, teacher_temp, self.centering)
+        result = {"cls": cls, "dino_targets": dino_targets.chunk(2)}
+        n_masked = int(batch["n_masked_patches"])
+        if self.ibot_weight > 0 and n_masked > 0:
+            patches = out["x_norm_patchtokens"].flatten(0, 1)[batch["mask_indices"]]
+            head = self.teacher["ibot_head" if self.separate_ibot_head else "dino_head"]
+            result["ibot_targets"] = self.ibot_loss.teacher_targets(
+                head(patches), teacher_temp, self.centering, n_masked_total=batch.get("n_masked_total"))
+        return result
+
+    def forward_micro(self, batch: Mapping[str, Any], teacher_temp: float) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss of one micro-batch (not yet divided by the accumulation count) and its log values."""
+        teacher = self._teacher(batch, teacher_temp)
+        backbone = self.student_call["backbone"]
+        dino_head = self.student_call["dino_head"]
+        n_global = 2
+        n_local = int(batch["n_local_crops"])
+        global_out = backbone(batch["global_crops"], masks=batch["masks"])
+        s_global_cls = global_out["x_norm_clstoken"]
+        head_inputs = [s_global_cls]
+        if n_local:
+            s_local_cls = backbone(batch["local_crops"])["x_norm_clstoken"]
+            head_inputs.append(s_local_cls)
+        n_masked = int(batch["n_masked_patches"])
+        use_ibot = self.ibot_weight > 0 and n_masked > 0
+        masked_patches = global_out["x_norm_patchtokens"].flatten(0, 1)[batch["mask_indices"]] if use_ibot else None
+        if use_ibot and not self.separate_ibot_head:
+            head_inputs.append(masked_patches)
+        # One head call for all inputs (as the original) keeps DDP's single reduction per step.
+        head_out = dino_head(torch.cat(head_inputs))
+        n_g = s_global_cls.shape[0]
+        s_global_logits = head_out[:n_g]
+        n_l = s_local_cls.shape[0] if n_local else 0
+        s_local_logits = head_out[n_g : n_g + n_l]
+        n_terms = n_global * n_local + n_global * (n_global - 1)
+        logs: dict[str, float] = {}
+        total = s_global_cls.new_zeros((), dtype=torch.float32)
+        if self.dino_weight > 0:
+            local = (self.dino_loss(list(s_local_logits.chunk(n_local)), list(teacher["dino_targets"])) / n_terms
+                     if n_local else total.new_zeros(()))
+            # Global term: the 2B student globals vs the swapped teacher globals, x2 (= two pairs).
+            glob = self.dino_loss([s_global_logits], [torch.cat(teacher["dino_targets"])]) * 2 / n_terms
+            total = total + self.dino_weight * (local + glob)
+            logs["dino_local_crops_loss"] = float(local.detach())
+            logs["dino_global_crops_loss"] = float(glob.detach())
+        if self.koleo_weight > 0:
+            koleo = sum(self.koleo_loss(v) for v in s_global_cls.chunk(n_global))
+            total = total + self.koleo_weight * koleo
+            logs["koleo_loss"] = float(self.koleo_weight * koleo.detach()) / n_global
+        if use_ibot:
+            if self.separate_ibot_head:
+                s_masked_logits = self.student_call["ibot_head"](masked_patches)
+            else:
+                s_masked_logits = head_out[n_g + n_l :]
+            ibot = self.ibot_loss(s_masked_logits, teacher["ibot_targets"], batch["masks_weight"], n_g)
+            total = total + self.ibot_weight * ibot
+            logs["ibot_loss"] = float(ibot.detach())
+        logs["total_loss"] = float(total.detach())
+        targets = torch.cat(teacher["dino_targets"])
+        entropy = -(targets * torch.log(targets.clamp_min(1e-12))).sum(-1).mean()
+        logs["teacher_entropy"] = float(entropy)
+        logs["teacher_entropy_max"] = math.log(targets.shape[-1])
+        logs["teacher_prototypes_used"] = int(targets.argmax(-1).unique().numel())
+        self._last_teacher_cls = teacher["cls"].detach().float()
+        return total, logs
+
+    @torch.no_grad()
+    def update_teacher(self, momentum: float) -> None:
+        """EMA ``teacher <- m teacher + (1 - m) student`` over every student parameter."""
+        t_params, s_params = [], []
+        for name, module in self.student.items():
+            for t, s in zip(self.teacher[name].parameters(), module.parameters(), strict=True):
+                t_params.append(t.to_local() if hasattr(t, "to_local") else t)
+                s_params.append((s.to_local() if hasattr(s, "to_local") else s).detach())
+        torch._foreach_mul_(t_params, momentum)
+        torch._foreach_add_(t_params, s_params, alpha=1.0 - momentum)
+
+    @torch.no_grad()
+    def update_centers(self) -> None:
+        """Apply this step's centre updates (no-op with Sinkhorn-Knopp)."""
+        self.dino_loss.targets.update()
+        self.ibot_loss.targets.update()
+
+    def last_teacher_cls(self) -> torch.Tensor | None:
+        return getattr(self, "_last_teacher_cls", None)

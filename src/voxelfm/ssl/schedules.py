@@ -1,0 +1,86 @@
+"""Per-step schedules of lr, weight decay, teacher momentum and teacher temperature (§2.5)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from voxelfm.core.errors import ConfigError
+
+
+def linear_warmup_cosine_decay(start: float, peak: float, end: float, warmup: int, total: int) -> np.ndarray:
+    """``total`` values: linear ``start -> peak`` over ``warmup`` steps (endpoint excluded), then a
+    half-cosine ``peak -> end`` whose last value is exactly ``end`` (the original's formula)."""
+    if total < 1:
+        raise ConfigError(f"schedule length must be >= 1, got {total}")
+    warmup = int(min(max(warmup, 0), total))
+    ramp = np.linspace(start, peak, warmup, endpoint=False)
+    rest = total - warmup
+    cosine = end + (peak - end) * (1.0 + np.cos(np.linspace(0.0, np.pi, rest))) / 2.0
+    return np.concatenate([ramp, cosine]).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class Schedules:
+    """Arrays indexed by optimizer step (length = run length)."""
+
+    lr: np.ndarray
+    last_layer_lr: np.ndarray
+    weight_decay: np.ndarray
+    momentum: np.ndarray
+    teacher_temp: np.ndarray
+
+    def at(self, step: int) -> dict[str, float]:
+        i = min(step, len(self.lr) - 1)
+        return {
+            "lr": float(self.lr[i]),
+            "last_layer_lr": float(self.last_layer_lr[i]),
+            "weight_decay": float(self.weight_decay[i]),
+            "momentum": float(self.momentum[i]),
+            "teacher_temp": float(self.teacher_temp[i]),
+        }
+
+
+def run_length(config: Mapping[str, Any]) -> tuple[int, float]:
+    """(total optimizer steps, steps per nominal epoch).
+
+    Without ``train.max_steps`` a run is ``optim.epochs x train.official_epoch_length`` steps; with
+    it, the run has ``max_steps`` steps and every "epochs" quantity is rescaled by
+    ``max_steps / optim.epochs`` so the schedule shapes are preserved.
+    """
+    epochs = float(config["optim"]["epochs"])
+    if epochs <= 0:
+        raise ConfigError(f"optim.epochs must be > 0, got {epochs}")
+    max_steps = config["train"].get("max_steps")
+    if max_steps:
+        return int(max_steps), float(max_steps) / epochs
+    epoch_len = int(config["train"]["official_epoch_length"])
+    return int(round(epochs * epoch_len)), float(epoch_len)
+
+
+def _one(spec: Mapping[str, Any], name: str, total: int, epoch_len: float) -> np.ndarray:
+    missing = {"start", "peak", "end", "warmup_epochs"} - set(spec)
+    if missing:
+        raise ConfigError(f"schedules.{name} is missing {sorted(missing)}")
+    warmup = int(round(float(spec["warmup_epochs"]) * epoch_len))
+    return linear_warmup_cosine_decay(float(spec["start"]), float(spec["peak"]), float(spec["end"]), warmup, total)
+
+
+def build_schedules(config: Mapping[str, Any]) -> Schedules:
+    """All schedules of a run; the prototype layer's lr is 0 for ``freeze_last_layer_epochs``."""
+    total, epoch_len = run_length(config)
+    sched = config["schedules"]
+    lr = _one(sched["lr"], "lr", total, epoch_len)
+    last = lr.copy()
+    freeze = int(round(float(config["optim"]["freeze_last_layer_epochs"]) * epoch_len))
+    last[: min(freeze, total)] = 0.0
+    return Schedules(
+        lr=lr,
+        last_layer_lr=last,
+        weight_decay=_one(sched["weight_decay"], "weight_decay", total, epoch_len),
+        momentum=_one(sched["momentum"], "momentum", total, epoch_len),
+        teacher_temp=_one(sched["teacher_temp"], "teacher_temp", total, epoch_len),
+    )

@@ -1,0 +1,65 @@
+"""The report document: every section present, values and CIs formatted, schema checks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from voxelfm.demo.document import SECTIONS, compose_report
+from voxelfm.demo.figures import Neighbour, PcaPanel, pca_figure, retrieval_figure, segmentation_figure
+from voxelfm.demo.results import CATEGORIES, SCHEMA_VERSION, Estimate, TaskRow, validate_results
+from voxelfm.viz.slices import to_png
+
+
+def _est(v: float) -> dict:
+    return Estimate(v, v - 0.05, v + 0.05, 20).to_dict()
+
+
+def _results() -> dict:
+    tasks = [
+        TaskRow(cat, f"{cat} task", "metric", True,
+                {"pretrained": Estimate.from_any(_est(0.8)), "random": Estimate.from_any(_est(0.6))},
+                Estimate(0.2, 0.1, 0.3, 20)).to_dict()
+        for cat in CATEGORIES
+    ]
+    return {
+        "schema_version": SCHEMA_VERSION, "voxelfm_version": "0", "created": "now", "size": "tiny",
+        "device": "cpu", "config": {}, "data": {"n_scans": 10, "n_patients": 8, "splits": {"train": 6}},
+        "backbones": {"pretrained": {"model_id": "m1"}, "random": {"model_id": "m2"}},
+        "tasks": tasks, "heads": [], "inference_modes": [],
+        "data_fraction": {"points": []},
+        "per_finding_f1": [{"finding": "lung_nodule", "probe": _est(0.7), "report": _est(0.5), "support": 4}],
+        "report_generation": {"lm": "tiny"},
+        "examples": {"reports": [{"scan_id": "s1", "reference": "Nodule.", "generated": "No nodule."}]},
+        "timings": {"cohort": 1.5}, "notes": ["a note"],
+    }
+
+
+def test_valid_results_pass_and_incomplete_fail() -> None:
+    res = _results()
+    assert validate_results(res) == []
+    res["tasks"] = res["tasks"][:-1]
+    assert any("report generation" in p for p in validate_results(res))
+    del res["timings"]
+    assert validate_results(res) == ["missing key 'timings'"]
+
+
+def test_every_section_is_rendered_with_data_or_a_reason() -> None:
+    grey = np.full((32, 32), 90, dtype=np.uint8)
+    labels = np.zeros((32, 32), dtype=np.int16)
+    labels[8:20, 8:20] = 2
+    thumb = np.zeros((40, 40, 3), dtype=np.uint8)
+    figures = {
+        "bars": to_png(thumb),
+        "retrieval": [(retrieval_figure(thumb, "q", "lung_nodule", [Neighbour(thumb, "n1", 0.9, True, "x")]), "r")],
+        "segmentation": [(segmentation_figure(grey, labels, labels, {2: "heart"}), "s")],
+        "pca": [(pca_figure([PcaPanel("s1", grey, {"pretrained": np.random.rand(32, 32, 3)})]), "p")],
+    }
+    html = compose_report(_results(), figures).render()
+    for sid, _ in SECTIONS:
+        assert f'<section id="{sid}">' in html
+    assert "synthetic" in html
+    assert "0.800 [0.750, 0.850]" in html  # value with its CI
+    assert 'class="num good"' in html  # a paired difference whose CI excludes 0
+    assert "Not available in this run: data-fraction sweep" in html
+    assert html.count("data:image/png;base64,") == 4
+    assert "No nodule." in html

@@ -1,0 +1,119 @@
+"""The demo stage framework: checked outputs, skip on re-run, re-run on damage or config change."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from voxelfm.demo.config import get_config
+from voxelfm.demo.pipeline import CheckResult, DemoContext, DemoError, Pipeline, Stage, read_timings
+
+
+class WriteNumbers(Stage):
+    name = "numbers"
+    title = "write numbers"
+    config_parts = ("cohort",)
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def outputs(self, ctx: DemoContext) -> list[Path]:
+        return [ctx.path("numbers.json")]
+
+    def run(self, ctx: DemoContext) -> dict[str, Any]:
+        self.calls += 1
+        n = ctx.config.cohort.n_scans
+        ctx.path("numbers.json").write_text(json.dumps(list(range(n))))
+        return {"n": n}
+
+    def check(self, ctx: DemoContext) -> CheckResult:
+        res = CheckResult()
+        try:
+            data = json.loads(ctx.path("numbers.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            res.problems.append(f"numbers.json unreadable: {exc}")
+            return res
+        res.require(len(data) == ctx.config.cohort.n_scans, "numbers.json has the wrong length")
+        return res
+
+
+class SumNumbers(Stage):
+    name = "sum"
+    title = "sum them"
+    inputs = ("numbers",)
+    config_parts = ("probes",)
+
+    def __init__(self, broken: bool = False) -> None:
+        self.calls = 0
+        self.broken = broken
+
+    def outputs(self, ctx: DemoContext) -> list[Path]:
+        return [ctx.path("sum.txt")]
+
+    def run(self, ctx: DemoContext) -> dict[str, Any]:
+        self.calls += 1
+        total = sum(json.loads(ctx.path("numbers.json").read_text()))
+        ctx.path("sum.txt").write_text("oops" if self.broken else str(total))
+        return {"total": total}
+
+    def check(self, ctx: DemoContext) -> CheckResult:
+        res = CheckResult()
+        text = ctx.path("sum.txt").read_text() if ctx.path("sum.txt").exists() else ""
+        res.require(text.isdigit(), "sum.txt is not a number")
+        return res
+
+
+def _ctx(tmp_path: Path, n: int = 5) -> DemoContext:
+    cfg = get_config("tiny")
+    cfg = dataclasses.replace(cfg, cohort=dataclasses.replace(cfg.cohort, n_scans=n))
+    return DemoContext(out=tmp_path / "out", config=cfg)
+
+
+def test_rerun_skips_finished_stages_and_records_timings(tmp_path: Path) -> None:
+    a, b = WriteNumbers(), SumNumbers()
+    pipe = Pipeline([a, b])
+    ctx = _ctx(tmp_path)
+    first = pipe.run(ctx)
+    assert [r.status for r in first] == ["ran", "ran"] and (a.calls, b.calls) == (1, 1)
+    assert ctx.path("sum.txt").read_text() == "10"
+    second = pipe.run(ctx)
+    assert [r.status for r in second] == ["skipped", "skipped"] and (a.calls, b.calls) == (1, 1)
+    timings = read_timings(ctx, pipe.stages)
+    assert set(timings) == {"numbers", "sum"} and all(t >= 0 for t in timings.values())
+
+
+def test_damaged_output_reruns_that_stage(tmp_path: Path) -> None:
+    a, b = WriteNumbers(), SumNumbers()
+    pipe = Pipeline([a, b])
+    ctx = _ctx(tmp_path)
+    pipe.run(ctx)
+    ctx.path("sum.txt").write_text("")  # present but not valid
+    records = pipe.run(ctx)
+    assert [r.status for r in records] == ["skipped", "ran"] and (a.calls, b.calls) == (1, 2)
+
+
+def test_config_change_reruns_stage_and_downstream(tmp_path: Path) -> None:
+    a, b = WriteNumbers(), SumNumbers()
+    pipe = Pipeline([a, b])
+    pipe.run(_ctx(tmp_path, n=5))
+    records = pipe.run(_ctx(tmp_path, n=6))  # cohort changed -> numbers and (through it) sum re-run
+    assert [r.status for r in records] == ["ran", "ran"]
+    assert (tmp_path / "out" / "sum.txt").read_text() == "15"
+
+
+def test_invalid_outputs_fail_loudly_and_leave_no_marker(tmp_path: Path) -> None:
+    pipe = Pipeline([WriteNumbers(), SumNumbers(broken=True)])
+    ctx = _ctx(tmp_path)
+    with pytest.raises(DemoError, match="sum.txt is not a number"):
+        pipe.run(ctx)
+    assert Pipeline.read_marker(pipe, ctx, "numbers") is not None
+    assert Pipeline.read_marker(pipe, ctx, "sum") is None
+
+
+def test_pipeline_validates_stage_order() -> None:
+    with pytest.raises(Exception, match="do not run before"):
+        Pipeline([SumNumbers(), WriteNumbers()])
