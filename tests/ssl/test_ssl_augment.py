@@ -7,7 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from voxelfm.ssl.augment import MultiCropAugmentation, RandomCrop3D, hu_percentiles, normalise, random_flip, random_window
+from voxelfm.ssl.augment import (
+    MultiCropAugmentation,
+    RandomCrop3D,
+    hu_percentiles,
+    normalise,
+    random_flip,
+    random_window,
+)
 
 
 def test_crop_has_exact_target_size_even_when_anisotropic() -> None:
@@ -22,7 +29,7 @@ def test_scale_is_a_linear_fraction_of_the_smallest_side() -> None:
         perm, sides, starts = crop.draw((60, 80, 100), np.random.default_rng(seed))
         assert sorted(sides) == [30, 30, 60]  # smallest side 0.5 x 60, target aspect kept
         assert sides[perm[1]] == 60  # the long target side (output axis 1) sits on input axis perm[1]
-        assert all(0 <= b and b + n <= s for b, n, s in zip(starts, sides, (60, 80, 100), strict=True))
+        assert all(b >= 0 and b + n <= s for b, n, s in zip(starts, sides, (60, 80, 100), strict=True))
 
 
 def test_crop_is_shrunk_with_aspect_kept_when_it_does_not_fit() -> None:

@@ -59,8 +59,6 @@ def register(app: typer.Typer) -> None:
         progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     ) -> None:
         """Embed every scan (skipping those already done with this model and spec) into STORE."""
-        import torch
-
         from voxelfm.core.errors import ConfigError
         from voxelfm.embed import (
             EmbeddingStore,
@@ -85,8 +83,6 @@ def register(app: typer.Typer) -> None:
         spec = PreprocessSpec.load(spec_file) if spec_file else net.spec
         if max_patches is not None:
             spec = spec.replace(max_patches=max_patches)
-        if dev == "cpu" and os.environ.get("OMP_NUM_THREADS") is None:
-            torch.set_num_threads(max(1, (os.cpu_count() or 1)))
         store = EmbeddingStore(out, shard=shard_spec)
         console.print(f"model {net.model_id} ({model}) on {dev}; spec {spec.fingerprint()}; "
                       f"{len(jobs)} scans; mode {mode}; {workers} workers", highlight=False)

@@ -21,9 +21,21 @@ def _root() -> None:
 
 def _register_all() -> None:
     # Imported here so each module stays import-light; commands import heavy libraries lazily.
-    from voxelfm.cli import convert, demo, embed, info, models, phantom, pretrain, report
+    from voxelfm.cli import (
+        convert,
+        demo,
+        embed,
+        evaluate,
+        info,
+        models,
+        phantom,
+        pretrain,
+        probe,
+        report,
+        retrieve,
+    )
 
-    for module in (info, demo, report, embed, convert, models, phantom, pretrain):
+    for module in (info, demo, report, embed, convert, models, phantom, pretrain, probe, evaluate, retrieve):
         module.register(app)
 
 

@@ -23,7 +23,14 @@ def phantom(
     """Generate synthetic chest CT scans with labels, segmentations, survival and reports."""
     import time
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from voxelfm.data.phantom import write_cohort
 

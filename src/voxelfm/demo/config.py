@@ -93,7 +93,7 @@ class DemoConfig:
 SIZES: dict[str, DemoConfig] = {
     "tiny": DemoConfig(
         size="tiny",
-        cohort=CohortConfig(n_scans=24, phantom_size="tiny"),
+        cohort=CohortConfig(n_scans=48, phantom_size="tiny"),
         pretrain=PretrainConfig(preset="vit-tiny", max_patches=216, spacing_mm=6.0, max_steps=4, max_minutes=1.0,
                                 overrides=("train.batch_size_per_gpu=4", "crops.local_crops_number=2")),
         embed=EmbedConfig(),

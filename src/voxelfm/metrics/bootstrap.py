@@ -202,24 +202,27 @@ def paired_bootstrap(
     n_resamples: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    fn_b: MetricFn | None = None,
 ) -> dict[str, DifferenceCI]:
-    """CI of ``fn(*arrays_a)[k] - fn(*arrays_b)[k]`` resampling the same test units for both.
+    """CI of ``fn(*arrays_a)[k] - fn_b(*arrays_b)[k]`` resampling the same test units for both.
 
     Row ``i`` of every array in ``arrays_a`` and ``arrays_b`` must be the same test unit (e.g. the
-    same scan predicted by two backbones). The p-value is the two-sided bootstrap p-value of a
+    same scan predicted by two backbones). ``fn_b`` (default ``fn``) lets each side keep its own
+    settings, e.g. a threshold chosen on its own validation predictions. The p-value is the two-sided bootstrap p-value of a
     zero difference: ``2 * min(P(diff* <= 0), P(diff* >= 0))`` over the resamples.
     """
     arrays_a = [np.asarray(a) for a in arrays_a]
     arrays_b = [np.asarray(a) for a in arrays_b]
     n = _check_arrays(list(arrays_a) + list(arrays_b))
+    fn_b = fn if fn_b is None else fn_b
     point_a = {k: float(v) for k, v in fn(*arrays_a).items()}
-    point_b = {k: float(v) for k, v in fn(*arrays_b).items()}
+    point_b = {k: float(v) for k, v in fn_b(*arrays_b).items()}
     keys = [k for k in point_a if k in point_b]
     rng = np.random.default_rng(seed)
     diffs = {k: np.full(n_resamples, np.nan) for k in keys}
     for r, idx in enumerate(resample_indices(n, n_resamples, rng)):
         ra = _safe_call(fn, _take(arrays_a, idx))
-        rb = _safe_call(fn, _take(arrays_b, idx))
+        rb = _safe_call(fn_b, _take(arrays_b, idx))
         for k in keys:
             if k in ra and k in rb:
                 diffs[k][r] = ra[k] - rb[k]

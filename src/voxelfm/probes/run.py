@@ -160,7 +160,10 @@ def run_probe(
         is_train = data.split == "train"
         drop = is_train & ~np.isin(np.asarray(data.ids), list(keep))
         data.split = np.where(drop, "unused", data.split).astype(object)
-    output = _fit_task(task, data, targets, cfg)
+    from voxelfm.probes.trainer import torch_threads
+
+    with torch_threads(cfg.train.threads):
+        output = _fit_task(task, data, targets, cfg)
     metrics = evaluate_output(output, cfg)
     result = ProbeResult(
         task=task, targets=targets, head=cfg.head, metrics=metrics, predictions=output.predictions,

@@ -110,6 +110,14 @@ def majority_labels(train_texts: Sequence[str], n: int, extractor: FindingExtrac
     return np.tile(majority, (n, 1))
 
 
+def prevalence_labels(train_texts: Sequence[str], n: int, extractor: FindingExtractor,
+                      seed: int = 0) -> np.ndarray:
+    """Chance baseline: each finding drawn present with its training prevalence (seeded)."""
+    train = label_matrix(train_texts, extractor)
+    prevalence = train.mean(0) if len(train) else np.zeros(len(extractor.vocabulary.names))
+    return np.random.default_rng(seed).random((n, prevalence.shape[0])) < prevalence
+
+
 def evaluate_reports(
     generated: Mapping[str, str],
     references: Mapping[str, str],
@@ -122,8 +130,9 @@ def evaluate_reports(
 ) -> dict[str, Any]:
     """Score generated against reference reports (matched by scan id).
 
-    With ``train_references`` the majority-class baseline (from training reports) is scored on
-    the same scans and reported under ``baseline_majority``.
+    With ``train_references`` two baselines from the training reports are scored on the same
+    scans: ``baseline_majority`` (each finding's majority class) and ``baseline_prevalence``
+    (each finding drawn at random with its training prevalence).
     """
     ids = [s for s in generated if s in references]
     missing = sorted(set(generated) - set(references))
@@ -149,6 +158,9 @@ def evaluate_reports(
         base = majority_labels(train_references, len(ids), extractor)
         result["baseline_majority"] = finding_metrics(y_true, base, names,
                                                       n_bootstrap=n_bootstrap, seed=seed)
+        chance = prevalence_labels(train_references, len(ids), extractor, seed=seed)
+        result["baseline_prevalence"] = finding_metrics(y_true, chance, names,
+                                                        n_bootstrap=n_bootstrap, seed=seed)
     return result
 
 
@@ -169,6 +181,9 @@ def plot_finding_f1(metrics: dict[str, Any], path: str | os.PathLike[str],
     if "baseline_majority" in metrics:
         bp = metrics["baseline_majority"]["per_finding"]
         series.append(("majority baseline", np.array([bp[n]["f1"] for n in names]), None))
+    if "baseline_prevalence" in metrics:
+        bp = metrics["baseline_prevalence"]["per_finding"]
+        series.append(("chance (prevalence)", np.array([bp[n]["f1"] for n in names]), None))
     if probe_f1:
         series.append(("classification probe", np.array([probe_f1.get(n, np.nan) for n in names]), None))
     width = 0.8 / len(series)

@@ -41,7 +41,7 @@ _LAZY = {
     "PrepareSettings": "voxelfm.ssl.prepare",
 }
 
-__all__ = sorted([*_LAZY, "export"])
+__all__ = ["PrepareSettings", "export", "load_config", "packaged_config", "prepare_volumes", "pretrain", "read_metrics"]
 
 
 def __getattr__(name: str) -> Any:

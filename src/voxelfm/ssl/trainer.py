@@ -270,8 +270,9 @@ class Trainer:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # every rank must stop at the same step
         return bool(flag.item())
 
-    def fit(self) -> dict[str, Any]:
-        """Train from ``start_step`` to the end of the run (or the time limit); returns a summary."""
+    def fit(self, stop_at_step: int | None = None) -> dict[str, Any]:
+        """Train from ``start_step`` to the end of the run, the time limit or ``stop_at_step``
+        (a checkpoint is written where it stops, so a later ``fit`` resumes there); returns a summary."""
         train = self.config["train"]
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -301,11 +302,11 @@ class Trainer:
                 if progress is not None:
                     progress.update(1)
                     progress.set_postfix(loss=f"{values['total_loss']:.3f}", lr=f"{values['lr']:.2e}")
-                stop = self._stop_for_time(started)
+                stop = self._stop_for_time(started) or (stop_at_step is not None and step >= stop_at_step)
                 if step % period == 0 or step == self.total_steps or stop:
                     self._checkpoint(step)
                 if stop:
-                    if self.is_main:
+                    if self.is_main and step != stop_at_step:
                         log.warning("train.max_minutes reached: stopped at step %d of %d", step, self.total_steps)
                     break
         finally:

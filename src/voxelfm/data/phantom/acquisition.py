@@ -17,7 +17,7 @@ from voxelfm.core.geometry import Geometry
 from voxelfm.data.phantom.anatomy import Anatomy
 from voxelfm.data.phantom.canvas import Pose, rotation_matrix
 from voxelfm.data.phantom.constants import SizePreset
-from voxelfm.data.phantom.texture import gaussian_kernel, blur, blur_axis
+from voxelfm.data.phantom.texture import blur, blur_axis, gaussian_kernel
 
 
 @dataclass
@@ -61,8 +61,8 @@ def sample_acquisition(rng: np.random.Generator, preset: SizePreset) -> Acquisit
         yaw_deg=float(rng.normal(0, 1.2)),
         table_z_mm=float(rng.uniform(-650, -150)),
         centre_offset_mm=(float(rng.normal(0, 8)), float(rng.normal(0, 10))),
-        top_margin_mm=float(rng.uniform(5, 30)),
-        bottom_margin_mm=float(rng.uniform(5, 40)),
+        top_margin_mm=float(rng.uniform(0, 20)),
+        bottom_margin_mm=float(rng.uniform(0, 30)),
         kvp=int(rng.choice([100, 120, 120, 140])),
         mas=round(mas, 1),
     )

@@ -96,8 +96,8 @@ class SizePreset:
 SIZES: dict[str, SizePreset] = {
     # CI / unit tests: ~64 px in-plane, ~40-55 slices at 5-7 mm.
     "tiny": SizePreset("tiny", (60, 64, 68), (5.0, 6.0, 7.0), 1.2, 10.0),
-    # benchmarks / demo: ~1.6-2.0 mm in-plane (176-208 px), 2.5-3 mm slices (~90-130 slices).
-    "small": SizePreset("small", (176, 192, 208), (2.5, 3.0), 0.45, 6.0),
+    # benchmarks / demo: ~1.6-2.4 mm in-plane (160-192 px), 2.5-3 mm slices (~90-130 slices).
+    "small": SizePreset("small", (160, 176, 192), (2.5, 3.0), 0.45, 6.0),
     # clinical-like: 512 px (0.6-0.8 mm), 1-1.5 mm slices.
     "standard": SizePreset("standard", (512,), (1.0, 1.25, 1.5), 0.3, 4.0),
 }

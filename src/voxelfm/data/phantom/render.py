@@ -168,7 +168,6 @@ def paint_abdomen(cv: Canvas, sc: Scene) -> None:
 
 
 def _stomach(cv: Canvas, sc: Scene, centre, semi, clip_to_diaphragm: bool) -> None:
-    anat = sc.anat
     sl = cv.bbox(*_box(centre, semi))
     if sl is None:
         return
@@ -299,7 +298,12 @@ def paint_bronchi(cv: Canvas, sc: Scene, trees, boxes: dict[str, Slices]) -> Non
         if sc.has("peribronchial_thickening"):
             wall = wall * 2.3 + 0.6
         shift = (art.r0 + rb0 + wall + 0.5)[:, None] * off
-        starts, ends = sc.to_scan(art.starts + shift), sc.to_scan(art.ends + shift)
+        # Bronchi much thinner than a voxel are invisible on CT (air lumen and wall average out).
+        seen = rb0 + wall >= 0.6 * cv.h
+        starts, ends = sc.to_scan((art.starts + shift)[seen]), sc.to_scan((art.ends + shift)[seen])
+        rb0, rb1, wall = rb0[seen], rb1[seen], np.broadcast_to(wall, seen.shape)[seen]
+        if not np.any(seen):
+            continue
         res = shapes.segments(cv, starts, ends, rb0 + wall, rb1 + wall)
         if res is None:
             continue
@@ -335,9 +339,10 @@ def coronary_paths(anat: Anatomy) -> list[np.ndarray]:
     """LAD, RCA and LCx as point lists on the epicardial surface (patient frame)."""
     ax = anat.heart_axes * 1.0 + 2.0
 
-    def surf(l: np.ndarray, phi: np.ndarray) -> np.ndarray:
-        s = np.sqrt(np.clip(1 - l * l, 0, 1))
-        local = np.stack([l * ax[0], s * ax[1] * np.cos(phi), s * ax[2] * np.sin(phi)], axis=-1)
+    def surf(along: np.ndarray, phi: np.ndarray) -> np.ndarray:
+        # along: -1 at the base, +1 at the apex of the long axis; phi: angle around it
+        s = np.sqrt(np.clip(1 - along * along, 0, 1))
+        local = np.stack([along * ax[0], s * ax[1] * np.cos(phi), s * ax[2] * np.sin(phi)], axis=-1)
         return anat.heart_centre + local @ anat.heart_rot.T
 
     phis = np.linspace(0, 2 * np.pi, 72, endpoint=False)
@@ -613,6 +618,10 @@ def paint_nodules(cv: Canvas, sc: Scene) -> None:
             _fill(cv, sl, d.copy(), f32(-520.0) + f32(40.0) * sc.tex[sl], label)
             if kind == "part-solid":
                 _fill(cv, sl, shapes.ellipsoid(x, y, z, c, [0.45 * r] * 3), HU.MUSCLE - f32(10.0))
+        # A nodule smaller than a voxel still owns the voxel at its centre in the label map.
+        k, j, i = np.rint(cv.geometry.world_to_index(cv.pose.to_world(c))).astype(int)
+        if all(0 <= a < n for a, n in zip((k, j, i), cv.shape, strict=True)):
+            cv.labels[k, j, i] = label
         nodules.append((nod["diameter_mm"], c, kind, side, sc.anat.lobe(side, c)))
     sc.measurements["nodules"] = nodules
     sc.measurements["largest_nodule_mm"] = float(max((n[0] for n in nodules), default=0.0))
@@ -719,7 +728,11 @@ def render(cv: Canvas, sc: Scene) -> None:
     sc.tex = smooth_field(sc.rng, cv.shape, spacing, sc.preset.texture_scale_mm)
     sc.lob = smooth_field(sc.rng, cv.shape, spacing, sc.preset.texture_scale_mm * 2.5)
     sc.cav = sc.anat.cavity(cv.X, cv.Y, cv.Z)
-    sc.below = sc.anat.diaphragm_z(cv.X, cv.Y) - cv.Z
+    # Height above/below the diaphragm, only where it matters (elsewhere far above it).
+    sc.below = np.full(cv.shape, -1000.0, dtype=np.float32)
+    low = cv.bbox(np.array([-600.0, -600.0, -3000.0]), np.array([600.0, 600.0, sc.anat.z_dome_top + 60.0]))
+    if low is not None:
+        sc.below[low] = sc.anat.diaphragm_z(cv.X[low], cv.Y[low]) - cv.Z[low]
     paint_table(cv, sc)
     paint_body(cv, sc)
     paint_abdomen(cv, sc)

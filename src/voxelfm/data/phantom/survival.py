@@ -1,7 +1,7 @@
 """Survival ground truth: a Weibull proportional-hazards model of age and findings.
 
-``h(t | x) = (k / s) (t / s)^(k-1) exp(beta . x)`` with shape ``k = 1.3`` and scale ``s = 14``
-years, so a 60-year-old without findings has a median survival of ~10.6 years. Covariates ``x``:
+``h(t | x) = (k / s) (t / s)^(k-1) exp(beta . x)`` with shape ``k = 1.3`` and scale ``s = 18``
+years, so a 60-year-old without findings has a median survival of ~13.6 years. Covariates ``x``:
 ``(age - 60) / 10``, ever-smoker, and the findings in :data:`HAZARD_LOG_RATIOS` (a nodule counts
 only when its largest diameter is >= 8 mm; coronary calcium enters as ``log1p(score) / 5``).
 Follow-up ends administratively after ``U(2, 10)`` years (staggered enrolment) and patients drop
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 WEIBULL_SHAPE = 1.3
-WEIBULL_SCALE_YEARS = 14.0
+WEIBULL_SCALE_YEARS = 18.0
 BETA_AGE_PER_DECADE = 0.55
 BETA_SMOKER = 0.35
 BETA_CALCIUM = 0.30  # per log1p(score) / 5

@@ -145,6 +145,7 @@ class ProbesStage(Stage):
         import pandas as pd
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+        from voxelfm.core.errors import VoxelFMError
         from voxelfm.probes.run import run_probe
 
         labels = pd.read_csv(layout.cohort_dir(ctx.out) / "labels.csv")
@@ -152,6 +153,7 @@ class ProbesStage(Stage):
         fractions = fraction_plan(ctx, labels)
         results: dict[tuple[str, str], Any] = {}
         timings: dict[str, float] = {}
+        failures: list[str] = []
         total = sum(len(j.stores) for j in jobs) + len(fractions)
         with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=ctx.console) as progress:
@@ -159,25 +161,39 @@ class ProbesStage(Stage):
             for job in jobs:
                 for key in job.stores:
                     progress.update(bar, description=f"{job.name} · {key}")
-                    res = run_probe(job.task, store_path(ctx, key), labels, target=list(job.targets) or None,
-                                    head=job.head, out_dir=layout.probes_dir(ctx.out) / job.name / key,
-                                    config=job.options, figures=False)
-                    results[(job.name, key)] = res
-                    timings[f"{job.name}/{key}"] = round(res.seconds, 2)
+                    try:
+                        res = run_probe(job.task, store_path(ctx, key), labels, target=list(job.targets) or None,
+                                        head=job.head, out_dir=layout.probes_dir(ctx.out) / job.name / key,
+                                        config=job.options, figures=False)
+                    except (VoxelFMError, ValueError) as exc:
+                        # Small cohorts can leave a task without enough test cases (e.g. no events;
+                        # scikit-survival then raises a ValueError): say so in the report rather
+                        # than abort every other task.
+                        failures.append(f"{job.name} on {key}: {exc}")
+                        ctx.console.print(f"[yellow]skipped {job.name} on {key}:[/] {exc}")
+                    else:
+                        results[(job.name, key)] = res
+                        timings[f"{job.name}/{key}"] = round(res.seconds, 2)
                     progress.advance(bar)
             sweep = []
             for point in fractions:
                 progress.update(bar, description=f"data fraction {point['fraction']:.0%} · {point['store']}")
-                res = run_probe("classification", store_path(ctx, point["store"]), labels,
-                                target=used["findings"], head="qformer", train_ids=point["train_ids"],
-                                config={**jobs[0].options, "multilabel": "shared"}, figures=False)
+                try:
+                    res = run_probe("classification", store_path(ctx, point["store"]), labels,
+                                    target=used["findings"], head="qformer", train_ids=point["train_ids"],
+                                    config={**jobs[0].options, "multilabel": "shared"}, figures=False)
+                except (VoxelFMError, ValueError) as exc:
+                    failures.append(f"data fraction {point['fraction']:.2f} on {point['store']}: {exc}")
+                    progress.advance(bar)
+                    continue
                 est = res.metrics.get("macro/auroc")
                 sweep.append({"fraction": point["fraction"], "seed": point["seed"],
                               "backbone": point["store"].split("-")[0], "n_train": len(point["train_ids"]),
                               **(Estimate.from_any(est.to_dict()).to_dict() if est else {"value": None})})
                 progress.advance(bar)
-        summary = summarise(ctx, labels, jobs, headlines, results, sweep, used)
+        summary = summarise(ctx, labels, headlines, results, sweep, used)
         summary["probe_seconds"] = timings
+        summary["notes"] += [f"Probe not computed: {f}" for f in failures]
         atomic_write_text(layout.probes_summary(ctx.out), json.dumps(summary, indent=2, default=_json_default))
         return {"runs": len(results) + len(sweep), "findings": len(used["findings"])}
 
@@ -234,12 +250,16 @@ def _metric_group(output: Any, key: str) -> tuple[Any, list[str], tuple[np.ndarr
 
 def paired_difference(res_a: Any, res_b: Any, key: str, n_resamples: int, seed: int) -> tuple[Estimate, float | None] | None:
     """Pretrained − random for one metric, resampling the same test units of both runs."""
+    from voxelfm.core.errors import VoxelFMError
     from voxelfm.metrics import paired_bootstrap
 
     ga, gb = _metric_group(res_a.output, key), _metric_group(res_b.output, key)
     if ga is None or gb is None or ga[1] != gb[1] or ga[3] != gb[3]:
         return None  # different test units: no paired comparison possible
-    diff = paired_bootstrap(ga[0], ga[2], gb[2], n_resamples=n_resamples, seed=seed).get(ga[3])
+    try:
+        diff = paired_bootstrap(ga[0], ga[2], gb[2], n_resamples=n_resamples, seed=seed).get(ga[3])
+    except (VoxelFMError, ValueError):
+        return None  # the metric is undefined on this test set
     if diff is None:
         return None
     return Estimate.from_any(diff.to_dict()), diff.p_value if math.isfinite(diff.p_value) else None
@@ -250,12 +270,15 @@ def _estimate(res: Any, key: str) -> Estimate:
     return Estimate.from_any(est.to_dict()) if est is not None else Estimate(None)
 
 
-def summarise(ctx: DemoContext, labels: Any, jobs: list[Job], headlines: list[Headline],
-              results: dict[tuple[str, str], Any], sweep: list[dict[str, Any]], used: dict[str, list[str]]) -> dict[str, Any]:
+def summarise(ctx: DemoContext, labels: Any, headlines: list[Headline], results: dict[tuple[str, str], Any],
+              sweep: list[dict[str, Any]], used: dict[str, list[str]]) -> dict[str, Any]:
+    """Results-table rows, comparisons, per-finding F1 and examples from the finished probe runs."""
     cfg = ctx.config.probes
     rows = []
     for h in headlines:
-        pre, rnd = results[(h.job, "pretrained-3d")], results[(h.job, "random-3d")]
+        pre, rnd = results.get((h.job, "pretrained-3d")), results.get((h.job, "random-3d"))
+        if pre is None or rnd is None:
+            continue
         values = {"pretrained": _estimate(pre, h.metric_key), "random": _estimate(rnd, h.metric_key)}
         if values["pretrained"].value is None and values["random"].value is None:
             continue  # e.g. no event before a horizon in this small test set
@@ -264,18 +287,20 @@ def summarise(ctx: DemoContext, labels: Any, jobs: list[Job], headlines: list[He
                             diff[0] if diff else None, diff[1] if diff else None).to_dict())
 
     heads, modes = [], []
-    for metric_key, label in (("macro/auroc", "macro AUROC"),):
-        values = {}
-        for backbone in layout.BACKBONE_NAMES:
-            for job, head in (("classification-mlp", "MLP on CLS"), ("classification-qformer", "Q-Former on patches")):
-                values[f"{backbone} · {head}"] = _estimate(results[(job, f"{backbone}-3d")], metric_key)
-        q, m = results[("classification-qformer", "pretrained-3d")], results[("classification-mlp", "pretrained-3d")]
-        diff = paired_difference(q, m, metric_key, cfg.bootstrap, cfg.seed)
+    head_jobs = (("classification-mlp", "MLP on CLS"), ("classification-qformer", "Q-Former on patches"))
+    metric_key, label = "macro/auroc", "macro AUROC"
+    values = {f"{backbone} · {head}": _estimate(results[(job, f"{backbone}-3d")], metric_key)
+              for backbone in layout.BACKBONE_NAMES for job, head in head_jobs
+              if (job, f"{backbone}-3d") in results}
+    if values:
+        q, m = results.get(("classification-qformer", "pretrained-3d")), results.get(("classification-mlp", "pretrained-3d"))
+        diff = paired_difference(q, m, metric_key, cfg.bootstrap, cfg.seed) if q and m else None
         heads.append(TaskRow("classification", f"{len(used['findings'])} findings", label, True, values,
                              diff[0] if diff else None, diff[1] if diff else None,
                              detail="difference: pretrained Q-Former − pretrained MLP").to_dict())
-        for job, head in (("classification-qformer", "Q-Former on patches"), ("classification-mlp", "MLP on CLS")):
-            three, two = results[(job, "pretrained-3d")], results[(job, "pretrained-2.5d")]
+    for job, head in head_jobs[::-1]:
+        three, two = results.get((job, "pretrained-3d")), results.get((job, "pretrained-2.5d"))
+        if three is not None and two is not None:
             diff = paired_difference(three, two, metric_key, cfg.bootstrap, cfg.seed)
             modes.append(TaskRow("classification", f"{len(used['findings'])} findings, {head}", label, True,
                                  {"pretrained · 3D": _estimate(three, metric_key),
@@ -283,9 +308,9 @@ def summarise(ctx: DemoContext, labels: Any, jobs: list[Job], headlines: list[He
                                  diff[0] if diff else None, diff[1] if diff else None,
                                  detail="difference: 3D − 2.5D").to_dict())
 
-    q_pre = results[("classification-qformer", "pretrained-3d")]
+    q_pre = results.get(("classification-qformer", "pretrained-3d"))
     per_finding = {}
-    for finding in used["findings"]:
+    for finding in used["findings"] if q_pre is not None else []:
         est = q_pre.metrics.get(f"{finding}/f1@0.5")
         if est is not None:
             support = int(labels.loc[labels["split"] == "test", finding].sum())
@@ -298,9 +323,12 @@ def summarise(ctx: DemoContext, labels: Any, jobs: list[Job], headlines: list[He
         "data_fraction": {"task": f"Q-Former (one shared head) on {len(used['findings'])} findings",
                           "metric": "macro AUROC", "seeds": cfg.fraction_seeds, "points": sweep},
         "per_finding_f1": per_finding,
-        "examples": {"retrieval": retrieval_examples(ctx, labels, results[("retrieval", "pretrained-3d")],
-                                                     used["findings"]),
-                     "segmentation": segmentation_examples(ctx, results[("segmentation", "pretrained-3d")])},
+        "examples": {
+            "retrieval": retrieval_examples(ctx, labels, results[("retrieval", "pretrained-3d")], used["findings"])
+            if ("retrieval", "pretrained-3d") in results else [],
+            "segmentation": segmentation_examples(ctx, results[("segmentation", "pretrained-3d")])
+            if ("segmentation", "pretrained-3d") in results else [],
+        },
         "used_targets": used,
         "notes": [
             f"Classification probes cover the {len(used['findings'])} findings with both classes in every split.",

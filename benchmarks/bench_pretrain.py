@@ -1,0 +1,223 @@
+"""Pretraining benchmarks (CPU): throughput, DDP scaling, and a short pretraining run whose frozen
+features are compared with the same architecture at random initialisation.
+
+    python benchmarks/bench_pretrain.py speed  [--presets vit-tiny vit-small] [--steps 4]
+    python benchmarks/bench_pretrain.py ddp    [--steps 4]
+    python benchmarks/bench_pretrain.py cohort COHORT_DIR --work DIR [--minutes 12]
+
+``speed`` and ``ddp`` use synthetic HU volumes; ``cohort`` uses a cohort written by
+``voxelfm phantom`` (labels.csv + images). All figures are printed; the machine is shared and
+noisy, so compare figures measured in the same run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _synthetic_index(folder: Path, n: int = 8) -> Path:
+    sys.path.insert(0, str(REPO / "tests" / "ssl"))
+    from synthetic import make_prepared
+
+    return make_prepared(folder, n=n, shape=(64, 72, 72))
+
+
+def _recipe_overrides(index: Path, preset: str, steps: int, batch: int) -> list[str]:
+    return [
+        f"datasets.0.index_path={index}", f"student.arch={preset}", f"train.max_steps={steps}",
+        f"train.batch_size_per_gpu={batch}", "monitor.progress=false", "monitor.tensorboard=false",
+        "checkpointing.period=100000", "train.device=cpu",
+    ]
+
+
+def _timed_steps(config: dict, run_dir: Path, warmup: int) -> tuple[float, int]:
+    """Seconds per optimizer step after ``warmup`` steps (median), and the global batch."""
+    from voxelfm.ssl.data import build_data
+    from voxelfm.ssl.trainer import Trainer
+
+    trainer = Trainer(config, run_dir)
+    builder = build_data(config, world_size=trainer.world)
+    times = []
+    for step in range(trainer.total_steps):
+        batches = [builder.build(step, a * trainer.world + trainer.rank) for a in range(trainer.accum)]
+        t0 = time.perf_counter()
+        trainer.train_step(step, batches)
+        if trainer.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+        times.append(time.perf_counter() - t0)
+    global_batch = int(config["train"]["batch_size_per_gpu"]) * trainer.accum * trainer.world
+    return float(np.median(times[warmup:])), global_batch
+
+
+def bench_speed(presets: list[str], steps: int, batch: int) -> None:
+    import torch
+
+    from voxelfm.ssl.config import load_config, packaged_config
+
+    with tempfile.TemporaryDirectory() as tmp:
+        index = _synthetic_index(Path(tmp) / "data")
+        print(f"torch threads: {torch.get_num_threads()}; recipe cpu_tiny (56^3 globals, 4 x 28^3 locals, "
+              f"4096 prototypes), batch {batch}, fp32; median of {steps - 1} steps after 1 warm-up")
+        for preset in presets:
+            config = load_config(packaged_config("cpu_tiny"), _recipe_overrides(index, preset, steps, batch))
+            seconds, global_batch = _timed_steps(config, Path(tmp) / preset, warmup=1)
+            print(json.dumps({"preset": preset, "seconds_per_step": round(seconds, 3),
+                              "steps_per_second": round(1 / seconds, 3),
+                              "volumes_per_second": round(global_batch / seconds, 2)}))
+
+
+def _ddp_worker(index: str, steps: int, batch: int, out: str) -> None:
+    from voxelfm.ssl.config import load_config, packaged_config
+    from voxelfm.ssl.trainer import finish_distributed
+
+    config = load_config(packaged_config("cpu_tiny"), _recipe_overrides(Path(index), "vit-tiny", steps, batch))
+    seconds, global_batch = _timed_steps(config, Path(out).parent / f"run{os.environ.get('WORLD_SIZE', '1')}", warmup=1)
+    if int(os.environ.get("RANK", "0")) == 0:
+        Path(out).write_text(json.dumps({"seconds_per_step": seconds, "global_batch": global_batch}))
+    finish_distributed(0)
+
+
+def bench_ddp(steps: int, batch: int) -> None:
+    """Per-rank batch fixed: 2 ranks process twice the volumes per step (weak scaling)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        index = _synthetic_index(Path(tmp) / "data")
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        results = {}
+        for world in (1, 2):
+            out = Path(tmp) / f"ddp{world}.json"
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world}",
+                   __file__, "_ddp_worker", str(index), str(steps), str(batch), str(out)]
+            subprocess.run(cmd, check=True, env=env, capture_output=True)
+            results[world] = json.loads(out.read_text())
+            r = results[world]
+            print(json.dumps({"processes": world, "threads_per_process": 1, "seconds_per_step": round(r["seconds_per_step"], 3),
+                              "volumes_per_second": round(r["global_batch"] / r["seconds_per_step"], 2)}))
+        speedup = (results[2]["global_batch"] / results[2]["seconds_per_step"]) / (results[1]["global_batch"] / results[1]["seconds_per_step"])
+        print(json.dumps({"ddp_2_vs_1_throughput_ratio": round(speedup, 2)}))
+
+
+# -- cohort: pretrain, then probe frozen CLS features ------------------------------------------
+def _features(model_dir: Path, images: list[Path]) -> np.ndarray:
+    from voxelfm.embed import extract_features
+    from voxelfm.models import load_model
+
+    model = load_model(model_dir, device="cpu")
+    return np.stack([extract_features(model, p).cls for p in images])
+
+
+def _probe(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """Cross-validated AUROC of a logistic-regression and a kNN probe on standardised CLS."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+    out = {}
+    for name, clf in {"logreg": LogisticRegression(C=0.1, max_iter=2000),
+                      "knn": KNeighborsClassifier(n_neighbors=10, metric="cosine")}.items():
+        scores = cross_val_predict(make_pipeline(StandardScaler(), clf), features, labels, cv=folds, method="predict_proba")[:, 1]
+        out[name] = float(roc_auc_score(labels, scores))
+    return out
+
+
+def bench_cohort(cohort: Path, work: Path, minutes: float, spacing: float, max_patches: int, seed: int) -> None:
+    import pandas as pd
+
+    from voxelfm.data.phantom import FINDINGS
+    from voxelfm.models import build_model, save_model
+    from voxelfm.ssl import export, load_config, packaged_config, prepare_volumes, pretrain, read_metrics
+    from voxelfm.ssl.prepare import PrepareSettings
+    from voxelfm.ssl.trainer import Trainer
+
+    work.mkdir(parents=True, exist_ok=True)
+    labels = pd.read_csv(cohort / "labels.csv")
+    t0 = time.perf_counter()
+    counts = prepare_volumes([cohort / p for p in labels["path"]], work / "prepared", settings=PrepareSettings(spacing_mm=spacing))
+    print(json.dumps({"prepare": counts, "seconds": round(time.perf_counter() - t0, 1)}))
+    overrides = [f"datasets.0.index_path={work / 'prepared' / 'index.csv'}", f"train.max_minutes={minutes}",
+                 f"train.seed={seed}", "monitor.progress=false"]
+    config = load_config(packaged_config("cpu_tiny"), overrides)
+    # The random twin: the exact initial weights of this run's teacher (same seed, same code path).
+    init = Trainer(config, work / "unused").model.teacher["backbone"]
+    random_model = build_model(init.config)
+    random_model.load_state_dict(init.state_dict())
+    t0 = time.perf_counter()
+    run = pretrain(config, out_dir=work / "run")
+    train_seconds = time.perf_counter() - t0
+    metrics = read_metrics(run)
+    last = metrics[-1]
+    print(json.dumps({"pretrain_seconds": round(train_seconds, 1), "steps": last["step"],
+                      "final_total_loss": round(last["total_loss"], 4),
+                      "first_total_loss": round(metrics[0]["total_loss"], 4),
+                      "teacher_cls_effective_rank": round(last["teacher_cls_effective_rank"], 2),
+                      "collapse_warnings": sum(1 for m in metrics if m.get("collapse_warning"))}))
+    from voxelfm.preprocess import PreprocessSpec
+
+    pre_dir = export(run, work / "model_pretrained", max_patches=max_patches)
+    spec = PreprocessSpec.load(pre_dir / "preprocess.json")
+    save_model(random_model, work / "model_random", spec=spec)
+    images = [cohort / p for p in labels["path"]]
+    feats = {name: _features(work / f"model_{name}", images) for name in ("pretrained", "random")}
+    rows = []
+    for finding in FINDINGS:
+        y = labels[finding].to_numpy().astype(int)
+        if y.sum() < 5 or (1 - y).sum() < 5:
+            continue
+        row = {"finding": finding, "positives": int(y.sum())}
+        for name, x in feats.items():
+            for probe, auc in _probe(x, y, seed).items():
+                row[f"{name}_{probe}"] = round(auc, 3)
+        rows.append(row)
+        print(json.dumps(row))
+    table = pd.DataFrame(rows)
+    summary = {f"mean_{c}": round(float(table[c].mean()), 3) for c in table.columns if c.endswith(("logreg", "knn"))}
+    print(json.dumps({"n_scans": len(labels), "n_findings": len(rows), **summary}))
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_ddp_worker":
+        _ddp_worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="mode", required=True)
+    speed = sub.add_parser("speed")
+    speed.add_argument("--presets", nargs="+", default=["vit-tiny", "vit-small"])
+    speed.add_argument("--steps", type=int, default=4)
+    speed.add_argument("--batch", type=int, default=16)
+    ddp = sub.add_parser("ddp")
+    ddp.add_argument("--steps", type=int, default=4)
+    ddp.add_argument("--batch", type=int, default=8)
+    cohort = sub.add_parser("cohort")
+    cohort.add_argument("cohort", type=Path)
+    cohort.add_argument("--work", type=Path, required=True)
+    cohort.add_argument("--minutes", type=float, default=12.0)
+    cohort.add_argument("--spacing", type=float, default=4.0, help="isotropic spacing of the prepared cache (mm)")
+    cohort.add_argument("--max-patches", type=int, default=216, help="token budget when embedding")
+    cohort.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.mode == "speed":
+        bench_speed(args.presets, args.steps, args.batch)
+    elif args.mode == "ddp":
+        bench_ddp(args.steps, args.batch)
+    else:
+        bench_cohort(args.cohort, args.work, args.minutes, args.spacing, args.max_patches, args.seed)
+
+
+if __name__ == "__main__":
+    main()

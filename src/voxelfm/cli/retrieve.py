@@ -1,0 +1,86 @@
+"""``voxelfm retrieve build|query``: a FAISS cosine index over an embedding store, built once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from voxelfm.cli.common import guarded
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``retrieve`` command group to ``app``."""
+    group = typer.Typer(help="Instance retrieval: build a FAISS index from a store, then query it.",
+                        no_args_is_help=True)
+
+    @group.command("build")
+    @guarded
+    def build(
+        store: Annotated[Path, typer.Option("--store", help="Embedding store directory.")],
+        out: Annotated[Path, typer.Option("--out", help="Index directory to write.")],
+        feature: Annotated[str, typer.Option("--feature", help="cls or mean_patch.")] = "cls",
+        ids: Annotated[Path | None, typer.Option("--ids", help="Text file with one scan id per line (default: all).")] = None,
+    ) -> None:
+        """Index the CLS (or mean patch) vectors of a store for cosine search."""
+        from voxelfm.core.errors import ConfigError, located
+        from voxelfm.probes.data import FeatureSet
+        from voxelfm.probes.retrieval import RetrievalIndex
+
+        wanted = None
+        if ids is not None:
+            if not ids.is_file():
+                raise ConfigError(located(ids, "id list does not exist"))
+            wanted = [line.strip() for line in ids.read_text().splitlines() if line.strip()]
+        feats = FeatureSet.from_store(store, wanted, patches=feature == "mean_patch")
+        index = RetrievalIndex.from_features(feats, feature)
+        index.save(out)
+        typer.echo(f"indexed {len(index)} scans ({feature}, {index.dim} dims) into {out}")
+
+    @group.command("query")
+    @guarded
+    def query(
+        index_dir: Annotated[Path, typer.Option("--index", help="Index directory from `retrieve build`.")],
+        scan: Annotated[list[str], typer.Option("--id", help="Query scan id (repeat for several).")],
+        store: Annotated[Path | None, typer.Option("--store", help="Store holding the query scans if they are not indexed.")] = None,
+        k: Annotated[int, typer.Option("--k", help="Neighbours to return.")] = 10,
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    ) -> None:
+        """Nearest neighbours (cosine) of scans by id; an indexed query scan is left out of its own list."""
+        import numpy as np
+
+        from voxelfm.core.errors import StoreError
+        from voxelfm.probes.data import FeatureSet
+        from voxelfm.probes.retrieval import RetrievalIndex, feature_vectors
+
+        index = RetrievalIndex.load(index_dir)
+        vectors = []
+        for sid in scan:
+            if sid in index.ids:
+                vectors.append(index.vector(sid))
+            elif store is not None:
+                feats = FeatureSet.from_store(store, [sid], patches=index.feature == "mean_patch")
+                if sid not in feats.ids:
+                    raise StoreError(f"{store}: no embedding for scan {sid!r}")
+                vectors.append(feature_vectors(feats, index.feature)[0])
+            else:
+                raise StoreError(f"{index_dir}: scan {sid!r} is not indexed; pass --store to embed-lookup it")
+        hits = index.search(np.stack(vectors), k, exclude=list(scan))
+        if as_json:
+            typer.echo(json.dumps({sid: [{"scan_id": h, "cosine": s} for h, s in hit] for sid, hit in zip(scan, hits, strict=True)}))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        for sid, hit in zip(scan, hits, strict=True):
+            table = Table(title=f"neighbours of {sid}", title_justify="left")
+            table.add_column("rank")
+            table.add_column("scan_id")
+            table.add_column("cosine", justify="right")
+            for rank, (h, s) in enumerate(hit, 1):
+                table.add_row(str(rank), h, f"{s:.4f}")
+            Console().print(table)
+
+    app.add_typer(group, name="retrieve")

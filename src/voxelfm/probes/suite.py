@@ -1,0 +1,256 @@
+"""``voxelfm evaluate SUITE.yaml``: many probes, heads and backbones in one run.
+
+Suite file::
+
+    labels: cohort/labels.csv          # relative paths resolve against the suite file
+    split_column: split                # or split_dir: splits/  (train.csv, val.csv, test.csv)
+    stores:                            # name -> embedding store; the last is the reference
+      pretrained: stores/pretrained
+      random: stores/random
+    reference: random                  # differences are <store> - reference (paired bootstrap)
+    config: {bootstrap: 1000}          # defaults for every task (ProbeConfig keys, train: {...})
+    tasks:
+      - {name: findings, task: classification, targets: [lung_nodule, emphysema], heads: [mlp, qformer]}
+      - {name: age, task: regression, targets: [age]}
+      - {name: survival, task: survival, config: {horizons: [1, 3]}}
+      - {name: nodule, task: classification, targets: [lung_nodule], heads: [qformer],
+         fractions: [0.2, 0.5, 1.0], fraction_seeds: [0, 1, 2]}
+
+Output: ``DIR/<name>/<head>/<store>/`` run directories, ``DIR/summary.csv`` (every metric with its
+CI), ``DIR/differences.csv``, ``DIR/summary.json``, ``DIR/fractions_<name>.csv`` and figures in
+``DIR/figures/`` (Fig. 2-style bars, MLP vs Q-Former, data-fraction curves).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from voxelfm.core.atomic import atomic_write_text
+from voxelfm.core.errors import ConfigError, VoxelFMError, located
+from voxelfm.probes.config import TASKS
+from voxelfm.probes.data import FeatureSet
+
+log = logging.getLogger(__name__)
+
+#: Metric shown for each task in the summary figures (the paper's headline metric per category).
+HEADLINE: dict[str, list[str]] = {
+    "classification": ["macro/auroc", "auroc"],
+    "knn": ["macro/auroc", "auroc"],
+    "regression": ["r2", "mae_sd"],
+    "survival": ["c_index_harrell"],
+    "retrieval": ["macro/recall@10", "same_patient/recall@10"],
+    "localisation": ["mean_error_mm", "mean_error_norm"],
+    "segmentation": ["dice_macro"],
+}
+
+
+@dataclass
+class TaskEntry:
+    name: str
+    task: str
+    targets: list[str] = field(default_factory=list)
+    heads: list[str | None] = field(default_factory=lambda: [None])
+    config: dict[str, Any] = field(default_factory=dict)
+    fractions: list[float] = field(default_factory=list)
+    fraction_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+
+
+@dataclass
+class Suite:
+    labels: str
+    stores: dict[str, str]
+    tasks: list[TaskEntry]
+    split_column: str | None = "split"
+    split_dir: str | None = None
+    reference: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Suite:
+        """Parse and check a suite YAML; relative paths resolve against its folder."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(located(path, "suite file does not exist"))
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(located(path, f"invalid YAML ({exc})")) from None
+        return cls.from_dict(raw, base=path.parent, source=str(path))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], base: Path | None = None, source: str = "suite") -> Suite:
+        base = base or Path.cwd()
+        known = {"labels", "stores", "tasks", "split_column", "split_dir", "reference", "config"}
+        unknown = set(raw) - known
+        if unknown:
+            raise ConfigError(located(source, f"unknown key(s) {sorted(unknown)}; known: {sorted(known)}"))
+        for key in ("labels", "stores", "tasks"):
+            if key not in raw:
+                raise ConfigError(located(source, f"missing required key {key!r}"))
+        if not isinstance(raw["stores"], dict) or not raw["stores"]:
+            raise ConfigError(located(source, "'stores' must map names to store paths"))
+
+        def resolve(p: Any) -> str:
+            return str(p) if Path(str(p)).is_absolute() else str(base / str(p))
+
+        tasks = []
+        for i, t in enumerate(raw["tasks"] or []):
+            if not isinstance(t, dict) or "task" not in t:
+                raise ConfigError(located(source, f"task #{i + 1} needs a 'task' key"))
+            if t["task"] not in TASKS:
+                raise ConfigError(located(source, f"task #{i + 1}: unknown task {t['task']!r}; choose from {list(TASKS)}"))
+            extra = set(t) - {"name", "task", "targets", "heads", "config", "fractions", "fraction_seeds", "head", "target"}
+            if extra:
+                raise ConfigError(located(source, f"task #{i + 1}: unknown key(s) {sorted(extra)}"))
+            targets = t.get("targets", t.get("target", []))
+            heads = t.get("heads", [t["head"]] if "head" in t else [None])
+            tasks.append(TaskEntry(
+                name=str(t.get("name", f"{t['task']}{i + 1}")), task=t["task"],
+                targets=[targets] if isinstance(targets, str) else list(targets or []),
+                heads=list(heads), config=dict(t.get("config") or {}), fractions=list(t.get("fractions") or []),
+                fraction_seeds=list(t.get("fraction_seeds") or [0, 1, 2]),
+            ))
+        if not tasks:
+            raise ConfigError(located(source, "no tasks"))
+        stores = {str(k): resolve(v) for k, v in raw["stores"].items()}
+        reference = raw.get("reference")
+        if reference is not None and reference not in stores:
+            raise ConfigError(located(source, f"reference {reference!r} is not one of the stores {list(stores)}"))
+        return cls(labels=resolve(raw["labels"]), stores=stores, tasks=tasks,
+                   split_column=raw.get("split_column", "split"),
+                   split_dir=resolve(raw["split_dir"]) if raw.get("split_dir") else None,
+                   reference=reference, config=dict(raw.get("config") or {}))
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _headline_rows(summary: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for (_name, task, _head), sub in summary.groupby(["name", "task", "head"], sort=False):
+        for metric in HEADLINE.get(task, []):
+            hit = sub[sub["metric"] == metric]
+            if len(hit):
+                rows.append(hit)
+                break
+    return pd.concat(rows, ignore_index=True) if rows else summary.iloc[0:0]
+
+
+def run_suite(suite: Suite | str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
+              keep_going: bool = True) -> pd.DataFrame:
+    """Run every task × head × store of a suite; returns the summary table (also written to disk).
+
+    With ``keep_going`` a failing task is recorded in ``summary.json`` (``errors``) and the rest run.
+    """
+    from voxelfm.probes.compare import paired_differences
+    from voxelfm.probes.fractions import fraction_sweep
+    from voxelfm.probes.run import run_probe
+    from voxelfm.viz.plots import fraction_curves, head_comparison, metric_bars
+
+    if not isinstance(suite, Suite):
+        suite = Suite.load(suite)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    reference = suite.reference or list(suite.stores)[-1]
+    feature_cache: dict[tuple[str, bool], FeatureSet] = {}
+
+    def features(store: str, patches: bool) -> FeatureSet:
+        key = (store, patches)
+        if key not in feature_cache:
+            if not patches and (store, True) in feature_cache:
+                return feature_cache[(store, True)]
+            feature_cache[key] = FeatureSet.from_store(suite.stores[store], patches=patches, name=store)
+        return feature_cache[key]
+
+    rows, diffs, errors = [], [], []
+    for entry in suite.tasks:
+        for head in entry.heads:
+            cfg = _merge(suite.config, entry.config)
+            if head is not None:
+                cfg["head"] = head
+            head_name = cfg.get("head") or {"localisation": "localiser", "segmentation": "decoder"}.get(entry.task, "mlp")
+            patches = entry.task in ("localisation", "segmentation") or head_name == "qformer" or \
+                cfg.get("feature") == "mean_patch"
+            results = {}
+            for store in suite.stores:
+                run_dir = out / entry.name / head_name / store
+                try:
+                    res = run_probe(entry.task, features(store, patches), suite.labels, target=entry.targets or None,
+                                    out_dir=run_dir, config=cfg, split_column=suite.split_column,
+                                    split_dir=suite.split_dir)
+                except VoxelFMError as exc:
+                    if not keep_going:
+                        raise
+                    log.error("%s/%s/%s failed: %s", entry.name, head_name, store, exc)
+                    errors.append({"name": entry.name, "head": head_name, "backbone": store, "error": str(exc)})
+                    continue
+                results[store] = res
+                for metric, ci in res.metrics.items():
+                    rows.append({"name": entry.name, "task": entry.task, "head": head_name, "backbone": store,
+                                 "metric": metric, **ci.to_dict()})
+            if reference in results:
+                for store, res in results.items():
+                    if store == reference:
+                        continue
+                    d = paired_differences(res, results[reference], n_resamples=int(res.config["bootstrap"]),
+                                           seed=int(res.config["bootstrap_seed"]))
+                    d.insert(0, "reference", reference)
+                    d.insert(0, "backbone", store)
+                    d.insert(0, "head", head_name)
+                    d.insert(0, "name", entry.name)
+                    diffs.append(d)
+            if entry.fractions:
+                frames = []
+                for store in suite.stores:
+                    try:
+                        f = fraction_sweep(entry.task, features(store, patches), suite.labels, fractions=entry.fractions,
+                                           seeds=entry.fraction_seeds, target=entry.targets or None, config=cfg,
+                                           out_dir=out / entry.name / head_name / f"fractions_{store}",
+                                           split_column=suite.split_column, split_dir=suite.split_dir)
+                    except VoxelFMError as exc:
+                        if not keep_going:
+                            raise
+                        errors.append({"name": entry.name, "head": head_name, "backbone": store,
+                                       "error": f"fraction sweep: {exc}"})
+                        continue
+                    frames.append(f.assign(backbone=store))
+                if frames:
+                    table = pd.concat(frames, ignore_index=True)
+                    table.to_csv(out / f"fractions_{entry.name}_{head_name}.csv", index=False)
+                    metric = next((m for m in HEADLINE.get(entry.task, []) if m in set(table["metric"])), None)
+                    if metric:
+                        fraction_curves(table, out / "figures" / f"fractions_{entry.name}_{head_name}.png", metric=metric)
+    summary = pd.DataFrame(rows)
+    differences = pd.concat(diffs, ignore_index=True) if diffs else pd.DataFrame()
+    summary.to_csv(out / "summary.csv", index=False)
+    differences.to_csv(out / "differences.csv", index=False)
+    if len(summary):
+        head_rows = _headline_rows(summary)
+        if len(head_rows):
+            bars = head_rows.assign(category=head_rows["task"], task=head_rows["name"] + " (" + head_rows["head"] + ")")
+            metric_bars(bars, out / "figures" / "tasks.png", group="backbone", title="test metrics with 95% CIs")
+            if head_rows["head"].nunique() > 1:
+                cmp = head_rows[head_rows["head"].isin(["mlp", "qformer"])]
+                if cmp.groupby("name")["head"].nunique().max() > 1:
+                    for store, sub in cmp.groupby("backbone"):
+                        head_comparison(sub.assign(task=sub["name"]), out / "figures" / f"heads_{store}.png")
+    payload = {"summary": summary.to_dict(orient="records"), "differences": differences.to_dict(orient="records"),
+               "errors": errors, "stores": suite.stores, "reference": reference}
+    atomic_write_text(out / "summary.json", json.dumps(payload, indent=1, default=str))
+    return summary
+
+
+__all__ = ["HEADLINE", "Suite", "TaskEntry", "run_suite"]

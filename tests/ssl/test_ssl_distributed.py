@@ -1,0 +1,44 @@
+"""Two-process torchrun (gloo, CPU): the first step's gradients equal a single process that
+accumulates the same global batch (same volumes, crops and masks)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from synthetic import make_prepared  # noqa: E402
+
+WORKER = Path(__file__).parent / "ddp_grad_worker.py"
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = "1"
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_two_process_ddp_first_step_gradients_match_single_process(tmp_path) -> None:
+    index = make_prepared(tmp_path / "data", n=6)
+    single, ddp = tmp_path / "single.pt", tmp_path / "ddp.pt"
+    subprocess.run([sys.executable, str(WORKER), str(index), str(single), "2"], check=True, env=_env(), timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER),
+         str(index), str(ddp), "1"],
+        env=_env(), timeout=120, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    a = torch.load(single, weights_only=True)
+    b = torch.load(ddp, weights_only=True)
+    assert a.keys() == b.keys() and len(a) > 10
+    for name in a:
+        scale = float(a[name].abs().max()) + 1e-12
+        assert torch.allclose(a[name], b[name], rtol=1e-4, atol=1e-5 * scale), name
