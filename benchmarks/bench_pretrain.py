@@ -136,12 +136,20 @@ def _probe(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[str,
     return out
 
 
-def bench_cohort(cohort: Path, work: Path, minutes: float, spacing: float, max_patches: int, seed: int) -> None:
+def bench_cohort(cohort: Path, work: Path, minutes: float, spacing: float, max_patches: int, seed: int,
+                 extra: list[str]) -> None:
     import pandas as pd
 
     from voxelfm.data.phantom import FINDINGS
     from voxelfm.models import build_model, save_model
-    from voxelfm.ssl import export, load_config, packaged_config, prepare_volumes, pretrain, read_metrics
+    from voxelfm.ssl import (
+        export,
+        load_config,
+        packaged_config,
+        prepare_volumes,
+        pretrain,
+        read_metrics,
+    )
     from voxelfm.ssl.prepare import PrepareSettings
     from voxelfm.ssl.trainer import Trainer
 
@@ -151,7 +159,7 @@ def bench_cohort(cohort: Path, work: Path, minutes: float, spacing: float, max_p
     counts = prepare_volumes([cohort / p for p in labels["path"]], work / "prepared", settings=PrepareSettings(spacing_mm=spacing))
     print(json.dumps({"prepare": counts, "seconds": round(time.perf_counter() - t0, 1)}))
     overrides = [f"datasets.0.index_path={work / 'prepared' / 'index.csv'}", f"train.max_minutes={minutes}",
-                 f"train.seed={seed}", "monitor.progress=false"]
+                 f"train.seed={seed}", "monitor.progress=false", *extra]
     config = load_config(packaged_config("cpu_tiny"), overrides)
     # The random twin: the exact initial weights of this run's teacher (same seed, same code path).
     init = Trainer(config, work / "unused").model.teacher["backbone"]
@@ -186,6 +194,9 @@ def bench_cohort(cohort: Path, work: Path, minutes: float, spacing: float, max_p
         rows.append(row)
         print(json.dumps(row))
     table = pd.DataFrame(rows)
+    if table.empty:
+        print(json.dumps({"n_scans": len(labels), "n_findings": 0, "note": "no finding has >= 5 positives and negatives"}))
+        return
     summary = {f"mean_{c}": round(float(table[c].mean()), 3) for c in table.columns if c.endswith(("logreg", "knn"))}
     print(json.dumps({"n_scans": len(labels), "n_findings": len(rows), **summary}))
 
@@ -196,6 +207,7 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="mode", required=True)
+    # (--threads is a top-level option: put it before the mode)
     speed = sub.add_parser("speed")
     speed.add_argument("--presets", nargs="+", default=["vit-tiny", "vit-small"])
     speed.add_argument("--steps", type=int, default=4)
@@ -210,13 +222,19 @@ def main() -> None:
     cohort.add_argument("--spacing", type=float, default=4.0, help="isotropic spacing of the prepared cache (mm)")
     cohort.add_argument("--max-patches", type=int, default=216, help="token budget when embedding")
     cohort.add_argument("--seed", type=int, default=0)
+    cohort.add_argument("--set", nargs="*", default=[], help="extra key=value overrides of the cpu_tiny recipe")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.mode == "speed":
         bench_speed(args.presets, args.steps, args.batch)
     elif args.mode == "ddp":
         bench_ddp(args.steps, args.batch)
     else:
-        bench_cohort(args.cohort, args.work, args.minutes, args.spacing, args.max_patches, args.seed)
+        bench_cohort(args.cohort, args.work, args.minutes, args.spacing, args.max_patches, args.seed, args.set)
 
 
 if __name__ == "__main__":

@@ -128,6 +128,8 @@ def main() -> int:
     ap.add_argument("--stage2-epochs", type=float, default=30.0)
     ap.add_argument("--stage1-epochs", type=float, default=10.0)
     ap.add_argument("--queries", type=int, default=32)
+    ap.add_argument("--stage1-lr", type=float, default=1e-3)
+    ap.add_argument("--stage2-lr", type=float, default=3e-4)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--gen-batch", type=int, default=4)
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_report"))
@@ -184,6 +186,7 @@ def main() -> int:
     cfg = ReportTrainConfig(
         num_queries=args.queries, batch_size=args.batch_size,
         stage1_epochs=args.stage1_epochs, stage2_epochs=args.stage2_epochs,
+        stage1_lr=args.stage1_lr, stage2_lr=args.stage2_lr,
         stage1_minutes=args.minutes * args.stage1_share,
         stage2_minutes=args.minutes * (1 - args.stage1_share), log_every=1,
         text_field="report" if args.synthetic else args.text_field,

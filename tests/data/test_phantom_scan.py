@@ -112,7 +112,7 @@ EXPECTED_REGION = {
     "peribronchial_thickening": ("lung_left", "lung_right", "airways"),
     "pericardial_effusion": ("heart",),
     "arterial_wall_calcification": ("aorta",),
-    "coronary_artery_wall_calcification": ("heart",),
+    "coronary_artery_wall_calcification": ("heart", "aorta", "pulmonary_artery"),  # AV groove at the root
     "hiatal_hernia": ("stomach",),
     "lymphadenopathy": None,
     "medical_material": None,

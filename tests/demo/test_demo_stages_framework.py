@@ -117,3 +117,65 @@ def test_invalid_outputs_fail_loudly_and_leave_no_marker(tmp_path: Path) -> None
 def test_pipeline_validates_stage_order() -> None:
     with pytest.raises(Exception, match="do not run before"):
         Pipeline([SumNumbers(), WriteNumbers()])
+
+
+class PartialWriter(Stage):
+    """Writes part.txt, then fails the first time (a crash mid-stage)."""
+
+    name = "partial"
+    title = "partial"
+    config_parts = ("cohort",)
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.seen_partial: list[bool] = []
+
+    def outputs(self, ctx: DemoContext) -> list[Path]:
+        return [ctx.path("partial")]
+
+    def run(self, ctx: DemoContext) -> dict[str, Any]:
+        self.calls += 1
+        folder = ctx.path("partial")
+        self.seen_partial.append((folder / "part.txt").exists())
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "part.txt").write_text(str(ctx.config.cohort.n_scans))
+        if self.calls == 1:
+            raise DemoError("simulated crash")
+        (folder / "done.txt").write_text("ok")
+        return {}
+
+    def check(self, ctx: DemoContext) -> CheckResult:
+        res = CheckResult()
+        res.require(ctx.path("partial", "done.txt").is_file(), "not finished")
+        return res
+
+
+def test_interrupted_stage_resumes_from_partial_outputs_of_the_same_config(tmp_path: Path) -> None:
+    stage = PartialWriter()
+    ctx = _ctx(tmp_path)
+    with pytest.raises(DemoError, match="simulated crash"):
+        Pipeline([stage]).run(ctx)
+    Pipeline([stage]).run(ctx)
+    assert stage.seen_partial == [False, True]  # the partial work was kept for the component to resume
+
+
+def test_outputs_of_another_config_or_a_forced_stage_are_cleared(tmp_path: Path) -> None:
+    stage = PartialWriter()
+    with pytest.raises(DemoError):
+        Pipeline([stage]).run(_ctx(tmp_path, n=5))
+    Pipeline([stage]).run(_ctx(tmp_path, n=6))  # another cohort: never resume from n=5 outputs
+    assert stage.seen_partial == [False, False]
+    (tmp_path / "out" / "partial" / "stray.txt").write_text("x")
+    Pipeline([stage]).run(_ctx(tmp_path, n=6), force=["partial"])
+    assert stage.seen_partial == [False, False, False]
+    assert not (tmp_path / "out" / "partial" / "stray.txt").exists()
+
+
+def test_stage_after_a_rerun_stage_reruns(tmp_path: Path) -> None:
+    a, b = WriteNumbers(), SumNumbers()
+    pipe = Pipeline([a, b])
+    ctx = _ctx(tmp_path)
+    pipe.run(ctx)
+    ctx.path("numbers.json").write_text("[1, 2")  # damaged upstream output, same config
+    records = pipe.run(ctx)
+    assert [r.status for r in records] == ["ran", "ran"] and (a.calls, b.calls) == (2, 2)

@@ -8,7 +8,7 @@ from voxelfm.core.errors import ConfigError
 from voxelfm.metrics.segmentation import dice_per_class
 from voxelfm.probes.heads import AttentionLocaliser, MLPHead, QFormerHead, SegmentationDecoder
 from voxelfm.probes.losses import cox_partial_likelihood
-from voxelfm.probes.trainer import TrainConfig, lr_at, train
+from voxelfm.probes.trainer import TrainConfig, lr_at, torch_threads, train
 
 
 @pytest.mark.parametrize("ties", ["efron", "breslow"])
@@ -76,19 +76,20 @@ def test_localiser_predicts_inside_the_convex_hull_of_patch_centres():
 def test_decoder_overfits_one_volume():
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    grid = torch.from_numpy(rng.normal(size=(1, 3, 3, 3, 16)).astype(np.float32))
-    target = np.zeros((12, 12, 12), dtype=np.int64)
-    target[2:7, 3:9, 1:6] = 1
-    target[7:11, 1:5, 6:11] = 2
+    grid = torch.from_numpy(rng.normal(size=(1, 2, 2, 2, 16)).astype(np.float32))
+    target = np.zeros((8, 8, 8), dtype=np.int64)
+    target[1:5, 2:6, 1:4] = 1
+    target[5:8, 1:4, 4:8] = 2
     y = torch.from_numpy(target).unsqueeze(0)
-    dec = SegmentationDecoder(16, 3, target_shape=(12, 12, 12), hidden_dim=32, num_steps=2, min_channels=16)
-    assert dec.step_sizes((3, 3, 3)) == [(8, 8, 8), (12, 12, 12)] or dec.step_sizes((3, 3, 3))[-1] == (12, 12, 12)
+    dec = SegmentationDecoder(16, 3, target_shape=(8, 8, 8), hidden_dim=16, num_steps=2, min_channels=16)
+    assert dec.step_sizes((2, 2, 2)) == [(5, 5, 5), (8, 8, 8)]
     opt = torch.optim.Adam(dec.parameters(), lr=1e-2)
-    for _ in range(150):
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(dec(grid), y)
-        loss.backward()
-        opt.step()
+    with torch_threads(1):
+        for _ in range(120):
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(dec(grid), y)
+            loss.backward()
+            opt.step()
     pred = dec.eval()(grid)[0].argmax(0).numpy()
     dice, _ = dice_per_class(pred, target, 3)
     assert np.all(dice > 0.9), dice

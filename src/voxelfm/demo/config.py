@@ -48,7 +48,10 @@ class EmbedConfig:
 @dataclass(frozen=True)
 class ProbeConfig:
     epochs: int | None = None  # None: each task's default epochs (voxelfm.probes.config)
-    seg_epochs: int = 20
+    seg_epochs: int = 6
+    seg_downsample: int = 8  # segmentation target grid = preprocessed grid / this (CPU budget)
+    seg_hidden_dim: int = 32
+    seg_batch_size: int = 4
     hidden_dim: int = 128
     bootstrap: int = 1000
     fractions: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
@@ -97,7 +100,7 @@ SIZES: dict[str, DemoConfig] = {
         pretrain=PretrainConfig(preset="vit-tiny", max_patches=216, spacing_mm=6.0, max_steps=4, max_minutes=1.0,
                                 overrides=("train.batch_size_per_gpu=4", "crops.local_crops_number=2")),
         embed=EmbedConfig(),
-        probes=ProbeConfig(epochs=3, seg_epochs=3, hidden_dim=32, bootstrap=100,
+        probes=ProbeConfig(epochs=3, seg_epochs=2, seg_downsample=4, hidden_dim=32, bootstrap=100,
                            fractions=(0.5, 1.0), fraction_seeds=1),
         reportgen=ReportGenConfig(lm="tiny", stage1_epochs=1.0, stage2_epochs=1.0, stage1_minutes=0.2,
                                   stage2_minutes=0.2, max_new_tokens=24, n_generate=4),
@@ -119,7 +122,8 @@ SIZES: dict[str, DemoConfig] = {
                                 overrides=("train.batch_size_per_gpu=32", "crops.global_crops_size=112",
                                            "crops.local_crops_size=56", "crops.local_crops_number=8")),
         embed=EmbedConfig(),
-        probes=ProbeConfig(epochs=20, seg_epochs=60, hidden_dim=256, fraction_seeds=3),
+        probes=ProbeConfig(epochs=20, seg_epochs=60, seg_downsample=4, seg_hidden_dim=64, seg_batch_size=2,
+                           hidden_dim=256, fraction_seeds=3),
         reportgen=ReportGenConfig(stage1_epochs=2.0, stage2_epochs=10.0, stage1_minutes=None,
                                   stage2_minutes=None, max_new_tokens=128),
         n_examples=6,

@@ -8,6 +8,12 @@ When a stage finishes, the pipeline writes ``OUT/.stages/<name>.json`` with a fi
 part of the config the stage used and of its inputs' fingerprints, and the wall time it took.
 A re-run skips a stage only when that marker matches *and* ``check`` passes again, so a stage whose
 files were damaged or whose config changed is re-run, and so is everything downstream of it.
+
+Outputs made with another config are deleted before a stage re-runs (components resume from what
+they find, and must not resume from a different cohort or backbone). Outputs of an interrupted run
+with the *same* config are kept, so the components' own resume logic (phantom generation,
+pretraining checkpoints, the embedding store) picks up where it stopped. A ``<name>.started.json``
+marker records the config a stage was started with to tell the two apart.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -148,12 +155,38 @@ class Pipeline:
         )
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def read_marker(self, ctx: DemoContext, name: str) -> dict[str, Any] | None:
-        path = self.marker_path(ctx, name)
+    @staticmethod
+    def started_path(ctx: DemoContext, name: str) -> Path:
+        return ctx.path(".stages", f"{name}.started.json")
+
+    def read_marker(self, ctx: DemoContext, name: str, *, started: bool = False) -> dict[str, Any] | None:
+        path = self.started_path(ctx, name) if started else self.marker_path(ctx, name)
         try:
             return json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             return None
+
+    def stale_outputs(self, ctx: DemoContext, stage: Stage, fingerprint: str, forced: bool) -> bool:
+        """Whether existing outputs were made with another config (or the user forced a re-run)."""
+        if forced:
+            return True
+        for marker in (self.read_marker(ctx, stage.name), self.read_marker(ctx, stage.name, started=True)):
+            if marker is not None and marker.get("fingerprint") != fingerprint:
+                return True
+        return False
+
+    @staticmethod
+    def clear_outputs(ctx: DemoContext, stage: Stage) -> None:
+        """Delete a stage's outputs (only ever inside the demo's output directory)."""
+        root = ctx.out.resolve()
+        for path in stage.outputs(ctx):
+            target = path.resolve()
+            if root not in target.parents:
+                raise DemoError(f"stage {stage.name!r} output {target} lies outside {root}; not deleting it")
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
 
     def is_done(self, ctx: DemoContext, stage: Stage, fingerprint: str) -> tuple[bool, str]:
         """Whether ``stage`` can be skipped, and why not when it cannot."""
@@ -175,13 +208,21 @@ class Pipeline:
         upstream: dict[str, str] = {}
         records: list[StageRecord] = []
         forcing = False
+        ran: set[str] = set()
         total = len(self.stages)
         for i, stage in enumerate(self.stages, start=1):
             fingerprint = self.fingerprint(ctx, stage, upstream)
             upstream[stage.name] = fingerprint
             forcing = forcing or stage.name in force
             header = f"[{i}/{total}] {stage.title or stage.name}"
-            done, why = (False, "forced") if forcing else self.is_done(ctx, stage, fingerprint)
+            remade = [d for d in stage.inputs if d in ran]
+            if forcing:
+                done, why = False, "forced"
+            elif remade:
+                # Its inputs were just re-made: outputs computed from the old ones are stale.
+                done, why = False, f"{', '.join(remade)} re-ran"
+            else:
+                done, why = self.is_done(ctx, stage, fingerprint)
             if done:
                 marker = self.read_marker(ctx, stage.name) or {}
                 ctx.console.print(f"[dim]{header}: done earlier ({marker.get('seconds', 0):.1f} s), skipped[/]")
@@ -191,7 +232,11 @@ class Pipeline:
                 )
                 continue
             ctx.console.rule(f"[bold]{header}[/]" + (f" [dim]({why})[/]" if why != "not run yet" else ""))
+            ran.add(stage.name)
+            if self.stale_outputs(ctx, stage, fingerprint, forcing or bool(remade)):
+                self.clear_outputs(ctx, stage)
             self.marker_path(ctx, stage.name).unlink(missing_ok=True)
+            atomic_write_text(self.started_path(ctx, stage.name), json.dumps({"fingerprint": fingerprint}))
             start = time.perf_counter()
             try:
                 summary = stage.run(ctx) or {}
@@ -207,6 +252,7 @@ class Pipeline:
             record = StageRecord(stage.name, "ran", seconds, fingerprint,
                                  datetime.now(UTC).isoformat(timespec="seconds"), _jsonable(summary))
             atomic_write_text(self.marker_path(ctx, stage.name), json.dumps(record.to_dict(), indent=2))
+            self.started_path(ctx, stage.name).unlink(missing_ok=True)
             ctx.console.print(f"[green]✓[/] {stage.name} finished in {seconds:.1f} s")
             records.append(record)
         return records

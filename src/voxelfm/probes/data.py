@@ -269,28 +269,12 @@ def resolve_splits(
                                             "pass a split column or a split directory")) from None
         if patient_column not in labels.columns:
             raise DataError(located(source, f"cannot make a patient-level split without a {patient_column!r} column"))
-        made = patient_level_split(labels.reset_index(drop=True), fractions=fractions, seed=seed,
-                                   patient_column=patient_column, stratify=stratify)
-        split = _split_from_result(made, labels)
+        made = patient_level_split(labels, fractions=fractions, seed=seed, patient_col=patient_column,
+                                   stratify=stratify)
+        split = _normalise_split_values(pd.Series(made, index=labels.index), source)
     split = split.reindex(labels.index)
     check_patient_leak(labels, split, patient_column)
     return split
-
-
-def _split_from_result(made: Any, labels: pd.DataFrame) -> pd.Series:
-    """Accept the shapes a split helper may return: a Series, a frame with a split column, or a mapping."""
-    if isinstance(made, pd.DataFrame):
-        made = made.set_index("scan_id")["split"] if "scan_id" in made.columns else made["split"]
-    if isinstance(made, dict):
-        if set(made) >= set(SPLITS):
-            rows = {sid: s for s in SPLITS for sid in made[s]}
-            made = pd.Series(rows)
-        else:
-            made = pd.Series(made)
-    made = pd.Series(made)
-    if not set(made.index) & set(labels.index):
-        made.index = labels.index[: len(made)]
-    return _normalise_split_values(made, labels.attrs.get("source", "labels"))
 
 
 @dataclass

@@ -190,7 +190,7 @@ def _mean_loss(model: Any, examples: Sequence[TrainExample], batch: int,
 def _run_stage(name: str, model: Any, params: list[torch.nn.Parameter], train: Sequence[TrainExample],
                val: Sequence[TrainExample], *, epochs: float, lr: float, minutes: float | None,
                cfg: ReportTrainConfig, device: torch.device, amp: torch.dtype | None,
-               log_path: Path) -> StageResult:
+               log_path: Path, val_before: float | None = None) -> StageResult:
     result = StageResult(name=name, trainable_parameters=sum(p.numel() for p in params))
     if epochs <= 0:
         return result
@@ -201,7 +201,9 @@ def _run_stage(name: str, model: Any, params: list[torch.nn.Parameter], train: S
     total_steps = max(1, math.ceil(total_micro / cfg.grad_accum))
     result.planned_steps = total_steps
     optim = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-    result.val_loss_before = _mean_loss(model, val, cfg.batch_size, amp, device)
+    # The previous stage's final validation loss is this stage's starting point: not recomputed.
+    result.val_loss_before = (val_before if val_before is not None
+                              else _mean_loss(model, val, cfg.batch_size, amp, device))
     model.train()
     t0 = time.perf_counter()
     micro = 0
@@ -366,7 +368,8 @@ def train_report_model(
             lm_params = list(model_lm.parameters())
         s2 = _run_stage("stage2", model, list(projector.parameters()) + lm_params, train_ex, val_ex,
                         epochs=cfg.stage2_epochs, lr=cfg.stage2_lr, minutes=cfg.stage2_minutes,
-                        cfg=cfg, device=dev, amp=amp, log_path=log_path)
+                        cfg=cfg, device=dev, amp=amp, log_path=log_path,
+                        val_before=s1.val_loss_after)
         if cfg.stage2_mode == "lora":
             model.lm.save_pretrained(str(run / "lora"))
         else:

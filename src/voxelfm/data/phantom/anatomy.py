@@ -115,10 +115,11 @@ class Anatomy:
         return shapes.ellipsoid(x, y, z, self.heart_centre, self.heart_axes + grow, self.heart_rot)
 
     def hemithorax(self, x, y, z, side: str, cavity: np.ndarray | None = None,
-                   below: np.ndarray | None = None) -> np.ndarray:
+                   below: np.ndarray | None = None, heart_clear: np.ndarray | None = None) -> np.ndarray:
         """Pleural space of one side: cavity minus mediastinum, heart and spine, above the diaphragm.
 
-        ``cavity`` and ``below`` (= ``diaphragm_z - z``) may be passed precomputed for the block.
+        ``cavity``, ``below`` (= ``diaphragm_z - z``) and ``heart_clear`` (= ``heart(grow=5)``) may
+        be passed precomputed for the block.
         """
         sgn = 1.0 if side == "left" else -1.0
         d = (self.cavity(x, y, z) if cavity is None else cavity) + np.float32(2.0)
@@ -132,7 +133,7 @@ class Anatomy:
         half_w = np.float32(7.0) + depth + np.clip((np.float32(10.0) - z) / np.float32(8.0), 0.0, 12.0)
         med = np.maximum(np.abs(x - np.float32(4.0)) - half_w, y - np.float32(self.y_spine - 12.0))
         d = np.maximum(d, -med)
-        d = np.maximum(d, -self.heart(x, y, z, grow=5.0))
+        d = np.maximum(d, -(self.heart(x, y, z, grow=5.0) if heart_clear is None else heart_clear))
         vert = shapes.ellipse_xy(x, y, (0.0, self.y_spine), (self.vert_radius * 1.15 + 6.0, self.vert_radius + 6.0))
         d = np.maximum(d, -vert)
         return np.maximum(d, sgn * np.float32(-1.0) * x + np.float32(2.0))  # stay on own side

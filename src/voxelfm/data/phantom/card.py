@@ -74,7 +74,7 @@ clinical evidence.
 * size `{size}`: in-plane matrix {preset.matrix}, spacing = FOV / matrix
   ({table['pixel_spacing_mm'].min():.2f}-{table['pixel_spacing_mm'].max():.2f} mm here), slice thickness
   {preset.thickness_mm} mm, {int(table['n_slices'].min())}-{int(table['n_slices'].max())} slices.
-  Sizes: `tiny` (~64 px, 5-7 mm: tests/CI), `small` (~1.6-2.0 mm, 2.5-3 mm), `standard` (512 px, 1-1.5 mm).
+  Sizes: `tiny` (~64 px, 5-7 mm: tests/CI), `small` (~1.6-2.4 mm, 2.5-3 mm), `standard` (512 px, 1-1.5 mm).
 
 ## Files
 * `images/<scan_id>.nii.gz` (int16 HU) or `images/<scan_id>/` (DICOM CT series, uint16 + intercept -1024)

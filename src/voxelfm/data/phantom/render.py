@@ -38,6 +38,7 @@ class Scene:
     lob: np.ndarray | None = None
     cav: np.ndarray | None = None    # rib-cage cavity SDF on the full grid (computed once)
     below: np.ndarray | None = None  # diaphragm height minus z on the full grid (> 0 below it)
+    heart_clear: np.ndarray | None = None  # heart SDF grown by 5 mm (large outside its box)
     metal_centres: list[np.ndarray] = field(default_factory=list)
     measurements: dict[str, Any] = field(default_factory=dict)
 
@@ -207,7 +208,7 @@ def paint_lungs(cv: Canvas, sc: Scene) -> dict[str, Slices]:
             continue
         boxes[side] = sl
         x, y, z = cv.coords(sl)
-        cav = anat.hemithorax(x, y, z, side, cavity=sc.cav[sl], below=sc.below[sl])
+        cav = anat.hemithorax(x, y, z, side, cavity=sc.cav[sl], below=sc.below[sl], heart_clear=sc.heart_clear[sl])
         level = _effusion_level(sc, side, z)
         lung = cav if level is None else np.maximum(cav, y - level)
         value = f32(base) + f32(30.0) * (y - f32(anat.y_c)) / f32(anat.b_c) + f32(14.0) * sc.tex[sl]
@@ -323,16 +324,24 @@ def paint_heart(cv: Canvas, sc: Scene) -> None:
     sl = cv.bbox(*_box(anat.heart_centre, anat.heart_axes.max() + epi + pe + 4))
     if sl is None:
         return
+    # Heart-frame coordinates once; every shell and chamber is an ellipsoid in that frame.
     x, y, z = cv.coords(sl)
-    _fill(cv, sl, anat.heart(x, y, z, grow=epi + pe), HU.FAT + f32(6.0) * sc.tex[sl])
+    r = anat.heart_rot.astype(np.float32)
+    d = [x - f32(anat.heart_centre[0]), y - f32(anat.heart_centre[1]), z - f32(anat.heart_centre[2])]
+    local = [r[0, a] * d[0] + r[1, a] * d[1] + r[2, a] * d[2] for a in range(3)]
+
+    def shell(grow: float, centre=(0.0, 0.0, 0.0), semi=None) -> np.ndarray:
+        semi = anat.heart_axes + grow if semi is None else semi
+        return shapes.quadric_sdf([u - f32(c) for u, c in zip(local, centre, strict=True)], [f32(v) for v in semi])
+
+    _fill(cv, sl, shell(epi + pe), HU.FAT + f32(6.0) * sc.tex[sl])
     if pe:
-        _fill(cv, sl, anat.heart(x, y, z, grow=pe), HU.FLUID + f32(4.0))
-    _fill(cv, sl, anat.heart(x, y, z), HU.MYOCARDIUM + f32(3.0) * sc.tex[sl], LABEL_IDS["heart"])
+        _fill(cv, sl, shell(pe), HU.FLUID + f32(4.0))
+    _fill(cv, sl, shell(0.0), HU.MYOCARDIUM + f32(3.0) * sc.tex[sl], LABEL_IDS["heart"])
     # Chambers: blood is only ~10 HU below myocardium without contrast.
-    for c, s in (((0.10, 0.25, 0.05), (0.55, 0.42, 0.45)), ((0.05, -0.35, 0.1), (0.5, 0.35, 0.45)),
-                 ((-0.6, 0.2, 0.2), (0.32, 0.35, 0.38)), ((-0.5, -0.35, 0.0), (0.32, 0.33, 0.38))):
-        centre = anat.heart_centre + anat.heart_rot @ (np.array(c) * anat.heart_axes)
-        _fill(cv, sl, shapes.ellipsoid(x, y, z, centre, np.array(s) * anat.heart_axes, anat.heart_rot), HU.BLOOD)
+    for c, s_ in (((0.10, 0.25, 0.05), (0.55, 0.42, 0.45)), ((0.05, -0.35, 0.1), (0.5, 0.35, 0.45)),
+                  ((-0.6, 0.2, 0.2), (0.32, 0.35, 0.38)), ((-0.5, -0.35, 0.0), (0.32, 0.33, 0.38))):
+        _fill(cv, sl, shell(0.0, np.array(c) * anat.heart_axes, np.array(s_) * anat.heart_axes), HU.BLOOD)
 
 
 def coronary_paths(anat: Anatomy) -> list[np.ndarray]:
@@ -733,6 +742,10 @@ def render(cv: Canvas, sc: Scene) -> None:
     low = cv.bbox(np.array([-600.0, -600.0, -3000.0]), np.array([600.0, 600.0, sc.anat.z_dome_top + 60.0]))
     if low is not None:
         sc.below[low] = sc.anat.diaphragm_z(cv.X[low], cv.Y[low]) - cv.Z[low]
+    sc.heart_clear = np.full(cv.shape, 1000.0, dtype=np.float32)
+    hsl = cv.bbox(*_box(sc.anat.heart_centre, sc.anat.heart_axes.max() + 8.0))
+    if hsl is not None:
+        sc.heart_clear[hsl] = sc.anat.heart(*cv.coords(hsl), grow=5.0)
     paint_table(cv, sc)
     paint_body(cv, sc)
     paint_abdomen(cv, sc)

@@ -14,7 +14,7 @@ from voxelfm.data.phantom.canvas import Canvas, Slices
 BIG = np.float32(1e4)
 
 
-def _quadric_sdf(us: list[np.ndarray], axes: list) -> np.ndarray:
+def quadric_sdf(us: list[np.ndarray], axes: list) -> np.ndarray:
     """First-order distance to the surface ``sum (u_i / a_i)^2 = 1`` (``us`` are reused in place).
 
     ``f = sum (u_i/a_i)^2 - 1`` divided by ``|grad f|``: exact on the surface, monotone elsewhere,
@@ -44,7 +44,7 @@ def ellipsoid(x: np.ndarray, y: np.ndarray, z: np.ndarray, centre, semiaxes, rot
     if rotation is not None:
         r = np.asarray(rotation, dtype=np.float32)
         u = [r[0, a] * u[0] + r[1, a] * u[1] + r[2, a] * u[2] for a in range(3)]
-    return _quadric_sdf(u, [np.float32(s) for s in semiaxes])
+    return quadric_sdf(u, [np.float32(s) for s in semiaxes])
 
 
 def ellipse_xy(x: np.ndarray, y: np.ndarray, centre, semiaxes) -> np.ndarray:
@@ -56,7 +56,7 @@ def ellipse_xy(x: np.ndarray, y: np.ndarray, centre, semiaxes) -> np.ndarray:
     if ax.ndim or ay.ndim:  # broadcast per-voxel semiaxes to the block shape
         shape = np.broadcast_shapes(u.shape, ax.shape, ay.shape)
         u, v = np.broadcast_to(u, shape).copy(), np.broadcast_to(v, shape).copy()
-    return _quadric_sdf([u, v], [ax, ay])
+    return quadric_sdf([u, v], [ax, ay])
 
 
 def capsule(x: np.ndarray, y: np.ndarray, z: np.ndarray, a, b, ra: float, rb: float) -> np.ndarray:

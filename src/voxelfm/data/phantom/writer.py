@@ -73,7 +73,7 @@ def _write_scan(scan: PhantomScan, out: Path, format: str, seed: int, plan: Scan
             frame_of_reference_uid=_uid(seed, plan.scan_id, "frame"), patient_id=plan.patient_id,
             patient_name=f"PHANTOM^{plan.patient_id}",
             series_description=f"CHEST {meta['slice_thickness_mm']:g}mm {meta['kernel'].upper()}",
-            slice_order="descending" if plan.patient_index % 2 else "ascending",
+            slice_order="descending" if (plan.patient_index + plan.scan_index) % 2 else "ascending",
         )
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)

@@ -92,7 +92,7 @@ def usable_continuous(labels: Any, columns: list[str]) -> list[str]:
 
 def plan_jobs(ctx: DemoContext, labels: Any) -> tuple[list[Job], list[Headline], dict[str, list[str]]]:
     """The probe runs of the demo and the headline rows read from them."""
-    from voxelfm.data.phantom import FINDINGS, REGRESSION_TARGETS
+    from voxelfm.data.phantom import FINDINGS, REGRESSION_TARGETS, SEGMENTATION_LABELS
 
     cfg = ctx.config.probes
     findings = usable_binary(labels, list(FINDINGS))
@@ -113,8 +113,10 @@ def plan_jobs(ctx: DemoContext, labels: Any) -> tuple[list[Job], list[Headline],
         Job("retrieval", "retrieval", tuple(findings), None, common),
         Job("localisation", "localisation", (), None, {**common, "train": {**train, "seed": cfg.seed}}),
         Job("segmentation", "segmentation", (), None,
-            {**common, "label_root": str(layout.cohort_dir(ctx.out)),
-             "train": {"epochs": cfg.seg_epochs, "seed": cfg.seed}}),
+            {**common, "label_root": str(layout.cohort_dir(ctx.out)), "target_downsample": cfg.seg_downsample,
+             "num_classes": len(SEGMENTATION_LABELS) + 1, "class_names": list(SEGMENTATION_LABELS.values()),
+             "head_params": {"hidden_dim": cfg.seg_hidden_dim, "num_steps": 2},
+             "train": {"epochs": cfg.seg_epochs, "batch_size": cfg.seg_batch_size, "seed": cfg.seed}}),
     ]
     headlines = [
         Headline("classification-qformer", "classification", f"{len(findings)} findings, Q-Former on patches",
@@ -126,8 +128,10 @@ def plan_jobs(ctx: DemoContext, labels: Any) -> tuple[list[Job], list[Headline],
                  "macro Recall@10", True),
         Headline("retrieval", "retrieval", "same patient, other scan", "same_patient/recall@1", "Recall@1", True),
         Headline("localisation", "localisation", "largest nodule centre", "mean_error_mm", "mean error (mm)", False),
-        Headline("segmentation", "segmentation", "15 structures", "dice_macro", "macro Dice", True),
-        Headline("segmentation", "segmentation", "15 structures", "dice_micro", "micro Dice", True),
+        Headline("segmentation", "segmentation", f"{len(SEGMENTATION_LABELS)} structures", "dice_macro",
+                 "macro Dice", True),
+        Headline("segmentation", "segmentation", f"{len(SEGMENTATION_LABELS)} structures", "dice_micro",
+                 "micro Dice", True),
     ]
     return jobs, headlines, {"findings": findings, "regression": regression}
 

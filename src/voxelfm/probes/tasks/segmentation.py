@@ -112,16 +112,21 @@ def fit(data: ProbeData, targets: list[str], config: ProbeConfig) -> TaskOutput:
             yield {"x": [c.grid for c in chosen], "y": [c.target for c in chosen]}
 
     def loss_fn(m, batch):
-        # Scans may differ in grid and target size, so each is its own forward pass; the batch loss
-        # is their mean (gradient accumulation over the batch).
-        losses = []
-        for x, y in zip(batch["x"], batch["y"], strict=True):
-            logits = m(x.unsqueeze(0), target_shape=tuple(y.shape))
-            loss = F.cross_entropy(logits, y.unsqueeze(0))
+        # Scans may differ in grid and target size: scans of equal shapes share one forward pass,
+        # and the batch loss is the scan-weighted mean over those groups.
+        groups: dict[tuple, list[int]] = {}
+        for i, (x, y) in enumerate(zip(batch["x"], batch["y"], strict=True)):
+            groups.setdefault((tuple(x.shape), tuple(y.shape)), []).append(i)
+        total = 0.0
+        for (_, y_shape), members in groups.items():
+            x = torch.stack([batch["x"][i] for i in members])
+            y = torch.stack([batch["y"][i] for i in members])
+            logits = m(x, target_shape=y_shape)
+            loss = F.cross_entropy(logits, y)
             if config.dice_loss:
-                loss = loss + soft_dice_loss(logits, y.unsqueeze(0))
-            losses.append(loss)
-        return torch.stack(losses).mean()
+                loss = loss + soft_dice_loss(logits, y)
+            total = total + loss * len(members)
+        return total / len(batch["x"])
 
     def predict_scan(m, scan: _Scan) -> np.ndarray:
         with torch.no_grad():
