@@ -4,6 +4,9 @@ Prints, for one size:
 * in-memory generation time per scan (serial, median of ``--single`` scans),
 * writing time per scan (NIfTI or DICOM),
 * end-to-end ``write_cohort`` wall time for ``--n`` scans with ``--workers`` processes,
+* CPU seconds per scan (``time.process_time``, single-threaded code): on a shared, loaded
+  machine wall time is inflated by waiting, CPU time much less; ``200 x CPU s / cores`` is the
+  expected wall time of a 200-scan cohort on an otherwise idle machine,
 * a reference workload (float32 multiply-adds on a 4 M-voxel array) timed in the same run, so
   figures from a loaded, shared machine can be compared as ratios.
 
@@ -51,18 +54,20 @@ def main() -> None:
 
     ref = reference_seconds()
     generate_scan(0, seed=args.seed, size="tiny")  # warm imports
-    gen_times, write_times, shapes = [], [], []
+    gen_times, write_times, shapes, gen_cpu, write_cpu = [], [], [], [], []
     tmp = Path(tempfile.mkdtemp(prefix="bench_phantom_"))
     try:
         for i in range(args.single):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             scan = generate_scan(1000 + i, seed=args.seed, size=args.size, format=args.format)
             gen_times.append(time.perf_counter() - t)
+            gen_cpu.append(time.process_time() - c)
             shapes.append(scan.volume.shape)
             plan = ScanPlan(1000 + i, 0, scan.patient_id, scan.scan_id)
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             _write_scan(scan, tmp / "single", args.format, args.seed, plan)
             write_times.append(time.perf_counter() - t)
+            write_cpu.append(time.process_time() - c)
         out = tmp / "cohort"
         t = time.perf_counter()
         write_cohort(out, n=args.n, seed=args.seed, format=args.format, size=args.size, workers=args.workers)
@@ -75,8 +80,11 @@ def main() -> None:
     print(f"size={args.size} format={args.format} workers={args.workers} n={args.n}")
     print(f"scan shapes (first {args.single}): {shapes}; median {voxels / 1e6:.2f} M voxels")
     print(f"reference pass (4.1 M float32 mul+add): {ref * 1e3:.2f} ms")
-    print(f"generate in memory: {gen:.3f} s/scan (median; {gen / ref:.0f} reference passes)")
-    print(f"write {args.format}: {wr:.3f} s/scan (median)")
+    g_cpu, w_cpu = statistics.median(gen_cpu), statistics.median(write_cpu)
+    print(f"generate in memory: {gen:.3f} s/scan wall, {g_cpu:.3f} s CPU (median; {gen / ref:.0f} reference passes)")
+    print(f"write {args.format}: {wr:.3f} s/scan wall, {w_cpu:.3f} s CPU (median)")
+    print(f"idle-machine estimate for 200 scans on {args.workers} cores: "
+          f"{200 * (g_cpu + w_cpu) / args.workers:.0f} s (200 x CPU s / workers)")
     print(f"write_cohort {args.n} scans: {wall:.1f} s wall = {wall / args.n:.3f} s/scan, "
           f"{args.n / wall:.2f} scans/s, {size_mb:.0f} MB on disk")
 

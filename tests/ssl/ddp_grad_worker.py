@@ -1,7 +1,8 @@
 """Worker for the distributed gradient test: one optimizer step, then save the student gradients.
 
 Run as ``python ddp_grad_worker.py INDEX OUT ACCUM`` (one process) or under ``torchrun`` (each rank
-builds its own micro-batches; rank 0 saves the all-reduced gradients).
+builds its own micro-batches; rank 0 saves the all-reduced gradients); ``ddp_grad_worker.py fsdp
+INDEX RUN_DIR`` under torchrun trains two FSDP steps.
 """
 
 from __future__ import annotations
@@ -19,6 +20,15 @@ from voxelfm.ssl.data import build_data  # noqa: E402
 from voxelfm.ssl.trainer import Trainer, finish_distributed  # noqa: E402
 
 
+def fsdp(index: str, run_dir: str) -> None:
+    """Two steps with ``train.distributed=fsdp`` (checkpoint written by rank 0)."""
+    from voxelfm.ssl.trainer import pretrain
+
+    torch.set_num_threads(1)
+    pretrain(None, tiny_overrides(Path(index), **{"train.distributed": "fsdp", "train.max_steps": 2}), out_dir=run_dir)
+    finish_distributed(0)
+
+
 def main(index: str, out: str, accum: int) -> None:
     torch.set_num_threads(1)
     config = load_config(None, tiny_overrides(Path(index), **{"train.grad_accum_steps": accum, "train.max_steps": 1}))
@@ -33,4 +43,7 @@ def main(index: str, out: str, accum: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    if sys.argv[1] == "fsdp":
+        fsdp(sys.argv[2], sys.argv[3])
+    else:
+        main(sys.argv[1], sys.argv[2], int(sys.argv[3]))

@@ -42,3 +42,26 @@ def test_two_process_ddp_first_step_gradients_match_single_process(tmp_path) -> 
     for name in a:
         scale = float(a[name].abs().max()) + 1e-12
         assert torch.allclose(a[name], b[name], rtol=1e-4, atol=1e-5 * scale), name
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_fsdp_option_trains_checkpoints_and_exports(tmp_path) -> None:
+    from voxelfm.ssl import export
+    from voxelfm.ssl.checkpoint import list_checkpoints, load_checkpoint
+
+    index = make_prepared(tmp_path / "data", n=4)
+    run = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER), "fsdp",
+         str(index), str(run)],
+        env=_env(), timeout=120, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (step, path), = list_checkpoints(run)[-1:]
+    state = load_checkpoint(path)["model"]
+    assert step == 2 and state["teacher.backbone.cls_token"].shape == (1, 1, 36)  # full, unsharded tensors
+    assert not torch.equal(state["teacher.backbone.blocks.0.attn.qkv.weight"], state["student.backbone.blocks.0.attn.qkv.weight"])
+    from voxelfm.models import load_model
+
+    assert load_model(export(run, tmp_path / "model")).config.embed_dim == 36

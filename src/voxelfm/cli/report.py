@@ -156,6 +156,8 @@ def evaluate_cmd(
     vocabulary: Path | None = typer.Option(None, help="JSON/YAML {finding: [synonyms]} (default CT-RATE 18)."),
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples for CIs."),
     probe_f1: Path | None = typer.Option(None, help="JSON {finding: F1} of classification probes to plot alongside."),
+    llm_extractor: str | None = typer.Option(None, help="Extract findings with this local LM "
+                                                        "(dir or cached name) instead of the rules."),
 ) -> None:
     """Per-finding P/R/F1 with CIs, macro F1 vs a majority baseline, BLEU, ROUGE-L; writes metrics.json + figure."""
     setup_logging()
@@ -163,6 +165,13 @@ def evaluate_cmd(
     from voxelfm.report.findings import FindingVocabulary
 
     vocab = FindingVocabulary.from_file(vocabulary) if vocabulary else None
+    extractor = None
+    if llm_extractor is not None:
+        from voxelfm.report.findings import LLMExtractor
+        from voxelfm.report.lm import load_lm, resolve_lm
+
+        model, tokenizer = load_lm(resolve_lm(llm_extractor))
+        extractor = LLMExtractor(model.eval(), tokenizer, vocab or FindingVocabulary.ct_rate())
     probe = None
     if probe_f1 is not None:
         try:
@@ -170,7 +179,7 @@ def evaluate_cmd(
         except (OSError, ValueError, AttributeError) as exc:
             raise ConfigError(located(probe_f1, f"expected a JSON object finding → F1: {exc}")) from exc
     metrics = evaluate_run(run, generated_name=name, vocabulary=vocab, n_bootstrap=bootstrap,
-                           probe_f1=probe)
+                           probe_f1=probe, extractor=extractor)
     macro = metrics["findings"]["macro"]
     base = metrics["baseline_majority"]["macro"]
     console.print(f"macro F1 {macro['f1']:.3f} [{macro['f1_ci'][0]:.3f}, {macro['f1_ci'][1]:.3f}] "

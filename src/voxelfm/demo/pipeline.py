@@ -85,16 +85,28 @@ class StageRecord:
     fingerprint: str
     finished: str
     summary: dict[str, Any] = field(default_factory=dict)
+    cpu_seconds: float | None = None  # CPU time of this process and its finished children
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "status": self.status,
             "seconds": self.seconds,
+            "cpu_seconds": self.cpu_seconds,
             "fingerprint": self.fingerprint,
             "finished": self.finished,
             "summary": self.summary,
         }
+
+
+def cpu_time() -> float | None:
+    """User + system CPU seconds of this process and its waited-for children (None off Unix)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 class Stage(ABC):
@@ -228,7 +240,8 @@ class Pipeline:
                 ctx.console.print(f"[dim]{header}: done earlier ({marker.get('seconds', 0):.1f} s), skipped[/]")
                 records.append(
                     StageRecord(stage.name, "skipped", float(marker.get("seconds", 0.0)), fingerprint,
-                                str(marker.get("finished", "")), dict(marker.get("summary", {})))
+                                str(marker.get("finished", "")), dict(marker.get("summary", {})),
+                                marker.get("cpu_seconds"))
                 )
                 continue
             ctx.console.rule(f"[bold]{header}[/]" + (f" [dim]({why})[/]" if why != "not run yet" else ""))
@@ -237,12 +250,14 @@ class Pipeline:
                 self.clear_outputs(ctx, stage)
             self.marker_path(ctx, stage.name).unlink(missing_ok=True)
             atomic_write_text(self.started_path(ctx, stage.name), json.dumps({"fingerprint": fingerprint}))
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), cpu_time()
             try:
                 summary = stage.run(ctx) or {}
             except VoxelFMError as exc:
                 raise DemoError(f"stage {stage.name!r} failed: {exc}") from exc
             seconds = time.perf_counter() - start
+            cpu_end = cpu_time()
+            cpu = None if cpu_start is None or cpu_end is None else round(cpu_end - cpu_start, 2)
             result = stage.check(ctx)
             if not result.ok:
                 raise DemoError(
@@ -250,10 +265,11 @@ class Pipeline:
                             + "; ".join(result.problems))
                 )
             record = StageRecord(stage.name, "ran", seconds, fingerprint,
-                                 datetime.now(UTC).isoformat(timespec="seconds"), _jsonable(summary))
+                                 datetime.now(UTC).isoformat(timespec="seconds"), _jsonable(summary), cpu)
             atomic_write_text(self.marker_path(ctx, stage.name), json.dumps(record.to_dict(), indent=2))
             self.started_path(ctx, stage.name).unlink(missing_ok=True)
-            ctx.console.print(f"[green]✓[/] {stage.name} finished in {seconds:.1f} s")
+            cpu_text = f", {cpu:.0f} CPU-s" if cpu is not None else ""
+            ctx.console.print(f"[green]✓[/] {stage.name} finished in {seconds:.1f} s{cpu_text}")
             records.append(record)
         return records
 

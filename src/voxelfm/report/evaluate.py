@@ -207,8 +207,12 @@ def plot_finding_f1(metrics: dict[str, Any], path: str | os.PathLike[str],
 
 def evaluate_run(run_dir: str | os.PathLike[str], *, generated_name: str = "generated",
                  vocabulary: FindingVocabulary | None = None, n_bootstrap: int = 1000,
-                 probe_f1: Mapping[str, float] | None = None) -> dict[str, Any]:
-    """Evaluate ``RUN/<generated_name>.jsonl``; write ``RUN/metrics.json`` and ``RUN/findings_f1.png``."""
+                 probe_f1: Mapping[str, float] | None = None,
+                 extractor: FindingExtractor | None = None) -> dict[str, Any]:
+    """Evaluate ``RUN/<generated_name>.jsonl``; write ``RUN/metrics.json`` and ``RUN/findings_f1.png``.
+
+    ``extractor`` defaults to the rule-based one over ``vocabulary`` (CT-RATE 18 by default).
+    """
     from voxelfm.core.atomic import atomic_write_text
     from voxelfm.report.dataset import load_reports
     from voxelfm.report.generate import read_run_config
@@ -226,8 +230,10 @@ def evaluate_run(run_dir: str | os.PathLike[str], *, generated_name: str = "gene
     refs = load_reports(run / "references.jsonl")
     references = {r.scan_id: r.text(field) for r in refs}
     train_texts = [r.text(field) for r in refs if r.split == "train"]
-    metrics = evaluate_reports(generated, references, vocabulary=vocabulary,
+    metrics = evaluate_reports(generated, references, extractor=extractor, vocabulary=vocabulary,
                                train_references=train_texts, n_bootstrap=n_bootstrap)
+    if hasattr(extractor, "n_unparsed"):
+        metrics["extractor_unparsed_answers"] = int(extractor.n_unparsed)
     seconds = [json.loads(x)["seconds"] for x in gen_path.read_text().splitlines() if x.strip()]
     metrics["seconds_per_report"] = float(np.mean(seconds)) if seconds else None
     atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2))

@@ -150,6 +150,10 @@ class SSLMetaArch(nn.Module):
     def update_teacher(self, momentum: float) -> None:
         """EMA ``teacher <- m teacher + (1 - m) student`` over every student parameter."""
         t_params, s_params = [], []
+        for part in (*self.teacher.values(), *self.student.values()):
+            # FSDP2 leaves a no-grad forward's parameters gathered; shard them before pairing.
+            if hasattr(part, "reshard"):
+                part.reshard()
         for name, module in self.student.items():
             for t, s in zip(self.teacher[name].parameters(), module.parameters(), strict=True):
                 t_params.append(t.to_local() if hasattr(t, "to_local") else t)

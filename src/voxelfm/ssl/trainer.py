@@ -123,6 +123,8 @@ class Trainer:
             self.model = SSLMetaArch(config)
         self._load_pretrained(str(config["student"].get("pretrained_weights") or config["MODEL"].get("WEIGHTS") or ""))
         self.model.to(self.device)
+        # Wrap before building the optimizer: FSDP replaces the parameters with sharded ones.
+        self._wrap()
         depth = int(config["student"]["depth"])
         groups = build_param_groups(
             [(f"student.{name}.", module, name == "backbone") for name, module in self.model.student.items()],
@@ -134,7 +136,6 @@ class Trainer:
         self.start_step = 0
         if train.get("resume", True):
             self._resume()
-        self._wrap()
         self.monitor = TrainingMonitor(self.run_dir, config, enabled=self.is_main, embed_dim=int(config["student"]["embed_dim"]))
 
     # -- setup ----------------------------------------------------------------------------------
@@ -164,13 +165,23 @@ class Trainer:
             return
         data = load_checkpoint(path)
         try:
-            self.model.load_state_dict(data["model"])
-            self.optimizer.load_state_dict(data["optimizer"])
+            if self._fsdp:
+                from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+                set_state_dict(self.model, self.optimizer, model_state_dict=data["model"], optim_state_dict=data["optimizer"],
+                               options=StateDictOptions(full_state_dict=True))
+            else:
+                self.model.load_state_dict(data["model"])
+                self.optimizer.load_state_dict(data["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
             raise CheckpointError(located(path, f"does not match this run's configuration ({exc})")) from None
         self.start_step = int(data["step"])
         if self.is_main:
             log.info("resuming %s from step %d", self.run_dir, self.start_step)
+
+    @property
+    def _fsdp(self) -> bool:
+        return self.world > 1 and self.config["train"]["distributed"] == "fsdp"
 
     def _wrap(self) -> None:
         if self.world <= 1:
@@ -184,7 +195,7 @@ class Trainer:
                     if name == "backbone":
                         for block in part.blocks:
                             fully_shard(block)
-                    fully_shard(part)
+                    fully_shard(part, reshard_after_forward=True)
                 self.model.student_call[name] = self.model.student[name]
             return
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -244,7 +255,7 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
-        if self.config["train"]["distributed"] == "fsdp" and self.world > 1:
+        if self._fsdp:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
             model_state, optim_state = get_state_dict(

@@ -139,8 +139,8 @@ def roc_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | 
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
     for i, (name, (y, s)) in enumerate(curves.items()):
         try:
-            fpr, tpr = roc_curve_points(y, s)
             auc = auroc(y, s)
+            fpr, tpr = roc_curve_points(y, s)
         except ValueError:
             continue  # one class only: no curve
         ax.plot(fpr, tpr, color=_COLOURS[i % len(_COLOURS)], label=f"{name} (AUROC {auc:.3f})")

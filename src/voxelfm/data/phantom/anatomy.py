@@ -84,22 +84,22 @@ class Anatomy:
         t = np.clip((z - np.float32(self.z_apex - 70.0)) / np.float32(90.0), 0.0, 1.0)
         return t * t
 
-    def body(self, x, y, z) -> np.ndarray:
-        t = self.taper(z)
+    def body(self, x, y, z, taper: np.ndarray | None = None) -> np.ndarray:
+        t = self.taper(z) if taper is None else taper
         am, bm = self.muscle_semi
         a = (am + self.fat) * (1.0 - 0.22 * t)
         b = (bm + self.fat) * (1.0 - 0.10 * t)
         d = shapes.ellipse_xy(x, y, (0.0, self.muscle_centre_y), (a, b))
         return np.maximum(d, y - np.float32(self.back_y))
 
-    def muscle(self, x, y, z) -> np.ndarray:
-        t = self.taper(z)
+    def muscle(self, x, y, z, taper: np.ndarray | None = None) -> np.ndarray:
+        t = self.taper(z) if taper is None else taper
         am, bm = self.muscle_semi
         return shapes.ellipse_xy(x, y, (0.0, self.muscle_centre_y), (am * (1 - 0.22 * t), bm * (1 - 0.10 * t)))
 
-    def cavity(self, x, y, z) -> np.ndarray:
+    def cavity(self, x, y, z, taper: np.ndarray | None = None) -> np.ndarray:
         """Inside of the rib cage (thoracic and upper abdominal cavity)."""
-        t = self.taper(z)
+        t = self.taper(z) if taper is None else taper
         d = shapes.ellipse_xy(x, y, (0.0, self.y_c), (self.a_c * (1 - 0.3 * t), self.b_c * (1 - 0.12 * t)))
         return np.maximum(d, z - np.float32(self.z_apex + 12.0))
 

@@ -104,7 +104,8 @@ def paint_body(cv: Canvas, sc: Scene) -> None:
         return
     x, y, z = cv.coords(sl)
     tex = sc.tex[sl]
-    _fill(cv, sl, anat.body(x, y, z), HU.FAT + f32(8.0) * tex)
+    taper = anat.taper(z)
+    _fill(cv, sl, anat.body(x, y, z, taper), HU.FAT + f32(8.0) * tex)
     if anat.female:  # breasts: fibroglandular tissue in fat, anterior to the pectoral muscles
         size = sc.patient.params["breast_size"] * (0.8 + 0.02 * (sc.patient.bmi - 20))
         for sgn in (-1.0, 1.0):
@@ -116,7 +117,7 @@ def paint_body(cv: Canvas, sc: Scene) -> None:
             bx, by, bz = cv.coords(bsl)
             glandular = f32(-55.0) + f32(55.0) * sc.lob[bsl]
             _fill(cv, bsl, shapes.ellipsoid(bx, by, bz, c, semi), glandular)
-    _fill(cv, sl, anat.muscle(x, y, z), HU.MUSCLE + f32(5.0) * tex)
+    _fill(cv, sl, anat.muscle(x, y, z, taper), HU.MUSCLE + f32(5.0) * tex)
     # Inside the rib cage: mediastinal fat above the diaphragm, upper abdomen below it.
     cav, below = sc.cav[sl], sc.below[sl]
     _fill(cv, sl, cav.copy(), HU.FAT + f32(10.0) + f32(8.0) * tex)
