@@ -31,9 +31,15 @@ def main() -> None:
     start = time.perf_counter()
     result = run_demo(args.out, size=args.size, device=args.device)
     wall = time.perf_counter() - start
-    figures = {"size": args.size, "device": args.device, "stages": result.timings, "wall_seconds": round(wall, 1)}
+    cpu = {}
+    for name in result.timings:
+        marker = json.loads((args.out / ".stages" / f"{name}.json").read_text())
+        cpu[name] = marker.get("cpu_seconds")
+    figures = {"size": args.size, "device": args.device, "stages": result.timings, "cpu_seconds": cpu,
+               "wall_seconds": round(wall, 1)}
     for name, seconds in result.timings.items():
-        print(f"{name:10s} {seconds:8.1f} s")
+        cpu_text = f"  ({cpu[name]:.0f} CPU-s)" if cpu.get(name) is not None else ""
+        print(f"{name:10s} {seconds:8.1f} s{cpu_text}")
     print(f"{'total':10s} {wall:8.1f} s  ({wall / 60:.1f} min)")
     results = json.loads(result.results_json.read_text())
     for row in results["tasks"]:

@@ -108,11 +108,11 @@ SIZES: dict[str, DemoConfig] = {
     ),
     "small": DemoConfig(
         size="small",
-        cohort=CohortConfig(n_scans=160),
+        cohort=CohortConfig(n_scans=120),
         pretrain=PretrainConfig(),
         embed=EmbedConfig(),
         probes=ProbeConfig(),
-        reportgen=ReportGenConfig(),
+        reportgen=ReportGenConfig(stage1_minutes=0.75, stage2_minutes=0.75, max_new_tokens=48, n_generate=16),
     ),
     "standard": DemoConfig(
         size="standard",

@@ -117,9 +117,10 @@ def _results_table(sec: Section, rows: Sequence[TaskRow]) -> None:
                 _metric_label(r),
                 *[Cell(_fmt(r.values.get(b)), "num") for b in BACKBONES],
                 Cell(str(next((v.n for v in r.values.values() if v.n is not None), "")), "num"),
+                Cell(r.detail, "muted"),
             ])
     sec.table(
-        ["category", "task", "metric", *[BACKBONE_LABELS[b] for b in BACKBONES], "n test"],
+        ["category", "task", "metric", *[BACKBONE_LABELS[b] for b in BACKBONES], "n test", "note"],
         table_rows, table_id="fig2-table",
     )
     present = {r.category for r in rows}
@@ -160,8 +161,9 @@ def _comparison_table(sec: Section, rows: Sequence[TaskRow], table_id: str) -> N
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r.values if k not in keys]
-    body = [[r.task, _metric_label(r), *[Cell(_fmt(r.values.get(k)), "num") for k in keys]] for r in rows]
-    sec.table(["task", "metric", *keys], body, table_id=table_id)
+    body = [[r.task, _metric_label(r), *[Cell(_fmt(r.values.get(k)), "num") for k in keys],
+             _diff_cell(r), Cell(r.detail, "muted")] for r in rows]
+    sec.table(["task", "metric", *keys, "difference [95% CI]", "difference of"], body, table_id=table_id)
 
 
 def _per_finding(sec: Section, results: Mapping[str, Any], figures: Mapping[str, Any]) -> None:
@@ -203,8 +205,8 @@ def _report_examples(sec: Section, results: Mapping[str, Any]) -> None:
         sec.table(["metric", "value"], [[k, Cell(_fmt(Estimate.from_any(v)), "num")] for k, v in metrics.items()])
     for ex in examples:
         sec.heading(f"Scan {ex.get('scan_id', '?')}")
-        sec.compare([("Reference report", str(ex.get("reference", ""))),
-                     ("Generated report", str(ex.get("generated", "")))])
+        generated = str(ex.get("generated", "")).strip() or "(empty: the model ended the report at once)"
+        sec.compare([("Reference report", str(ex.get("reference", ""))), ("Generated report", generated)])
 
 
 def compose_report(

@@ -112,7 +112,10 @@ def pca_figure(panels: Sequence[PcaPanel], *, alpha: float = 0.65) -> bytes:
     plt = _plt()
     backbones = list(panels[0].colours) if panels else []
     ncols = 1 + len(backbones)
-    fig, axes = plt.subplots(len(panels), ncols, figsize=(3.2 * ncols, 3.2 * len(panels)), squeeze=False)
+    # Size rows by the slice aspect so coronal slices do not leave empty bands between rows.
+    aspect = max(p.grey.shape[0] / p.grey.shape[1] for p in panels) if panels else 1.0
+    fig, axes = plt.subplots(len(panels), ncols, figsize=(3.2 * ncols, 3.2 * aspect * len(panels) + 0.4),
+                             squeeze=False)
     for r, panel in enumerate(panels):
         axes[r, 0].imshow(panel.grey, cmap="gray", vmin=0, vmax=255)
         axes[r, 0].set_ylabel(panel.scan_id, fontsize=9)

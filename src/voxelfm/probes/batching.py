@@ -15,18 +15,26 @@ def shuffled_batches(rows: np.ndarray, batch_size: int, rng: np.random.Generator
         yield perm[start : start + batch_size]
 
 
-def balanced_batches(rows: np.ndarray, labels: np.ndarray, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+def balanced_batches(rows: np.ndarray, labels: np.ndarray, batch_size: int, rng: np.random.Generator,
+                     mode: str = "undersample") -> Iterator[np.ndarray]:
     """Batches with an equal number of rows from every class (§4.1 ``StratifiedBatchSampler``).
 
-    Each epoch reshuffles every class and draws ``min(class size) // (batch_size / K)`` batches,
-    so majority classes are under-sampled per epoch but fully used across epochs. When the
-    smallest class cannot fill one share, a single batch holds all of it and as many of each other
-    class.
+    ``"undersample"`` (the original): each epoch reshuffles every class and draws
+    ``min(class size) // (batch_size / K)`` batches, so majority classes are under-sampled per
+    epoch but used across epochs; when the smallest class cannot fill one share, a single batch
+    holds all of it and as many of each other class. ``"oversample"``: smaller classes are drawn
+    with replacement up to the largest class, so an epoch sees every row of the majority class
+    (many more steps per epoch on small, imbalanced cohorts).
     """
     rows = np.asarray(rows)
     labels = np.asarray(labels)
     classes = np.unique(labels)
     groups = [rng.permutation(rows[labels == c]) for c in classes]
+    if mode == "oversample":
+        largest = max(len(g) for g in groups)
+        groups = [np.r_[g, rng.choice(g, largest - len(g), replace=True)] if len(g) < largest else g
+                  for g in groups]
+        groups = [rng.permutation(g) for g in groups]
     per_class = max(1, batch_size // len(classes))
     smallest = min(len(g) for g in groups)
     if smallest < per_class:

@@ -14,6 +14,10 @@ HEADS: tuple[str, ...] = ("mlp", "qformer")
 #: Per-task training defaults. Deviations from the original, on purpose: AdamW everywhere (the
 #: original used SGD for regression/survival, which barely moves at lr 1e-3 on small cohorts) and
 #: the segmentation schedule shortened for CPU; every value can be overridden.
+#: Head name recorded for tasks whose "head" is fixed (or is not a trained head at all).
+DEFAULT_HEADS: dict[str, str] = {"segmentation": "decoder", "localisation": "localiser", "knn": "knn",
+                                 "retrieval": "faiss"}
+
 TASK_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "classification": {"epochs": 10, "batch_size": 64, "lr": 1e-3},
     "regression": {"epochs": 20, "batch_size": 64, "lr": 1e-3},
@@ -31,6 +35,7 @@ class ProbeConfig:
     head_params: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     balanced: bool = True
+    balance: str = "undersample"  # undersample (original) | oversample (more steps on small cohorts)
     bootstrap: int = 1000
     bootstrap_seed: int = 4
     # classification
@@ -79,10 +84,8 @@ class ProbeConfig:
         if unknown:
             raise ConfigError(f"unknown probe option(s) {sorted(unknown)}; known: {sorted(known - {'train'})} and train.*")
         config = cls(**data, train=TrainConfig.from_dict(train))
-        if task == "segmentation" and "head" not in data:
-            config.head = "decoder"
-        if task == "localisation" and "head" not in data:
-            config.head = "localiser"
+        if "head" not in data and task in DEFAULT_HEADS:
+            config.head = DEFAULT_HEADS[task]
         config.validate(task)
         return config
 
@@ -93,6 +96,7 @@ class ProbeConfig:
             raise ConfigError(f"head {self.head!r} does not fit task {task!r}; use one of {list(allowed)}")
         for name, value, options in (("multilabel", self.multilabel, ("per-label", "shared")),
                                      ("threshold", self.threshold, ("f1", "youden")),
+                                     ("balance", self.balance, ("undersample", "oversample")),
                                      ("loss", self.loss, ("mse", "huber")), ("ties", self.ties, ("efron", "breslow")),
                                      ("knn_metric", self.knn_metric, ("cosine", "euclidean")),
                                      ("feature", self.feature, ("cls", "mean_patch")),
@@ -106,4 +110,4 @@ class ProbeConfig:
         return asdict(self)
 
 
-__all__ = ["HEADS", "TASKS", "TASK_TRAIN_DEFAULTS", "ProbeConfig"]
+__all__ = ["DEFAULT_HEADS", "HEADS", "TASKS", "TASK_TRAIN_DEFAULTS", "ProbeConfig"]

@@ -146,8 +146,6 @@ def run_probe(
         overrides["head"] = head
     cfg = ProbeConfig.for_task(task, overrides)
     label_df = read_labels(labels)
-    if task == "retrieval" and not targets:
-        targets = []
     split = resolve_splits(label_df, split_column=split_column, split_dir=split_dir,
                            patient_column=cfg.patient_column, seed=cfg.train.seed)
     wanted = [sid for sid in label_df.index if isinstance(split.get(sid), str)]

@@ -34,7 +34,7 @@ import pandas as pd
 
 from voxelfm.core.atomic import atomic_write_text
 from voxelfm.core.errors import ConfigError, VoxelFMError, located
-from voxelfm.probes.config import TASKS
+from voxelfm.probes.config import DEFAULT_HEADS, TASKS
 from voxelfm.probes.data import FeatureSet
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ def run_suite(suite: Suite | str | os.PathLike[str], out_dir: str | os.PathLike[
             cfg = _merge(suite.config, entry.config)
             if head is not None:
                 cfg["head"] = head
-            head_name = cfg.get("head") or {"localisation": "localiser", "segmentation": "decoder"}.get(entry.task, "mlp")
+            head_name = cfg.get("head") or DEFAULT_HEADS.get(entry.task, "mlp")
             patches = entry.task in ("localisation", "segmentation") or head_name == "qformer" or \
                 cfg.get("feature") == "mean_patch"
             results = {}

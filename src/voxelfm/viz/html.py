@@ -42,6 +42,7 @@ section h2 { font-size: 21px; margin: 8px 0 8px; }
 section h3 { font-size: 16px; margin: 18px 0 6px; }
 p { margin: 6px 0 10px; max-width: 75em; }
 .muted { color: var(--muted); }
+td.muted { font-size: 13px; }
 .callout { border-left: 4px solid var(--warn-line); background: var(--warn-bg); padding: 10px 14px;
            margin: 12px 0; border-radius: 0 6px 6px 0; }
 .callout.note { border-left-color: var(--accent); background: #eef6fb; }

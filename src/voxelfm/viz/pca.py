@@ -148,8 +148,12 @@ def sample_grid_on_slice(
     return out
 
 
-def body_mask(hu_slice: np.ndarray, threshold_hu: float = -500.0) -> np.ndarray:
-    """Body (with lungs) of a HU slice: tissue above ``threshold_hu`` with holes filled."""
+def body_mask(hu_slice: np.ndarray, threshold_hu: float = -200.0) -> np.ndarray:
+    """Body (with lungs) of a HU slice: tissue above ``threshold_hu`` with holes filled.
+
+    -200 HU keeps fat (about -100) but drops foam mattresses (about -250), which would otherwise
+    connect the body to the scanner table.
+    """
     from scipy.ndimage import binary_fill_holes, label
 
     tissue = np.asarray(hu_slice) > threshold_hu
@@ -163,7 +167,7 @@ def body_mask(hu_slice: np.ndarray, threshold_hu: float = -500.0) -> np.ndarray:
 
 
 def patch_foreground(
-    hu: np.ndarray, hu_geometry: Geometry, patch_geometry: Geometry, threshold_hu: float = -500.0,
+    hu: np.ndarray, hu_geometry: Geometry, patch_geometry: Geometry, threshold_hu: float = -200.0,
 ) -> np.ndarray:
     """Boolean ``(d, h, w)``: which patch centres fall inside the body of the HU volume."""
     mask = np.stack([body_mask(s, threshold_hu) for s in np.asarray(hu)]).astype(np.float32)

@@ -63,7 +63,7 @@ class Anatomy:
 
     @property
     def z_lowest_lung(self) -> float:
-        return self.z_d - self.recess - 8.0
+        return self.z_d - self.recess - 4.0
 
     @property
     def muscle_centre_y(self) -> float:
@@ -209,7 +209,7 @@ def build_anatomy(patient: Patient, inspiration: float, emphysema: bool) -> Anat
     fat = float(np.clip(6 + 2.0 * (bmi - 20) + (4 if not male else 0) + rng.normal(0, 3), 3, 60))
     m_scale = (1.15 if male else 0.9) * (1.0 - 0.004 * max(patient.age - 50, 0))
     ins = float(np.clip(inspiration + (0.06 if emphysema else 0.0), 0.75, 1.12))
-    lung_height = 212.0 * s_h * (1.05 if male else 1.0) * ins * rng.normal(1, 0.03)
+    lung_height = 200.0 * s_h * (1.05 if male else 1.0) * ins * rng.normal(1, 0.03)  # apex to dome top
     dome_h = (14.0 if emphysema else 32.0) * rng.normal(1, 0.1)
     z_apex = 92.0 * s_h + rng.normal(0, 4)
     vert_r = 17.0 * (1.08 if male else 1.0) * s_h
@@ -252,7 +252,7 @@ def build_anatomy(patient: Patient, inspiration: float, emphysema: bool) -> Anat
     return Anatomy(
         a_c=a_c, b_c=b_c, y_c=y_c, muscle_lat=10.0 * m_scale, muscle_ant=12.0 * m_scale,
         muscle_post=34.0 * m_scale, fat=fat, z_apex=z_apex, lung_height=lung_height, dome_h=dome_h,
-        recess=38.0, inspiration=ins, y_spine=y_spine, vert_radius=vert_r, heart_centre=heart_centre,
+        recess=32.0, inspiration=ins, y_spine=y_spine, vert_radius=vert_r, heart_centre=heart_centre,
         heart_axes=heart_axes, heart_rot=heart_rot, aorta_pts=aorta_pts, aorta_r=aorta_r, hila=hila,
         female=not male, age=patient.age,
     )

@@ -128,6 +128,10 @@ def generate_scan(patient_index: int = 0, scan_index: int = 0, *, seed: int = 0,
     image where its label says).
     """
     _check_size(size)
+    if patient_index < 0 or scan_index < 0:
+        raise ConfigError(located("generate_scan", f"indices must be >= 0, got patient {patient_index}, scan {scan_index}"))
+    if format not in ("nifti", "dicom"):
+        raise ConfigError(located("generate_scan", f"format must be 'nifti' or 'dicom', got {format!r}"))
     patient = make_patient(patient_index, seed, config)
     if findings:
         unknown = sorted(set(findings) - set(FINDINGS))
@@ -215,9 +219,20 @@ def _generate_plan(args: tuple[ScanPlan, int, str, PrevalenceConfig | None, str]
     return _generate(plan, make_patient(plan.patient_index, seed, config), seed, size, format)
 
 
-def default_workers(n: int) -> int:
-    """Worker processes for ``n`` scans: one per core, none for a handful of scans."""
-    return 1 if n < 4 else max(1, min(os.cpu_count() or 1, n // 2))
+#: Approximate peak memory of one worker per size (GB), measured with ``generate_scan``.
+PEAK_MEMORY_GB = {"tiny": 0.3, "small": 0.6, "standard": 3.5}
+
+
+def default_workers(n: int, size: str = "small") -> int:
+    """Worker processes for ``n`` scans: one per core, within half the physical memory."""
+    if n < 4:
+        return 1
+    try:
+        mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    except (ValueError, OSError, AttributeError):
+        mem_gb = 8.0
+    by_memory = int(0.5 * mem_gb / PEAK_MEMORY_GB.get(size, 1.0))
+    return max(1, min(os.cpu_count() or 1, n // 2, by_memory))
 
 
 def generate_cohort(n: int, seed: int = 0, size: str = "small", *, config: PrevalenceConfig | None = None,
@@ -227,7 +242,7 @@ def generate_cohort(n: int, seed: int = 0, size: str = "small", *, config: Preva
     _check_size(size)
     plans = assign_splits(plan_cohort(n, seed), seed)
     jobs = [(p, seed, size, config, format) for p in plans]
-    workers = default_workers(n) if workers is None else max(1, workers)
+    workers = default_workers(n, size) if workers is None else max(1, workers)
     scans: list[PhantomScan] = []
     if workers == 1:
         for job in jobs:

@@ -127,6 +127,8 @@ def write_cohort(out_dir: str | os.PathLike[str], n: int, seed: int = 0, format:
     if format not in FORMATS:
         raise ConfigError(located("phantom", f"--format must be one of {FORMATS}, got {format!r}"))
     _check_size(size)
+    if n < 1:
+        raise ConfigError(located("phantom", f"--n must be >= 1, got {n}"))
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(located(out, "exists and is not a folder"))
@@ -139,7 +141,7 @@ def write_cohort(out_dir: str | os.PathLike[str], n: int, seed: int = 0, format:
     if progress:
         progress(finished, len(plans))
     jobs = [(p, seed, size, config, format, str(out)) for p in todo]
-    workers = default_workers(len(jobs)) if workers is None else max(1, workers)
+    workers = default_workers(len(jobs), size) if workers is None else max(1, workers)
     if workers == 1:
         for job in jobs:
             _job(job)

@@ -30,6 +30,10 @@ from voxelfm.demo.results import CATEGORIES, Estimate, TaskRow
 
 PROBE_CATEGORIES = tuple(c for c in CATEGORIES if c != "report generation")
 
+#: Units of the phantom's continuous targets (keyed by the task label of the row).
+UNITS = {"age": "years", "lung volume l": "litres", "heart volume ml": "millilitres",
+         "largest nodule mm": "millimetres", "calcium score": "score points"}
+
 
 @dataclass(frozen=True)
 class Job:
@@ -121,7 +125,10 @@ def plan_jobs(ctx: DemoContext, labels: Any) -> tuple[list[Job], list[Headline],
     headlines = [
         Headline("classification-qformer", "classification", f"{len(findings)} findings, Q-Former on patches",
                  "macro/auroc", "macro AUROC", True),
-        *[Headline("regression", "regression", t.replace("_", " "), f"{t}/mae", "MAE", False) for t in regression],
+        # MAE in training-SD units, as the paper (comparable across targets); the MAE in the
+        # target's own unit goes into the row's detail.
+        *[Headline("regression", "regression", t.replace("_", " "), f"{t}/mae_sd", "MAE (SD units)", False)
+          for t in regression],
         Headline("survival", "survival", "overall survival (Cox)", "c_index_harrell", "Harrell's C-index", True),
         Headline("survival", "survival", "death within 5 years", "td_auroc@5", "time-dependent AUROC", True),
         Headline("retrieval", "retrieval", "same findings (1 match vs 99 random)", "macro/recall@10",
@@ -150,9 +157,13 @@ class ProbesStage(Stage):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
         from voxelfm.core.errors import VoxelFMError
+        from voxelfm.probes.data import FeatureSet
         from voxelfm.probes.run import run_probe
 
         labels = pd.read_csv(layout.cohort_dir(ctx.out) / "labels.csv")
+        # Each store is read once (CLS, patch grids, geometries) and shared by all its probes.
+        stores = {key: FeatureSet.from_store(store_path(ctx, key), patches=True, name=key)
+                  for key in ("pretrained-3d", "random-3d", "pretrained-2.5d")}
         jobs, headlines, used = plan_jobs(ctx, labels)
         fractions = fraction_plan(ctx, labels)
         results: dict[tuple[str, str], Any] = {}
@@ -166,7 +177,7 @@ class ProbesStage(Stage):
                 for key in job.stores:
                     progress.update(bar, description=f"{job.name} · {key}")
                     try:
-                        res = run_probe(job.task, store_path(ctx, key), labels, target=list(job.targets) or None,
+                        res = run_probe(job.task, stores[key], labels, target=list(job.targets) or None,
                                         head=job.head, out_dir=layout.probes_dir(ctx.out) / job.name / key,
                                         config=job.options, figures=False)
                     except (VoxelFMError, ValueError) as exc:
@@ -183,7 +194,7 @@ class ProbesStage(Stage):
             for point in fractions:
                 progress.update(bar, description=f"data fraction {point['fraction']:.0%} · {point['store']}")
                 try:
-                    res = run_probe("classification", store_path(ctx, point["store"]), labels,
+                    res = run_probe("classification", stores[point["store"]], labels,
                                     target=used["findings"], head="qformer", train_ids=point["train_ids"],
                                     config={**jobs[0].options, "multilabel": "shared"}, figures=False)
                 except (VoxelFMError, ValueError) as exc:
@@ -287,8 +298,14 @@ def summarise(ctx: DemoContext, labels: Any, headlines: list[Headline], results:
         if values["pretrained"].value is None and values["random"].value is None:
             continue  # e.g. no event before a horizon in this small test set
         diff = paired_difference(pre, rnd, h.metric_key, cfg.bootstrap, cfg.seed)
+        detail = ""
+        if h.metric_key.endswith("/mae_sd"):
+            unit_key = h.metric_key[: -len("_sd")]
+            a, b = _estimate(pre, unit_key), _estimate(rnd, unit_key)
+            if a.value is not None and b.value is not None:
+                detail = f"MAE in {UNITS.get(h.task, 'target units')}: {a.value:.3g} vs {b.value:.3g}"
         rows.append(TaskRow(h.category, h.task, h.metric, h.higher_is_better, values,
-                            diff[0] if diff else None, diff[1] if diff else None).to_dict())
+                            diff[0] if diff else None, diff[1] if diff else None, detail=detail).to_dict())
 
     heads, modes = [], []
     head_jobs = (("classification-mlp", "MLP on CLS"), ("classification-qformer", "Q-Former on patches"))

@@ -70,7 +70,7 @@ def _train_binary(data: ProbeData, inputs: Inputs, y: np.ndarray, config: ProbeC
         log.warning("%s: %r has one class in the validation split; selecting on validation loss", source, name)
 
     def batches(rng: np.random.Generator):
-        sampler = balanced_batches(tr, y[tr], bs, rng) if config.balanced else shuffled_batches(tr, bs, rng)
+        sampler = balanced_batches(tr, y[tr], bs, rng, config.balance) if config.balanced else shuffled_batches(tr, bs, rng)
         for rows in sampler:
             yield {**inputs.batch(rows), "y": y_t[rows]}
 
@@ -174,7 +174,7 @@ def _fit_multiclass(data: ProbeData, target: str, config: ProbeConfig) -> TaskOu
     y_t = torch.as_tensor(y)
 
     def batches(rng):
-        sampler = balanced_batches(tr, y[tr], config.train.batch_size, rng) if config.balanced else \
+        sampler = balanced_batches(tr, y[tr], config.train.batch_size, rng, config.balance) if config.balanced else \
             shuffled_batches(tr, config.train.batch_size, rng)
         for rows in sampler:
             yield {**inputs.batch(rows), "y": y_t[rows]}
