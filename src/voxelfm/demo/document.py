@@ -73,8 +73,9 @@ def _about(sec: Section, results: Mapping[str, Any]) -> None:
         f"Cohort: {data.get('n_scans', '?')} scans of {data.get('n_patients', '?')} synthetic patients "
         f"(patient-level splits: train {splits.get('train', '?')}, validation {splits.get('val', '?')}, "
         f"test {splits.get('test', '?')}). Two backbones of the same architecture are compared: one "
-        "pretrained with self-supervision (DINO + iBOT + KoLeo) on the cohort's scans for a few "
-        "minutes, and one left at random initialisation. Both stay frozen; only the small probes train."
+        "pretrained with self-supervision (DINO + iBOT + KoLeo, no labels) on the training-split scans "
+        "for a few minutes, and one left at random initialisation. Both stay frozen; only the small "
+        "probes train (on the training split, selected on validation, scored once on test)."
     )
     sec.heading("What the numbers show")
     sec.bullets([

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from voxelfm.core.types import CTVolume
 from voxelfm.demo import layout
 from voxelfm.demo.figures import (
     Neighbour,
@@ -23,7 +24,7 @@ THUMB_WIDTH = 150
 
 
 class _Cohort:
-    """Lazy access to the cohort's scans and label maps by scan id (each read at most once)."""
+    """Lazy, cached access to the cohort's scans and label maps by scan id."""
 
     def __init__(self, root: Path) -> None:
         import pandas as pd
@@ -33,7 +34,7 @@ class _Cohort:
         self.ct = lru_cache(maxsize=16)(self._ct)
         self.label_map = lru_cache(maxsize=8)(self._label_map)
 
-    def _ct(self, scan_id: str):  # -> CTVolume
+    def _ct(self, scan_id: str) -> CTVolume:
         from voxelfm.io import load_ct
 
         return load_ct(self.root / str(self.labels.loc[scan_id, "path"]))

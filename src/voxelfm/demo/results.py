@@ -101,8 +101,12 @@ class Estimate:
 
     @property
     def excludes_zero(self) -> bool:
-        """True when the CI lies entirely on one side of 0 (used for paired differences)."""
-        return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
+        """True when the CI lies on one side of 0 at the displayed precision (paired differences).
+
+        A CI of ``[0.0000001, 0.0000004]`` prints as ``[0.000, 0.000]`` and is no difference at all.
+        """
+        tol = 5e-4
+        return self.low is not None and self.high is not None and (self.low > tol or self.high < -tol)
 
 
 @dataclass

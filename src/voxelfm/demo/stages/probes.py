@@ -30,9 +30,10 @@ from voxelfm.demo.results import CATEGORIES, Estimate, TaskRow
 
 PROBE_CATEGORIES = tuple(c for c in CATEGORIES if c != "report generation")
 
-#: Units of the phantom's continuous targets (keyed by the task label of the row).
-UNITS = {"age": "years", "lung volume l": "litres", "heart volume ml": "millilitres",
-         "largest nodule mm": "millimetres", "calcium score": "score points"}
+#: Row labels and units of the phantom's continuous targets.
+TARGETS = {"age": ("age", "years"), "lung_volume_l": ("lung volume", "litres"),
+           "heart_volume_ml": ("heart volume", "millilitres"), "largest_nodule_mm": ("largest nodule diameter", "mm"),
+           "calcium_score": ("calcium burden score", "score points")}
 
 
 @dataclass(frozen=True)
@@ -127,8 +128,8 @@ def plan_jobs(ctx: DemoContext, labels: Any) -> tuple[list[Job], list[Headline],
                  "macro/auroc", "macro AUROC", True),
         # MAE in training-SD units, as the paper (comparable across targets); the MAE in the
         # target's own unit goes into the row's detail.
-        *[Headline("regression", "regression", t.replace("_", " "), f"{t}/mae_sd", "MAE (SD units)", False)
-          for t in regression],
+        *[Headline("regression", "regression", TARGETS.get(t, (t.replace("_", " "), ""))[0], f"{t}/mae_sd",
+                   "MAE (SD units)", False) for t in regression],
         Headline("survival", "survival", "overall survival (Cox)", "c_index_harrell", "Harrell's C-index", True),
         Headline("survival", "survival", "death within 5 years", "td_auroc@5", "time-dependent AUROC", True),
         Headline("retrieval", "retrieval", "same findings (1 match vs 99 random)", "macro/recall@10",
@@ -301,9 +302,10 @@ def summarise(ctx: DemoContext, labels: Any, headlines: list[Headline], results:
         detail = ""
         if h.metric_key.endswith("/mae_sd"):
             unit_key = h.metric_key[: -len("_sd")]
+            unit = TARGETS.get(unit_key.split("/")[0], ("", "target units"))[1]
             a, b = _estimate(pre, unit_key), _estimate(rnd, unit_key)
             if a.value is not None and b.value is not None:
-                detail = f"MAE in {UNITS.get(h.task, 'target units')}: {a.value:.3g} vs {b.value:.3g}"
+                detail = f"MAE in {unit}: {a.value:.3g} (pretrained) vs {b.value:.3g} (random)"
         rows.append(TaskRow(h.category, h.task, h.metric, h.higher_is_better, values,
                             diff[0] if diff else None, diff[1] if diff else None, detail=detail).to_dict())
 
