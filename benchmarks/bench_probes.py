@@ -51,7 +51,7 @@ def main() -> None:
     print(f"data: {args.n} scans x {args.grid ** 3} tokens x {args.dim} dims "
           f"({feats.patches[0].nbytes * args.n / 2**20:.0f} MiB), made in {time.perf_counter() - t0:.1f} s; "
           f"torch {torch.__version__}, default threads {torch.get_num_threads()}", flush=True)
-    run_probe("classification", feats.subset(feats.ids[::15]), labels, target="finding", head="mlp",
+    run_probe("classification", feats.subset(feats.ids[::4]), labels, target="finding", head="mlp",
               config={"bootstrap": 10, "train": {"epochs": 1}})  # warm-up: imports, allocator
     cases = [("qformer", True), ("mlp", True), ("qformer", False)]
     # Wall time depends on how busy the machine is; process CPU time does much less so (with one

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from voxelfm.demo.document import SECTIONS, compose_report
-from voxelfm.demo.figures import Neighbour, PcaPanel, pca_figure, retrieval_figure, segmentation_figure
+from voxelfm.demo.figures import (
+    Neighbour,
+    PcaPanel,
+    pca_figure,
+    retrieval_figure,
+    segmentation_figure,
+)
 from voxelfm.demo.results import CATEGORIES, SCHEMA_VERSION, Estimate, TaskRow, validate_results
 from voxelfm.viz.slices import to_png
 

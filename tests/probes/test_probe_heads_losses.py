@@ -124,3 +124,17 @@ def test_lr_schedule_warmup_then_cosine():
     assert lr_at(20, 10, cfg) == pytest.approx(5.5e-4)
     assert lr_at(100, 10, cfg) == pytest.approx(1e-4)
     assert lr_at(5, 10, TrainConfig(lr=1e-3)) == 1e-3
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_few_query_attention_equals_multihead_attention(bias):
+    from voxelfm.probes.heads import few_query_attention
+
+    torch.manual_seed(1)
+    attn = torch.nn.MultiheadAttention(32, 4, batch_first=True, bias=bias).eval()
+    q = torch.randn(3, 2, 32)
+    kv = torch.randn(3, 50, 32)
+    pad = torch.zeros(3, 50, dtype=torch.bool)
+    pad[1, 40:] = True
+    ref = attn(q, kv, kv, key_padding_mask=pad, need_weights=False)[0]
+    torch.testing.assert_close(few_query_attention(attn, q, kv, pad, training=False), ref, atol=1e-5, rtol=1e-5)

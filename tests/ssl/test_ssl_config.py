@@ -77,3 +77,4 @@ def test_packaged_single_machine_recipe_resolves() -> None:
     c = load_config(packaged_config("cpu_tiny"), ["datasets.0.index_path=x.csv"])
     assert c["train"]["centering"] == "sinkhorn_knopp" and c["dino"]["head_n_prototypes"] == 4096
     assert c["student"]["embed_dim"] == 216
+    assert load_config("cpu_tiny", ["datasets.0.index_path=x.csv"]) == c  # by name

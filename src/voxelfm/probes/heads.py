@@ -42,6 +42,38 @@ class MLPHead(nn.Module):
         return self.net(x)
 
 
+def few_query_attention(attn: nn.MultiheadAttention, q: torch.Tensor, tokens: torch.Tensor,
+                        pad: torch.Tensor | None, training: bool) -> torch.Tensor:
+    """``attn(q, tokens, tokens)`` computed without projecting every token to keys and values.
+
+    With few queries (Q) and many tokens (N), ``q_h · (W_k t + b_k)`` equals ``(W_kᵀ q_h) · t``
+    plus a per-query constant that softmax cancels, and ``Σ a_i (W_v t_i + b_v)`` equals
+    ``W_v (Σ a_i t_i) + b_v Σ a_i``. So the N x H x H key/value projections become N x H dot
+    products per head: exactly the same result (the tests compare against
+    ``nn.MultiheadAttention``) at a fraction of the cost, which is what makes a Q-Former probe on
+    thousands of patch tokens cheap on CPU.
+    """
+    b, nq, h = q.shape
+    heads = attn.num_heads
+    d = h // heads
+    w_q, w_k, w_v = attn.in_proj_weight.split(h)
+    b_q, _b_k, b_v = attn.in_proj_bias.split(h) if attn.in_proj_bias is not None else (None, None, None)
+    qp = F.linear(q, w_q, b_q).view(b, nq, heads, d).transpose(1, 2)  # (B, heads, Q, d)
+    u = torch.einsum("bhqd,hdc->bhqc", qp, w_k.view(heads, d, h)) / d**0.5  # query folded into key space
+    scores = torch.einsum("bhqc,bnc->bhqn", u, tokens)
+    if pad is not None:
+        scores = scores.masked_fill(pad[:, None, None, :], float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    if training and attn.dropout > 0:
+        weights = F.dropout(weights, attn.dropout)
+    pooled = torch.einsum("bhqn,bnc->bhqc", weights, tokens)  # (B, heads, Q, H)
+    values = torch.einsum("bhqc,hdc->bhqd", pooled, w_v.view(heads, d, h))
+    if b_v is not None:
+        values = values + weights.sum(-1, keepdim=True) * b_v.view(heads, 1, d)
+    out = values.transpose(1, 2).reshape(b, nq, h)
+    return attn.out_proj(out)
+
+
 class _CrossAttentionLayer(nn.Module):
     """Queries attend to tokens; ``residual=False`` is the original single bare attention (§4.1)."""
 
@@ -58,9 +90,9 @@ class _CrossAttentionLayer(nn.Module):
 
     def forward(self, q: torch.Tensor, kv: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
         if not self.residual:
-            return self.attn(q, kv, kv, key_padding_mask=pad, need_weights=False)[0]
+            return few_query_attention(self.attn, q, kv, pad, self.training)
         kv = self.norm_kv(kv)
-        q = q + self.attn(self.norm_q(q), kv, kv, key_padding_mask=pad, need_weights=False)[0]
+        q = q + few_query_attention(self.attn, self.norm_q(q), kv, pad, self.training)
         return q + self.ffn(self.norm_ffn(q))
 
 
@@ -238,6 +270,7 @@ def build_head(spec: HeadSpec) -> nn.Module:
 
 __all__ = [
     "AttentionLocaliser",
+    "few_query_attention",
     "HeadSpec",
     "MLPHead",
     "QFormerHead",

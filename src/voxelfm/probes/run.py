@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from voxelfm.core.atomic import atomic_save, atomic_write_text
-from voxelfm.core.errors import ConfigError
+from voxelfm.core.errors import ConfigError, DataError
 from voxelfm.metrics.bootstrap import MetricCI, bootstrap_metrics
 from voxelfm.probes.config import ProbeConfig
 from voxelfm.probes.data import FeatureSet, ProbeData, assemble, read_labels, resolve_splits
@@ -102,11 +102,15 @@ def _needs_patches(task: str, config: ProbeConfig) -> bool:
 
 def evaluate_output(output: TaskOutput, config: ProbeConfig) -> dict[str, MetricCI]:
     """Percentile-bootstrap CIs for every metric group of a task output."""
-    metrics = bootstrap_metrics(output.metric_fn, *output.eval_arrays, n_resamples=config.bootstrap,
-                                seed=config.bootstrap_seed)
-    for prefix, fn, _ids, arrays in output.more_evaluations:
-        extra = bootstrap_metrics(fn, *arrays, n_resamples=config.bootstrap, seed=config.bootstrap_seed)
-        metrics.update({f"{prefix}{k}": v for k, v in extra.items()})
+    groups = [("", output.metric_fn, output.eval_ids, output.eval_arrays), *output.more_evaluations]
+    metrics: dict[str, MetricCI] = {}
+    for prefix, fn, ids, arrays in groups:
+        try:
+            result = bootstrap_metrics(fn, *arrays, n_resamples=config.bootstrap, seed=config.bootstrap_seed)
+        except ValueError as exc:
+            # e.g. a test split holding a single class: say which split and why, not a numpy trace.
+            raise DataError(f"cannot evaluate on the test split ({len(ids)} units): {exc}") from None
+        metrics.update({f"{prefix}{k}": v for k, v in result.items()})
     return metrics
 
 

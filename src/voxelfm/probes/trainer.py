@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 Batch = dict[str, Any]
 
+#: Rows of the standard-normal bank that token-noise augmentation draws from (see add_noise).
+NOISE_BANK_ROWS = 65536
+
 
 @dataclass
 class TrainConfig:
@@ -93,20 +96,29 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     raise ConfigError(f"unknown optimizer {config.optimizer!r} (use 'adamw' or 'sgd')")
 
 
-def add_noise(x: torch.Tensor | list[torch.Tensor], sigma: float, p: float, gen: torch.Generator) -> Any:
+def add_noise(x: torch.Tensor | list[torch.Tensor], sigma: float, p: float, gen: torch.Generator,
+              bank: torch.Tensor | None = None) -> Any:
     """Add N(0, σ²) to every feature of a sample with probability ``p`` (training only, §4).
 
-    ``x`` is a batch tensor (first axis = samples) or a list of per-sample tensors.
+    ``x`` is a batch tensor (first axis = samples) or a list of per-sample tensors. With ``bank``
+    (rows of standard-normal vectors of the feature size), each token's noise is a randomly chosen
+    bank row instead of a fresh draw: drawing millions of normals per batch costs more than the
+    probe's forward pass on CPU, while indexing a 65k-row bank is a cheap copy.
     """
     if sigma <= 0 or p <= 0:
         return x
     if isinstance(x, list):
-        return [add_noise(item.unsqueeze(0), sigma, p, gen)[0] for item in x]
-    noise = torch.randn(x.shape, generator=gen, dtype=x.dtype) * sigma
+        return [add_noise(item.unsqueeze(0), sigma, p, gen, bank)[0] for item in x]
+    if bank is not None and bank.shape[-1] == x.shape[-1]:
+        rows = torch.randint(0, bank.shape[0], (x.shape[:-1].numel(),), generator=gen)
+        noise = bank.index_select(0, rows).view(x.shape)
+    else:
+        noise = torch.randn(x.shape, generator=gen, dtype=x.dtype)
+    noise.mul_(sigma)  # fresh tensor: in-place keeps the memory passes over a large batch to a minimum
     if p < 1:
         keep = (torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), generator=gen) < p).to(x.dtype)
-        noise = noise * keep
-    return x + noise
+        noise.mul_(keep)
+    return noise.add_(x)
 
 
 @contextlib.contextmanager
@@ -153,6 +165,7 @@ def _train(model: nn.Module, batches: Callable[[np.random.Generator], Iterable[B
     start = time.perf_counter()
     step = 0
     steps_per_epoch: int | None = None
+    bank: torch.Tensor | None = None
     for epoch in range(config.epochs):
         model.train()
         losses = []
@@ -162,7 +175,10 @@ def _train(model: nn.Module, batches: Callable[[np.random.Generator], Iterable[B
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, steps_per_epoch, config)
             batch = dict(batch)
-            batch["x"] = add_noise(batch["x"], config.noise_sigma, config.noise_p, gen)
+            x = batch["x"]
+            if bank is None and isinstance(x, torch.Tensor) and x.dim() >= 3:  # token batches only
+                bank = torch.randn((NOISE_BANK_ROWS, x.shape[-1]), generator=gen, dtype=x.dtype)
+            batch["x"] = add_noise(x, config.noise_sigma, config.noise_p, gen, bank)
             loss = loss_fn(model, batch)
             if not torch.isfinite(loss):
                 raise ConfigError(f"training diverged at epoch {epoch} (loss {loss.item()}); lower the learning rate")

@@ -149,7 +149,8 @@ def check_keys(config: Mapping[str, Any], reference: Mapping[str, Any], source: 
 def load_config(
     config: str | os.PathLike[str] | Mapping[str, Any] | None = None, overrides: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """Resolve a run configuration: defaults <- ``config`` (path or dict) <- ``overrides``.
+    """Resolve a run configuration: defaults <- ``config`` (YAML path, packaged recipe name such as
+    ``"cpu_tiny"``, or dict) <- ``overrides``.
 
     ``student.arch`` (a preset name) fills the architecture keys the user did not set. The result
     is validated (:func:`validate`) and fully explicit, ready to be saved in the run directory.
@@ -161,7 +162,10 @@ def load_config(
     elif isinstance(config, Mapping):
         user, source = copy.deepcopy(dict(config)), "config"
     else:
-        user, source = read_yaml(config), config
+        path = Path(config)
+        if not path.exists() and path.suffix == "" and packaged_config(str(config)).is_file():
+            path = packaged_config(str(config))  # a packaged recipe by name: "default", "cpu_tiny"
+        user, source = read_yaml(path), path
     check_keys(user, defaults, source)
     resolved = merge(defaults, user)
     if isinstance(resolved.get("datasets"), list):

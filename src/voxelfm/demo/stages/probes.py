@@ -181,10 +181,9 @@ class ProbesStage(Stage):
                         res = run_probe(job.task, stores[key], labels, target=list(job.targets) or None,
                                         head=job.head, out_dir=layout.probes_dir(ctx.out) / job.name / key,
                                         config=job.options, figures=False)
-                    except (VoxelFMError, ValueError) as exc:
-                        # Small cohorts can leave a task without enough test cases (e.g. no events;
-                        # scikit-survival then raises a ValueError): say so in the report rather
-                        # than abort every other task.
+                    except VoxelFMError as exc:
+                        # Small cohorts can leave a task without enough test cases (e.g. no events
+                        # in the test split): say so in the report rather than abort every other task.
                         failures.append(f"{job.name} on {key}: {exc}")
                         ctx.console.print(f"[yellow]skipped {job.name} on {key}:[/] {exc}")
                     else:
@@ -198,7 +197,7 @@ class ProbesStage(Stage):
                     res = run_probe("classification", stores[point["store"]], labels,
                                     target=used["findings"], head="qformer", train_ids=point["train_ids"],
                                     config={**jobs[0].options, "multilabel": "shared"}, figures=False)
-                except (VoxelFMError, ValueError) as exc:
+                except VoxelFMError as exc:
                     failures.append(f"data fraction {point['fraction']:.2f} on {point['store']}: {exc}")
                     progress.advance(bar)
                     continue
