@@ -54,8 +54,9 @@ class ProbeConfig:
     seg_batch_size: int = 4
     hidden_dim: int = 128
     bootstrap: int = 1000
-    fractions: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
+    fractions: tuple[float, ...] = (0.25, 0.5, 1.0)
     fraction_seeds: int = 2
+    regression_epochs: int = 100  # few scans x 20 epochs is ~40 optimizer steps: too few to fit
     seed: int = 4
 
 
@@ -68,6 +69,8 @@ class ReportGenConfig:
     stage2_minutes: float | None = 1.0
     max_new_tokens: int = 64
     n_generate: int | None = None  # test scans to generate for (None: all)
+    text_field: str = "impression"  # target text: the impression lists abnormal findings only, like
+    #                                 the paper's restructured reports (and is short enough for a CPU)
     seed: int = 4
 
 
@@ -101,7 +104,7 @@ SIZES: dict[str, DemoConfig] = {
                                 overrides=("train.batch_size_per_gpu=4", "crops.local_crops_number=2")),
         embed=EmbedConfig(),
         probes=ProbeConfig(epochs=3, seg_epochs=2, seg_downsample=4, hidden_dim=32, bootstrap=100,
-                           fractions=(0.5, 1.0), fraction_seeds=1),
+                           fractions=(0.5, 1.0), fraction_seeds=1, regression_epochs=10),
         reportgen=ReportGenConfig(lm="tiny", stage1_epochs=1.0, stage2_epochs=1.0, stage1_minutes=0.2,
                                   stage2_minutes=0.2, max_new_tokens=24, n_generate=4),
         n_examples=2,
@@ -109,10 +112,10 @@ SIZES: dict[str, DemoConfig] = {
     "small": DemoConfig(
         size="small",
         cohort=CohortConfig(n_scans=120),
-        pretrain=PretrainConfig(),
+        pretrain=PretrainConfig(max_steps=100, max_minutes=4.0),
         embed=EmbedConfig(),
-        probes=ProbeConfig(),
-        reportgen=ReportGenConfig(stage1_minutes=0.75, stage2_minutes=0.75, max_new_tokens=48, n_generate=16),
+        probes=ProbeConfig(fraction_seeds=1),
+        reportgen=ReportGenConfig(stage1_minutes=0.75, stage2_minutes=1.0, max_new_tokens=40, n_generate=12),
     ),
     "standard": DemoConfig(
         size="standard",
@@ -123,9 +126,9 @@ SIZES: dict[str, DemoConfig] = {
                                            "crops.local_crops_size=56", "crops.local_crops_number=8")),
         embed=EmbedConfig(),
         probes=ProbeConfig(epochs=20, seg_epochs=60, seg_downsample=4, seg_hidden_dim=64, seg_batch_size=2,
-                           hidden_dim=256, fraction_seeds=3),
+                           hidden_dim=256, fractions=(0.2, 0.4, 0.6, 0.8, 1.0), fraction_seeds=3),
         reportgen=ReportGenConfig(stage1_epochs=2.0, stage2_epochs=10.0, stage1_minutes=None,
-                                  stage2_minutes=None, max_new_tokens=128),
+                                  stage2_minutes=None, max_new_tokens=128, text_field="report"),
         n_examples=6,
     ),
 }

@@ -195,9 +195,12 @@ def _report_examples(sec: Section, results: Mapping[str, Any]) -> None:
         _no_data(sec, "report generation")
         return
     lm = rg.get("lm", "?")
+    field = rg.get("text_field", "report")
+    what = ("impression (the abnormal findings only, like the paper's restructured reports)"
+            if field == "impression" else f"{field} text")
     sec.paragraph(
-        f"Reports generated from frozen features of the pretrained backbone by the language model "
-        f"{lm} (projector, then LoRA), beside the generator's reference report for the same scan."
+        f"Text generated from frozen features of the pretrained backbone by the language model {lm} "
+        f"(projector, then LoRA), trained to write the {what}, beside the reference for the same scan."
     )
     if rg.get("lm_note"):
         sec.callout(str(rg["lm_note"]), kind="note")
@@ -207,7 +210,7 @@ def _report_examples(sec: Section, results: Mapping[str, Any]) -> None:
     for ex in examples:
         sec.heading(f"Scan {ex.get('scan_id', '?')}")
         generated = str(ex.get("generated", "")).strip() or "(empty: the model ended the report at once)"
-        sec.compare([("Reference report", str(ex.get("reference", ""))), ("Generated report", generated)])
+        sec.compare([("Reference", str(ex.get("reference", ""))), ("Generated", generated)])
 
 
 def compose_report(

@@ -134,7 +134,8 @@ def assemble_results(ctx: DemoContext, timings: dict[str, float]) -> dict[str, A
         "inference_modes": probes.get("inference_modes", []),
         "data_fraction": probes.get("data_fraction", {}),
         "per_finding_f1": per_finding,
-        "report_generation": {k: reportgen.get(k) for k in ("lm", "lm_note", "metrics") if k in reportgen},
+        "report_generation": {k: reportgen.get(k) for k in ("lm", "lm_note", "metrics", "text_field")
+                              if k in reportgen},
         "examples": {
             "retrieval": probes.get("examples", {}).get("retrieval", []),
             "segmentation": probes.get("examples", {}).get("segmentation", []),

@@ -54,8 +54,8 @@ class ReportGenStage(Stage):
         cfg = ctx.config.reportgen
         root = layout.reportgen_dir(ctx.out)
         reports = load_reports(layout.cohort_dir(ctx.out) / "reports.jsonl")
-        refs = {r.scan_id: r.report for r in reports}
-        train_texts = [r.report for r in reports if r.split == "train"]
+        refs = {r.scan_id: r.text(cfg.text_field) for r in reports}
+        train_texts = [r.text(cfg.text_field) for r in reports if r.split == "train"]
         test_ids = [r.scan_id for r in reports if r.split == "test"]
         if cfg.n_generate is not None:
             test_ids = test_ids[: cfg.n_generate]
@@ -63,7 +63,7 @@ class ReportGenStage(Stage):
         extractor = RuleBasedExtractor(vocab)
         train_cfg = ReportTrainConfig(
             stage1_minutes=cfg.stage1_minutes, stage2_minutes=cfg.stage2_minutes,
-            stage1_epochs=cfg.stage1_epochs, stage2_epochs=cfg.stage2_epochs,
+            stage1_epochs=cfg.stage1_epochs, stage2_epochs=cfg.stage2_epochs, text_field=cfg.text_field,
             max_val_examples=8, seed=cfg.seed,
         )
         per_backbone: dict[str, dict[str, Any]] = {}
@@ -162,6 +162,7 @@ def summarise(
         "examples": examples,
         "lm": lm_used,
         "lm_note": note,
+        "text_field": ctx.config.reportgen.text_field,
         "metrics": metrics,
         "findings": names,
         "notes": [f"Report generation used {len(test_ids)} test scans and the LM {lm_used}."],
