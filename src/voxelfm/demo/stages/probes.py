@@ -151,7 +151,7 @@ class ProbesStage(Stage):
     config_parts = ("probes", "n_examples")
 
     def outputs(self, ctx: DemoContext) -> list[Path]:
-        return [layout.probes_summary(ctx.out)]
+        return [layout.probes_dir(ctx.out)]  # run directories and summary.json
 
     def run(self, ctx: DemoContext) -> dict[str, Any]:
         import pandas as pd

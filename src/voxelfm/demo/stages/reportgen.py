@@ -41,7 +41,7 @@ class ReportGenStage(Stage):
     config_parts = ("reportgen",)
 
     def outputs(self, ctx: DemoContext) -> list[Path]:
-        return [layout.reportgen_summary(ctx.out)]
+        return [layout.reportgen_dir(ctx.out)]  # one run directory per backbone and summary.json
 
     def run(self, ctx: DemoContext) -> dict[str, Any]:
         from voxelfm.report.dataset import features_from_store, load_reports
