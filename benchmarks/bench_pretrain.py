@@ -109,17 +109,37 @@ def bench_ddp(steps: int, batch: int) -> None:
         print(json.dumps({"ddp_2_vs_1_throughput_ratio": round(speedup, 2)}))
 
 
-# -- cohort: pretrain, then probe frozen CLS features ------------------------------------------
-def _features(model_dir: Path, images: list[Path]) -> np.ndarray:
+# -- cohort: pretrain, then probe frozen features ----------------------------------------------
+FEATURE_SETS = ("cls", "mean", "cls+mean")
+
+
+def _features(model_dir: Path, images: list[Path]) -> dict[str, np.ndarray]:
+    """Per scan: the CLS token, the mean of the patch tokens, and both concatenated (DINOv2's
+    linear-evaluation input)."""
     from voxelfm.embed import extract_features
     from voxelfm.models import load_model
 
     model = load_model(model_dir, device="cpu")
-    return np.stack([extract_features(model, p).cls for p in images])
+    cls, mean = [], []
+    for path in images:
+        feats = extract_features(model, path)
+        cls.append(feats.cls)
+        mean.append(feats.patch.reshape(-1, feats.patch.shape[-1]).mean(0))
+    cls_arr, mean_arr = np.stack(cls), np.stack(mean)
+    return {"cls": cls_arr, "mean": mean_arr, "cls+mean": np.concatenate([cls_arr, mean_arr], axis=1)}
+
+
+def _hu_histograms(images: list[Path], spec) -> np.ndarray:
+    """A no-learning baseline: 32-bin HU histogram of each preprocessed scan."""
+    from voxelfm.io import load_ct
+    from voxelfm.preprocess import preprocess
+
+    edges = np.linspace(spec.hu_min, spec.hu_max, 33)
+    return np.stack([np.histogram(preprocess(load_ct(p), spec).hu, bins=edges)[0] for p in images]).astype(float)
 
 
 def _probe(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[str, float]:
-    """Cross-validated AUROC of a logistic-regression and a kNN probe on standardised CLS."""
+    """Cross-validated AUROC of a logistic-regression and a kNN probe on standardised features."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -182,15 +202,18 @@ def bench_cohort(cohort: Path, work: Path, minutes: float, spacing: float, max_p
     save_model(random_model, work / "model_random", spec=spec)
     images = [cohort / p for p in labels["path"]]
     feats = {name: _features(work / f"model_{name}", images) for name in ("pretrained", "random")}
+    histograms = _hu_histograms(images, spec)
     rows = []
     for finding in FINDINGS:
         y = labels[finding].to_numpy().astype(int)
         if y.sum() < 5 or (1 - y).sum() < 5:
             continue
         row = {"finding": finding, "positives": int(y.sum())}
-        for name, x in feats.items():
-            for probe, auc in _probe(x, y, seed).items():
-                row[f"{name}_{probe}"] = round(auc, 3)
+        for name, sets in feats.items():
+            for feature in FEATURE_SETS:
+                for probe, auc in _probe(sets[feature], y, seed).items():
+                    row[f"{name}_{feature}_{probe}"] = round(auc, 3)
+        row["hu_histogram_logreg"] = round(_probe(histograms, y, seed)["logreg"], 3)
         rows.append(row)
         print(json.dumps(row))
     table = pd.DataFrame(rows)

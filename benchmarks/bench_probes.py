@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--hidden", type=int, nargs="+", default=[256, 128], help="Q-Former widths")
     ap.add_argument("--threads", type=int, nargs="+", default=[2, 1])
+    ap.add_argument("--queries", type=int, default=None, help="Q-Former queries (default: the head's default)")
     ap.add_argument("--bootstrap", type=int, default=1000)
     args = ap.parse_args()
     t0 = time.perf_counter()
@@ -61,6 +62,8 @@ def main() -> None:
     for head, hidden, threads in cases:
         cfg = {"bootstrap": args.bootstrap, "train": {"epochs": args.epochs, "threads": threads},
                "head_params": {"hidden_dim": hidden}}
+        if head == "qformer" and args.queries:
+            cfg["head_params"]["num_queries"] = args.queries
         start, cpu = time.perf_counter(), time.process_time()
         res = run_probe("classification", feats, labels, target="finding", head=head, config=cfg, figures=False)
         sec, cpu = time.perf_counter() - start, time.process_time() - cpu

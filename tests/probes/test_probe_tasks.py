@@ -38,6 +38,21 @@ def test_qformer_finds_a_signal_that_lives_in_one_patch_token(small):
     assert res.metrics["auroc"].value > 0.85
 
 
+def test_probe_run_does_not_depend_on_the_global_torch_generator(small):
+    """The same config gives the same probe whatever happened to torch's global RNG before (as in
+    a fresh process): head initialisation is seeded from train.seed."""
+    import torch
+
+    feats, labels = small
+    runs = []
+    for outside_seed in (0, 12345):
+        torch.manual_seed(outside_seed)
+        runs.append(run_probe("classification", feats, labels, target="finding", head="qformer",
+                              config=_cfg(head_params={"hidden_dim": 16}, train={"epochs": 2})))
+    assert runs[0].predictions["finding_prob"].tolist() == runs[1].predictions["finding_prob"].tolist()
+    assert torch.initial_seed() == 12345  # the caller's generator was not reseeded
+
+
 def test_multilabel_per_label_and_shared_and_multiclass(small):
     feats, labels = small
     per = run_probe("classification", feats, labels, target=["finding", "noise"], config=_cfg())

@@ -117,3 +117,10 @@ def test_load_reports_validation(tmp_path):
     path.write_text('{"scan_id": "a", "split": "holdout", "report": "x"}\n')
     with pytest.raises(DataError, match="split"):
         load_reports(path)
+
+
+def test_decoding_suppresses_end_of_sequence_before_min_new_tokens():
+    assert DecodingConfig().generate_kwargs()["min_new_tokens"] == 1
+    assert DecodingConfig(min_new_tokens=0).generate_kwargs()["min_new_tokens"] == 0
+    with pytest.raises(Exception, match="min_new_tokens"):
+        DecodingConfig(max_new_tokens=4, min_new_tokens=5)

@@ -146,7 +146,17 @@ def _paired(sec: Section, rows: Sequence[TaskRow]) -> None:
         table_id="paired-table",
     )
     wins = sum(1 for r in with_diff if _pretraining_wins(r))
-    sec.paragraph(f"Pretraining is clearly better on {wins} of {len(with_diff)} metrics.", muted=True)
+    losses = sum(1 for r in with_diff if r.difference is not None and r.difference.value is not None
+                 and r.difference.excludes_zero and not _pretraining_wins(r))
+    sec.paragraph(f"Pretraining is clearly better on {wins} of {len(with_diff)} metrics and clearly worse on "
+                  f"{losses}.", muted=True)
+    if wins <= losses:
+        sec.callout(
+            "This run shows no advantage of the pretrained backbone. A few CPU minutes of DINO + iBOT "
+            "pretraining (a few hundred volumes seen) are far from the hundreds of thousands of "
+            "iterations self-supervised features need; docs/pretraining.md records what was measured. "
+            "Read this report as a check of the pipeline and of the evaluation protocol, not of the "
+            "pretraining.", kind="note")
 
 
 def _figure_or_note(sec: Section, figures: Mapping[str, Any], key: str, caption: str, what: str) -> None:

@@ -146,7 +146,9 @@ def train(
     config: TrainConfig,
 ) -> TrainResult:
     """Train ``model`` for ``config.epochs`` and return it loaded with the best-validation state."""
-    with torch_threads(config.threads):
+    # Dropout draws from torch's global generator: seed it inside a fork so that the caller's
+    # random state is left as it was.
+    with torch_threads(config.threads), torch.random.fork_rng(devices=[]):
         return _train(model, batches, loss_fn, validate, monitor, mode, config)
 
 

@@ -21,6 +21,9 @@ class DecodingConfig:
 
     strategy: str = "greedy"
     max_new_tokens: int = 256
+    #: An empty report is never a valid answer: end-of-sequence is suppressed until this many
+    #: tokens exist (an under-trained LM otherwise often emits it first and writes nothing).
+    min_new_tokens: int = 1
     temperature: float = 0.7
     top_p: float = 0.9
     top_k: int = 50
@@ -32,9 +35,11 @@ class DecodingConfig:
             raise ConfigError(f"decoding strategy {self.strategy!r} not in greedy/nucleus/beam")
         if self.max_new_tokens < 1:
             raise ConfigError("max_new_tokens must be ≥ 1")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ConfigError("min_new_tokens must be between 0 and max_new_tokens")
 
     def generate_kwargs(self) -> dict[str, Any]:
-        common: dict[str, Any] = {"max_new_tokens": self.max_new_tokens,
+        common: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "min_new_tokens": self.min_new_tokens,
                                   "repetition_penalty": self.repetition_penalty}
         if self.strategy == "greedy":
             return {**common, "do_sample": False, "num_beams": 1}

@@ -62,7 +62,7 @@ def _train_binary(data: ProbeData, inputs: Inputs, y: np.ndarray, config: ProbeC
     source = data.labels.attrs.get("source", "labels")
     tr, va = data.rows("train"), data.rows("val")
     require_both_classes(y, tr, "train", name, source)
-    model, spec = make_head(config.head, data.features.dim, 1, config.head_params)
+    model, spec = make_head(config.head, data.features.dim, 1, config.head_params, seed=config.train.seed)
     y_t = torch.as_tensor(y, dtype=torch.float32)
     bs = config.train.batch_size
     val_has_both = 0 < y[va].sum() < len(va)
@@ -133,7 +133,7 @@ def _train_shared(data: ProbeData, inputs: Inputs, ys: dict[str, np.ndarray], co
     for t in names:
         require_both_classes(ys[t], tr, "train", t, source)
     Y = torch.as_tensor(np.stack([ys[t] for t in names], 1), dtype=torch.float32)
-    model, spec = make_head(config.head, data.features.dim, len(names), config.head_params)
+    model, spec = make_head(config.head, data.features.dim, len(names), config.head_params, seed=config.train.seed)
 
     def batches(rng):
         for rows in shuffled_batches(tr, config.train.batch_size, rng):
@@ -170,7 +170,7 @@ def _fit_multiclass(data: ProbeData, target: str, config: ProbeConfig) -> TaskOu
     if missing:
         raise DataError(located(source, f"classes {[classes[i] for i in missing]} of {target!r} never occur in the train split"))
     inputs = Inputs(data.features, config.head)
-    model, spec = make_head(config.head, data.features.dim, len(classes), config.head_params)
+    model, spec = make_head(config.head, data.features.dim, len(classes), config.head_params, seed=config.train.seed)
     y_t = torch.as_tensor(y)
 
     def batches(rng):

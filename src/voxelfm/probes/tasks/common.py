@@ -72,9 +72,14 @@ def predict(model: nn.Module, inputs: Inputs, rows: np.ndarray, batch_size: int 
     return np.concatenate(outs) if outs else np.zeros((0,))
 
 
-def make_head(kind: str, in_dim: int, out_dim: int, params: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
+def make_head(kind: str, in_dim: int, out_dim: int, params: dict[str, Any], *,
+              seed: int) -> tuple[nn.Module, dict[str, Any]]:
+    """A freshly initialised head and its spec; the initial weights depend on ``seed`` only (the
+    global torch generator is left as it was), so a probe run is reproducible across processes."""
     spec = HeadSpec(kind, in_dim, out_dim, dict(params))
-    return build_head(spec), spec.to_dict()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_head(spec), spec.to_dict()
 
 
 def binary_column(data: ProbeData, column: str) -> np.ndarray:

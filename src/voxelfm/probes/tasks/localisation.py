@@ -66,7 +66,7 @@ def fit(data: ProbeData, targets: list[str], config: ProbeConfig) -> TaskOutput:
                                         f"(e.g. {data.ids[outside[0]]}: normalised {np.round(true_norm[outside[0]], 3).tolist()})"))
     has_mm = bool(np.all(np.isfinite(true_mm)))
     inputs = Inputs(data.features, "localiser")
-    model, spec = make_head("localiser", data.features.dim, 3, config.head_params)
+    model, spec = make_head("localiser", data.features.dim, 3, config.head_params, seed=config.train.seed)
     y = torch.as_tensor(true_norm, dtype=torch.float32)
     tr, va, te = data.rows("train"), data.rows("val"), data.rows("test")
 

@@ -45,7 +45,7 @@ def fit(data: ProbeData, targets: list[str], config: ProbeConfig) -> TaskOutput:
         if not sd > 0:
             raise DataError(located(source, f"target {target!r} is constant in the train split"))
         z = torch.as_tensor((y - mean) / sd, dtype=torch.float32)
-        model, spec = make_head(config.head, data.features.dim, 1, config.head_params)
+        model, spec = make_head(config.head, data.features.dim, 1, config.head_params, seed=config.train.seed)
         crit = F.mse_loss if config.loss == "mse" else F.smooth_l1_loss
 
         def batches(rng, z=z):

@@ -103,7 +103,7 @@ def fit(data: ProbeData, targets: list[str], config: ProbeConfig) -> TaskOutput:
     if len(names) != k - 1:
         raise DataError(f"{len(names)} class names for {k - 1} foreground classes")
     params = {"hidden_dim": 64, "num_steps": 3, **config.head_params}
-    model, spec = make_head("decoder", data.features.dim, k, params)
+    model, spec = make_head("decoder", data.features.dim, k, params, seed=config.train.seed)
 
     def batches(rng):
         perm = rng.permutation(len(train_scans))

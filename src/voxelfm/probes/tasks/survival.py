@@ -46,7 +46,7 @@ def fit(data: ProbeData, targets: list[str], config: ProbeConfig) -> TaskOutput:
             raise DataError(located(source, f"too few events in the {split} split: {n_ev} of {len(rows)} scans "
                                             f"(need at least {need})"))
     inputs = Inputs(data.features, config.head)
-    model, spec = make_head(config.head, data.features.dim, 1, config.head_params)
+    model, spec = make_head(config.head, data.features.dim, 1, config.head_params, seed=config.train.seed)
     t_t = torch.as_tensor(time, dtype=torch.float32)
     e_t = torch.as_tensor(event, dtype=torch.float32)
 
