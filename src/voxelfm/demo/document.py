@@ -260,8 +260,8 @@ def compose_report(
     heads = parse_rows(results.get("heads", []))
     if heads:
         sec.paragraph("The same classification task with two probe heads on each frozen backbone: a "
-                      "two-layer MLP on the CLS token, and a single-layer Q-Former (learned query "
-                      "cross-attending to all patch tokens).")
+                      "two-layer MLP on the CLS token, and a single-layer Q-Former (4 learned queries "
+                      "cross-attending to all patch tokens, outputs averaged).")
         _comparison_table(sec, heads, "heads-table")
     _figure_or_note(sec, figures, "heads", "MLP on CLS vs Q-Former on patch tokens (95% CIs).",
                     "MLP vs Q-Former comparison")
