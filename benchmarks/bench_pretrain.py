@@ -113,7 +113,15 @@ def bench_ddp(steps: int, batch: int) -> None:
 FEATURE_SETS = ("cls", "mean", "cls+mean")
 
 
-def _features(model_dir: Path, images: list[Path]) -> dict[str, np.ndarray]:
+def _preprocess_all(images: list[Path], spec) -> list:
+    """Each scan read and preprocessed once; both backbones and the histogram baseline reuse it."""
+    from voxelfm.io import load_ct
+    from voxelfm.preprocess import preprocess
+
+    return [preprocess(load_ct(p), spec) for p in images]
+
+
+def _features(model_dir: Path, volumes: list) -> dict[str, np.ndarray]:
     """Per scan: the CLS token, the mean of the patch tokens, and both concatenated (DINOv2's
     linear-evaluation input)."""
     from voxelfm.embed import extract_features
@@ -121,21 +129,18 @@ def _features(model_dir: Path, images: list[Path]) -> dict[str, np.ndarray]:
 
     model = load_model(model_dir, device="cpu")
     cls, mean = [], []
-    for path in images:
-        feats = extract_features(model, path)
+    for volume in volumes:
+        feats = extract_features(model, volume)
         cls.append(feats.cls)
         mean.append(feats.patch.reshape(-1, feats.patch.shape[-1]).mean(0))
     cls_arr, mean_arr = np.stack(cls), np.stack(mean)
     return {"cls": cls_arr, "mean": mean_arr, "cls+mean": np.concatenate([cls_arr, mean_arr], axis=1)}
 
 
-def _hu_histograms(images: list[Path], spec) -> np.ndarray:
+def _hu_histograms(volumes: list, spec) -> np.ndarray:
     """A no-learning baseline: 32-bin HU histogram of each preprocessed scan."""
-    from voxelfm.io import load_ct
-    from voxelfm.preprocess import preprocess
-
     edges = np.linspace(spec.hu_min, spec.hu_max, 33)
-    return np.stack([np.histogram(preprocess(load_ct(p), spec).hu, bins=edges)[0] for p in images]).astype(float)
+    return np.stack([np.histogram(v.hu, bins=edges)[0] for v in volumes]).astype(float)
 
 
 def _probe(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[str, float]:
@@ -200,9 +205,9 @@ def bench_cohort(cohort: Path, work: Path, minutes: float, spacing: float, max_p
     pre_dir = export(run, work / "model_pretrained", max_patches=max_patches)
     spec = PreprocessSpec.load(pre_dir / "preprocess.json")
     save_model(random_model, work / "model_random", spec=spec)
-    images = [cohort / p for p in labels["path"]]
-    feats = {name: _features(work / f"model_{name}", images) for name in ("pretrained", "random")}
-    histograms = _hu_histograms(images, spec)
+    volumes = _preprocess_all([cohort / p for p in labels["path"]], spec)
+    feats = {name: _features(work / f"model_{name}", volumes) for name in ("pretrained", "random")}
+    histograms = _hu_histograms(volumes, spec)
     rows = []
     for finding in FINDINGS:
         y = labels[finding].to_numpy().astype(int)

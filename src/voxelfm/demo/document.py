@@ -46,10 +46,17 @@ def _diff_cell(row: TaskRow) -> Cell:
     return Cell(text, "num")
 
 
-def _pretraining_wins(row: TaskRow) -> bool:
-    """The paired CI excludes 0 on the side where pretrained is better."""
+def _clear_direction(row: TaskRow) -> int:
+    """+1 when the paired CI excludes 0 on the side where pretrained is better, -1 on the side
+    where random init is better, 0 otherwise."""
     d = row.difference
-    return d is not None and d.value is not None and d.excludes_zero and (d.value > 0) == row.higher_is_better
+    if d is None or d.value is None or not d.excludes_zero:
+        return 0
+    return 1 if (d.value > 0) == row.higher_is_better else -1
+
+
+def _pretraining_wins(row: TaskRow) -> bool:
+    return _clear_direction(row) > 0
 
 
 def _metric_label(row: TaskRow) -> str:
@@ -145,9 +152,8 @@ def _paired(sec: Section, rows: Sequence[TaskRow]) -> None:
         [[r.category, r.task, _metric_label(r), _diff_cell(r)] for r in with_diff],
         table_id="paired-table",
     )
-    wins = sum(1 for r in with_diff if _pretraining_wins(r))
-    losses = sum(1 for r in with_diff if r.difference is not None and r.difference.value is not None
-                 and r.difference.excludes_zero and not _pretraining_wins(r))
+    wins = sum(1 for r in with_diff if _clear_direction(r) > 0)
+    losses = sum(1 for r in with_diff if _clear_direction(r) < 0)
     sec.paragraph(f"Pretraining is clearly better on {wins} of {len(with_diff)} metrics and clearly worse on "
                   f"{losses}.", muted=True)
     if wins <= losses:
