@@ -143,26 +143,37 @@ def _hu_histograms(volumes: list, spec) -> np.ndarray:
     return np.stack([np.histogram(v.hu, bins=edges)[0] for v in volumes]).astype(float)
 
 
-def _probe(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[str, float]:
-    """Cross-validated AUROC of a logistic-regression and a kNN probe on standardised features."""
+PROBES = ("logreg", "knn")
+
+
+def _oof_scores(features: np.ndarray, labels: np.ndarray, probe: str, repeats: int, seed: int) -> np.ndarray:
+    """Out-of-fold probabilities of a probe on standardised features, averaged over ``repeats``
+    differently shuffled stratified 5-fold splits (averaging removes most of the split noise)."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
-    out = {}
-    for name, clf in {"logreg": LogisticRegression(C=0.1, max_iter=2000),
-                      "knn": KNeighborsClassifier(n_neighbors=10, metric="cosine")}.items():
-        scores = cross_val_predict(make_pipeline(StandardScaler(), clf), features, labels, cv=folds, method="predict_proba")[:, 1]
-        out[name] = float(roc_auc_score(labels, scores))
-    return out
+    clf = LogisticRegression(C=0.1, max_iter=3000) if probe == "logreg" else KNeighborsClassifier(n_neighbors=10, metric="cosine")
+    out = np.zeros(len(labels))
+    for r in range(repeats):
+        folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed + r)
+        out += cross_val_predict(make_pipeline(StandardScaler(), clf), features, labels, cv=folds, method="predict_proba")[:, 1]
+    return out / repeats
+
+
+def _macro_auroc(y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """Mean AUROC over the columns (findings) of ``y``; a resample without both classes in a
+    column leaves that column out."""
+    from voxelfm.metrics.classification import auroc
+
+    aucs = [auroc(y[:, j], scores[:, j]) for j in range(y.shape[1]) if 0 < y[:, j].sum() < len(y)]
+    return {"macro_auroc": float(np.mean(aucs)) if aucs else float("nan")}
 
 
 def bench_cohort(cohort: Path, work: Path, minutes: float, spacing: float, max_patches: int, seed: int,
-                 extra: list[str]) -> None:
+                 extra: list[str], min_positives: int = 10, repeats: int = 3) -> None:
     import pandas as pd
 
     from voxelfm.data.phantom import FINDINGS
@@ -208,25 +219,34 @@ def bench_cohort(cohort: Path, work: Path, minutes: float, spacing: float, max_p
     volumes = _preprocess_all([cohort / p for p in labels["path"]], spec)
     feats = {name: _features(work / f"model_{name}", volumes) for name in ("pretrained", "random")}
     histograms = _hu_histograms(volumes, spec)
-    rows = []
-    for finding in FINDINGS:
-        y = labels[finding].to_numpy().astype(int)
-        if y.sum() < 5 or (1 - y).sum() < 5:
-            continue
-        row = {"finding": finding, "positives": int(y.sum())}
-        for name, sets in feats.items():
-            for feature in FEATURE_SETS:
-                for probe, auc in _probe(sets[feature], y, seed).items():
-                    row[f"{name}_{feature}_{probe}"] = round(auc, 3)
-        row["hu_histogram_logreg"] = round(_probe(histograms, y, seed)["logreg"], 3)
-        rows.append(row)
-        print(json.dumps(row))
-    table = pd.DataFrame(rows)
-    if table.empty:
-        print(json.dumps({"n_scans": len(labels), "n_findings": 0, "note": "no finding has >= 5 positives and negatives"}))
+    from voxelfm.metrics.bootstrap import paired_bootstrap
+
+    findings = [f for f in FINDINGS if min_positives <= labels[f].sum() <= len(labels) - min_positives]
+    if not findings:
+        print(json.dumps({"n_scans": len(labels), "n_findings": 0, "note": f"no finding has >= {min_positives} positives and negatives"}))
         return
-    summary = {f"mean_{c}": round(float(table[c].mean()), 3) for c in table.columns if c.endswith(("logreg", "knn"))}
-    print(json.dumps({"n_scans": len(labels), "n_findings": len(rows), **summary}))
+    y = labels[findings].to_numpy().astype(int)
+    scores = {}  # (model, feature set, probe) -> (scans, findings) out-of-fold scores
+    for name, sets in {**feats, "hu_histogram": {"hist32": histograms}}.items():
+        for feature, x in sets.items():
+            for probe in PROBES if name != "hu_histogram" else ("logreg",):
+                scores[name, feature, probe] = np.stack(
+                    [_oof_scores(x, y[:, j], probe, repeats, seed) for j in range(len(findings))], axis=1)
+    for j, finding in enumerate(findings):
+        row = {"finding": finding, "positives": int(y[:, j].sum())}
+        row.update({"_".join(k): round(float(_macro_auroc(y[:, [j]], v[:, [j]])["macro_auroc"]), 3) for k, v in scores.items()})
+        print(json.dumps(row))
+    summary = {"n_scans": len(labels), "n_findings": len(findings), "cv_repeats": repeats,
+               "hu_histogram_logreg": round(_macro_auroc(y, scores["hu_histogram", "hist32", "logreg"])["macro_auroc"], 3)}
+    print(json.dumps(summary))
+    # Pretrained minus random twin, resampling scans (the same scans for both): 95 % CI and p-value.
+    for feature in FEATURE_SETS:
+        for probe in PROBES:
+            diff = paired_bootstrap(_macro_auroc, [y, scores["pretrained", feature, probe]], [y, scores["random", feature, probe]],
+                                    n_resamples=1000, seed=seed)["macro_auroc"]
+            print(json.dumps({"features": feature, "probe": probe, "pretrained": round(diff.value_a, 3),
+                              "random": round(diff.value_b, 3), "difference": round(diff.value, 3),
+                              "ci95": [round(diff.ci_low, 3), round(diff.ci_high, 3)], "p": round(diff.p_value, 3)}))
 
 
 def main() -> None:
@@ -250,6 +270,8 @@ def main() -> None:
     cohort.add_argument("--spacing", type=float, default=4.0, help="isotropic spacing of the prepared cache (mm)")
     cohort.add_argument("--max-patches", type=int, default=216, help="token budget when embedding")
     cohort.add_argument("--seed", type=int, default=0)
+    cohort.add_argument("--min-positives", type=int, default=10, help="probe findings with at least this many positives and negatives")
+    cohort.add_argument("--repeats", type=int, default=3, help="5-fold CV repeats averaged per probe")
     cohort.add_argument("--set", nargs="*", default=[], help="extra key=value overrides of the cpu_tiny recipe")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
@@ -262,7 +284,8 @@ def main() -> None:
     elif args.mode == "ddp":
         bench_ddp(args.steps, args.batch)
     else:
-        bench_cohort(args.cohort, args.work, args.minutes, args.spacing, args.max_patches, args.seed, args.set)
+        bench_cohort(args.cohort, args.work, args.minutes, args.spacing, args.max_patches, args.seed, args.set,
+                     args.min_positives, args.repeats)
 
 
 if __name__ == "__main__":

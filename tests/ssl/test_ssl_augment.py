@@ -52,6 +52,19 @@ def test_output_axes_are_a_random_permutation_of_input_axes() -> None:
     assert np.all(counts / counts.sum() > 0.25), counts  # ~1/3 each
 
 
+def test_axis_permutation_can_be_switched_off() -> None:
+    fixed = RandomCrop3D((10, 20, 10), (0.3, 0.9), permute_axes=False)
+    for seed in range(20):
+        perm, _, _ = fixed.draw((60, 80, 100), np.random.default_rng(seed))
+        assert list(perm) == [0, 1, 2]
+    aug = MultiCropAugmentation(global_size=(6, 8, 10), local_size=(4, 4, 4), n_local=1, permute_axes=False,
+                                flip_probability=0.0, window_probability=0.0)
+    z = np.broadcast_to(np.arange(30, dtype=np.float32)[:, None, None], (30, 30, 30)).copy()
+    crops = aug(z, np.random.default_rng(3))
+    for crop in crops["global_crops"]:
+        assert float(crop.var(dim=(1, 2)).max()) < 1e-8  # input z still varies along output axis 0 only
+
+
 def test_crop_equals_trilinear_resample_of_permuted_region() -> None:
     vol = np.random.default_rng(0).normal(size=(20, 26, 32)).astype(np.float32)
     crop = RandomCrop3D((9, 11, 13), (0.4, 0.9))

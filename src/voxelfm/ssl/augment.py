@@ -32,7 +32,7 @@ class RandomCrop3D:
     """Random-permutation, random-scale crop resampled to ``size``.
 
     1. a random permutation ``perm`` of the three axes assigns target side ``size[i]`` to input
-       axis ``perm[i]``;
+       axis ``perm[i]`` (the identity when ``permute_axes`` is false);
     2. ``s ~ U(scale)`` is a *linear* fraction of the smallest input side: the crop keeps the
        target's aspect ratio and its smallest side is ``s * min(D, H, W)`` (shrunk, aspect kept,
        until every side fits; sides >= 1);
@@ -42,10 +42,14 @@ class RandomCrop3D:
 
     size: Size3
     scale: tuple[float, float]
+    permute_axes: bool = True
 
     def draw(self, shape: Sequence[int], rng: np.random.Generator) -> tuple[np.ndarray, list[int], list[int]]:
         """(perm, crop sides per input axis, start per input axis) for a volume of ``shape``."""
         perm = rng.permutation(3)
+        if not self.permute_axes:
+            # Drawn and discarded: the scale drawn for each crop does not depend on this setting.
+            perm = np.arange(3)
         target_in = [0, 0, 0]
         for out_axis, in_axis in enumerate(perm):
             target_in[in_axis] = self.size[out_axis]
@@ -115,6 +119,7 @@ class MultiCropAugmentation:
     n_local: int = 8
     window_probability: float = 0.5
     flip_probability: float = 0.5
+    permute_axes: bool = True
     pixel_range: tuple[float, float] = (-1000.0, 1900.0)
     norm: tuple[float, float] = (-573.8, 461.3)
 
@@ -122,8 +127,8 @@ class MultiCropAugmentation:
         return normalise(crop, self.pixel_range[0], self.pixel_range[1], self.norm[0], self.norm[1])
 
     def __call__(self, volume: np.ndarray | torch.Tensor, rng: np.random.Generator) -> dict[str, list[torch.Tensor]]:
-        global_crop = RandomCrop3D(tuple(self.global_size), tuple(self.global_scale))
-        local_crop = RandomCrop3D(tuple(self.local_size), tuple(self.local_scale))
+        global_crop = RandomCrop3D(tuple(self.global_size), tuple(self.global_scale), self.permute_axes)
+        local_crop = RandomCrop3D(tuple(self.local_size), tuple(self.local_scale), self.permute_axes)
         g1 = random_flip(global_crop(volume, rng), rng, self.flip_probability)
         g1 = self._norm(random_window(g1, rng, self.window_probability))
         g2 = self._norm(random_flip(global_crop(volume, rng), rng, self.flip_probability))

@@ -246,6 +246,7 @@ def build_data(config: Mapping[str, Any], *, world_size: int = 1) -> MicroBatchB
                 global_size=g, local_size=loc, global_scale=tuple(crops["global_crops_scale"]),
                 local_scale=tuple(crops["local_crops_scale"]), n_local=int(crops["local_crops_number"]),
                 window_probability=float(crops["window_probability"]), flip_probability=float(crops["flip_probability"]),
+                permute_axes=bool(crops["axis_permutation"]),
                 pixel_range=(float(ds["pixel_range"]["lower"]), float(ds["pixel_range"]["upper"])),
                 norm=(float(ds["norm"]["mean"]), float(ds["norm"]["std"])),
             )
