@@ -59,7 +59,11 @@ def test_cli_prepare_train_export(scans, tmp_path) -> None:
     runner = CliRunner()
     out = tmp_path / "prepared"
     result = runner.invoke(app, ["pretrain", "prepare", str(scans), "--out", str(out), "--spacing", "1.5"])
-    assert result.exit_code == 0, result.output
+    # The broken scan is skipped and the others prepared; exit status 2 says "finished, with failures".
+    assert result.exit_code == 2, result.output
+    assert "1 input(s) failed" in result.output
+    again = runner.invoke(app, ["pretrain", "prepare", str(scans), "--out", str(out), "--spacing", "1.5"])
+    assert again.exit_code == 0, again.output  # the earlier failure is skipped, not retried
     assert len(pd.read_csv(out / "index.csv")) == 3
     config = tmp_path / "tiny.yaml"
     config.write_text("train:\n  seed: 1\n")

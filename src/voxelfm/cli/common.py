@@ -35,6 +35,18 @@ def guarded(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+PARTIAL_FAILURE_EXIT = 2
+
+
+def exit_if_some_failed(n_failed: int, where: str) -> None:
+    """End a batch command that carried on past bad inputs with exit status 2, so that scripts can
+    tell "finished, but N inputs failed" from success (0) and from an error that stopped it (1)."""
+    if n_failed:
+        console.print(f"[yellow]{n_failed} input(s) failed[/]; everything else is in {escape(where)} "
+                      f"(exit status {PARTIAL_FAILURE_EXIT})", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=PARTIAL_FAILURE_EXIT)
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Rich logging to stderr; INFO by default, DEBUG with --verbose."""
     from rich.logging import RichHandler

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from voxelfm.cli.common import console, guarded
+from voxelfm.cli.common import console, exit_if_some_failed, guarded
 
 
 def pick_device(name: str) -> str:
@@ -112,3 +112,4 @@ def register(app: typer.Typer) -> None:
                                     dtype=dtype, slab_thickness=slab_thickness, slab_overlap=slab_overlap,
                                     on_progress=on_progress)
         _print_summary(summary, out, shard_spec)
+        exit_if_some_failed(summary.failed, str(out))

@@ -14,7 +14,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from voxelfm.cli.common import console, guarded, setup_logging
+from voxelfm.cli.common import console, exit_if_some_failed, guarded, setup_logging
 
 
 class _RunByDefault(TyperGroup):
@@ -84,6 +84,7 @@ def prepare_command(
     console.print(
         f"{counts['found']} scans: {counts['prepared']} prepared, {counts['skipped']} already done, "
         f"{counts['failed']} failed -> {counts['indexed']} in {out / 'index.csv'}", highlight=False)
+    exit_if_some_failed(counts["failed"], str(out))
 
 
 @pretrain_app.command("export")
