@@ -58,7 +58,10 @@ def register(app: typer.Typer) -> None:
         slab_overlap: Annotated[int | None, typer.Option("--slab-overlap", help="2.5d slab overlap in patches (default 1).")] = None,
         progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     ) -> None:
-        """Embed every scan (skipping those already done with this model and spec) into STORE."""
+        """Embed every scan (skipping those already done with this model and spec) into STORE.
+
+        Exit status 2 when the run finished but some scans failed (they are listed).
+        """
         from voxelfm.core.errors import ConfigError
         from voxelfm.embed import (
             EmbeddingStore,

@@ -70,7 +70,10 @@ def prepare_command(
     retry_failed: Annotated[bool, typer.Option(help="Retry scans that failed in an earlier run.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Cache CT scans as memory-mappable isotropic HU volumes (resumable; bad scans are skipped)."""
+    """Cache CT scans as memory-mappable isotropic HU volumes (resumable; bad scans are skipped).
+
+    Exit status 2 when the run finished but some scans failed.
+    """
     setup_logging(verbose)
     from rich.progress import Progress
 
