@@ -1,7 +1,15 @@
+import json
+
 import numpy as np
 import pytest
 
-from voxelfm.metrics.bootstrap import bootstrap_ci, bootstrap_metrics, paired_bootstrap
+from voxelfm.metrics.bootstrap import (
+    DifferenceCI,
+    MetricCI,
+    bootstrap_ci,
+    bootstrap_metrics,
+    paired_bootstrap,
+)
 from voxelfm.metrics.classification import binary_metrics
 
 
@@ -46,3 +54,12 @@ def test_bootstrap_rejects_mismatched_arrays():
 
     with pytest.raises(InputValidationError):
         bootstrap_ci(np.mean, np.ones(3), np.ones(4))
+
+
+def test_ci_records_are_json_ready_with_counts_as_ints() -> None:
+    ci = MetricCI(0.5, float("nan"), 0.7, np.int64(10), 100, 1).to_dict()
+    assert ci == {"value": 0.5, "ci_low": None, "ci_high": 0.7, "n": 10, "n_resamples": 100, "n_failed": 1}
+    assert type(ci["n"]) is int
+    diff = DifferenceCI(0.1, -0.1, 0.2, float("inf"), 10, 0.6, 0.5, 100).to_dict()
+    assert list(diff) == ["value", "ci_low", "ci_high", "p_value", "n", "value_a", "value_b", "n_resamples", "n_failed"]
+    assert diff["p_value"] is None and json.loads(json.dumps(diff)) == diff

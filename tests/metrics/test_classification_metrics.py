@@ -11,6 +11,7 @@ from voxelfm.metrics.classification import (
     choose_threshold,
     f1_at,
     hanley_mcneil_ci,
+    metrics_at_thresholds,
     multiclass_metrics,
     multilabel_metrics,
 )
@@ -83,3 +84,14 @@ def test_undefined_and_invalid_inputs():
 def test_hanley_mcneil_interval_contains_estimate():
     low, high = hanley_mcneil_ci(0.8, 50, 150)
     assert low < 0.8 < high and low >= 0 and high <= 1
+
+
+def test_metrics_at_thresholds_uses_each_targets_own_threshold() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, size=(40, 2))
+    p = rng.random((40, 2))
+    one = metrics_at_thresholds(["a"], {"a": 0.3})
+    assert one(y[:, :1], p[:, :1]) == binary_metrics(y[:, 0], p[:, 0], 0.3)
+    both = metrics_at_thresholds(["a", "b"], {"a": 0.3, "b": 0.8})
+    assert both(y, p) == multilabel_metrics(y, p, np.array([0.3, 0.8]), ["a", "b"])
+    assert both(y, p)["b/f1@val"] == binary_metrics(y[:, 1], p[:, 1], 0.8)["f1@val"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -40,14 +40,7 @@ class MetricCI:
 
     def to_dict(self) -> dict[str, float | int | None]:
         """JSON-ready form (non-finite numbers become ``None``)."""
-        return {
-            "value": _finite_or_none(self.value),
-            "ci_low": _finite_or_none(self.ci_low),
-            "ci_high": _finite_or_none(self.ci_high),
-            "n": int(self.n),
-            "n_resamples": int(self.n_resamples),
-            "n_failed": int(self.n_failed),
-        }
+        return _json_ready(self)
 
     def format(self, digits: int = 3) -> str:
         """``0.812 [0.771, 0.850]``."""
@@ -72,22 +65,19 @@ class DifferenceCI:
     n_failed: int = 0
 
     def to_dict(self) -> dict[str, float | int | None]:
-        return {
-            "value": _finite_or_none(self.value),
-            "ci_low": _finite_or_none(self.ci_low),
-            "ci_high": _finite_or_none(self.ci_high),
-            "p_value": _finite_or_none(self.p_value),
-            "n": int(self.n),
-            "value_a": _finite_or_none(self.value_a),
-            "value_b": _finite_or_none(self.value_b),
-            "n_resamples": int(self.n_resamples),
-            "n_failed": int(self.n_failed),
-        }
+        """JSON-ready form (non-finite numbers become ``None``)."""
+        return _json_ready(self)
 
 
 def _finite_or_none(x: float) -> float | None:
     x = float(x)
     return x if math.isfinite(x) else None
+
+
+def _json_ready(record: MetricCI | DifferenceCI) -> dict[str, float | int | None]:
+    """A CI record's fields in order: counts as ints, other numbers as floats (``None`` if not finite)."""
+    return {f.name: int(getattr(record, f.name)) if f.type == "int" else _finite_or_none(getattr(record, f.name))
+            for f in fields(record)}
 
 
 def _check_arrays(arrays: Sequence[np.ndarray]) -> int:

@@ -9,6 +9,7 @@ validation split (never on test).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -170,6 +171,19 @@ def multilabel_metrics(
     for k, values in per_metric.items():
         out[f"macro/{k}"] = float(np.mean(values))
     return out
+
+
+def metrics_at_thresholds(
+    targets: Sequence[str], thresholds: Mapping[str, float],
+) -> Callable[[np.ndarray, np.ndarray], dict[str, float]]:
+    """A ``(y (N, L), score (N, L)) -> metrics`` function: binary metrics for one target,
+    multi-label metrics for several, each at its own (validation-chosen) threshold."""
+    names = list(targets)
+    if len(names) == 1:
+        threshold = float(thresholds[names[0]])
+        return lambda y, p: binary_metrics(y[:, 0], p[:, 0], threshold)
+    threshold_array = np.array([thresholds[t] for t in names], dtype=np.float64)
+    return lambda y, p: multilabel_metrics(y, p, threshold_array, names)
 
 
 def multiclass_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:

@@ -11,9 +11,8 @@ import numpy as np
 from voxelfm.core.errors import DataError
 from voxelfm.metrics.classification import (
     auroc,
-    binary_metrics,
     choose_threshold,
-    multilabel_metrics,
+    metrics_at_thresholds,
 )
 from voxelfm.probes.config import ProbeConfig
 from voxelfm.probes.data import ProbeData
@@ -67,12 +66,7 @@ def fit(data: ProbeData, targets: list[str], config: ProbeConfig) -> TaskOutput:
         probs[t], ys[t] = p[len(va):], y[te]
     y_test = np.stack([ys[t] for t in targets], 1)
     p_test = np.stack([probs[t] for t in targets], 1)
-    if len(targets) == 1:
-        thr = thresholds[targets[0]]
-        metric_fn = lambda y, p: binary_metrics(y[:, 0], p[:, 0], thr)  # noqa: E731
-    else:
-        thr_arr = np.array([thresholds[t] for t in targets])
-        metric_fn = lambda y, p: multilabel_metrics(y, p, thr_arr, list(targets))  # noqa: E731
+    metric_fn = metrics_at_thresholds(targets, thresholds)
     return TaskOutput(
         predictions=preds, metric_fn=metric_fn, eval_ids=[data.ids[r] for r in te], eval_arrays=(y_test, p_test),
         history=history, extras={"k": chosen, "thresholds": thresholds,

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from voxelfm.core.errors import DataError, located
 from voxelfm.metrics.classification import (
     auroc,
-    binary_metrics,
     choose_threshold,
+    metrics_at_thresholds,
     multiclass_metrics,
     multilabel_metrics,
 )
@@ -113,12 +113,7 @@ def _fit_binary_labels(data: ProbeData, targets: list[str], config: ProbeConfig)
         preds[f"{t}_prob"] = probs[t]
     y_test = np.stack([ys[t][te] for t in targets], axis=1)
     p_test = np.stack([probs[t][n_val:] for t in targets], axis=1)
-    if len(targets) == 1:
-        thr = thresholds[targets[0]]
-        metric_fn = lambda y, p: binary_metrics(y[:, 0], p[:, 0], thr)  # noqa: E731
-    else:
-        thr_arr = np.array([thresholds[t] for t in targets])
-        metric_fn = lambda y, p: multilabel_metrics(y, p, thr_arr, list(targets))  # noqa: E731
+    metric_fn = metrics_at_thresholds(targets, thresholds)
     return TaskOutput(
         predictions=preds, metric_fn=metric_fn, eval_ids=[data.ids[r] for r in te], eval_arrays=(y_test, p_test),
         history=history, states=states, head_specs=specs,
