@@ -220,6 +220,7 @@ def bench_cohort(cohort: Path, work: Path, minutes: float, spacing: float, max_p
     feats = {name: _features(work / f"model_{name}", volumes) for name in ("pretrained", "random")}
     histograms = _hu_histograms(volumes, spec)
     from voxelfm.metrics.bootstrap import paired_bootstrap
+    from voxelfm.metrics.classification import auroc
 
     findings = [f for f in FINDINGS if min_positives <= labels[f].sum() <= len(labels) - min_positives]
     if not findings:
@@ -234,7 +235,7 @@ def bench_cohort(cohort: Path, work: Path, minutes: float, spacing: float, max_p
                     [_oof_scores(x, y[:, j], probe, repeats, seed) for j in range(len(findings))], axis=1)
     for j, finding in enumerate(findings):
         row = {"finding": finding, "positives": int(y[:, j].sum())}
-        row.update({"_".join(k): round(float(_macro_auroc(y[:, [j]], v[:, [j]])["macro_auroc"]), 3) for k, v in scores.items()})
+        row.update({"_".join(k): round(auroc(y[:, j], v[:, j]), 3) for k, v in scores.items()})
         print(json.dumps(row))
     summary = {"n_scans": len(labels), "n_findings": len(findings), "cv_repeats": repeats,
                "hu_histogram_logreg": round(_macro_auroc(y, scores["hu_histogram", "hist32", "logreg"])["macro_auroc"], 3)}

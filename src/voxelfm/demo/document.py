@@ -42,7 +42,7 @@ def _diff_cell(row: TaskRow) -> Cell:
         return Cell("—", "num")
     text = row.difference.format(3)
     if row.difference.excludes_zero:
-        return Cell(text, "num " + ("good" if _pretraining_wins(row) else "bad"))
+        return Cell(text, "num " + ("good" if _clear_direction(row) > 0 else "bad"))
     return Cell(text, "num")
 
 
@@ -53,10 +53,6 @@ def _clear_direction(row: TaskRow) -> int:
     if d is None or d.value is None or not d.excludes_zero:
         return 0
     return 1 if (d.value > 0) == row.higher_is_better else -1
-
-
-def _pretraining_wins(row: TaskRow) -> bool:
-    return _clear_direction(row) > 0
 
 
 def _metric_label(row: TaskRow) -> str:
