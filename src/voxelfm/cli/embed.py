@@ -32,6 +32,15 @@ def _print_summary(summary: Any, store: Path, shard: tuple[int, int] | None) -> 
     table.add_row(str(summary.done), str(summary.skipped), str(summary.failed), f"{summary.seconds:.1f} s",
                   f"{summary.scans_per_minute:.1f}")
     console.print(table)
+    if summary.changed:
+        console.print(f"{len(summary.changed)} scan(s) embedded again because their source file changed: "
+                      f"{', '.join(summary.changed[:5])}{' …' if len(summary.changed) > 5 else ''}", highlight=False)
+    if summary.retried:
+        console.print(f"{len(summary.retried)} scan(s) that failed in an earlier run were retried: "
+                      f"{', '.join(summary.retried[:5])}{' …' if len(summary.retried) > 5 else ''}", highlight=False)
+    if summary.worker_deaths:
+        console.print(f"[yellow]{summary.worker_deaths} reader worker(s) died[/] (out of memory?); the scans they "
+                      "were reading are listed as failed", highlight=False)
     for scan_id, reason in summary.failures[:20]:
         console.print(f"[red]failed[/] {scan_id}: {reason}", highlight=False, soft_wrap=True)
     if len(summary.failures) > 20:
@@ -57,22 +66,24 @@ def register(app: typer.Typer) -> None:
         slab_thickness: Annotated[int | None, typer.Option("--slab-thickness", help="2.5d slab thickness in patches (default 4).")] = None,
         slab_overlap: Annotated[int | None, typer.Option("--slab-overlap", help="2.5d slab overlap in patches (default 1).")] = None,
         progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+        allow_mixed_models: Annotated[bool, typer.Option(
+            "--allow-mixed-models",
+            help="Add to a store that holds embeddings of another model (refused by default).")] = False,
     ) -> None:
         """Embed every scan (skipping those already done with this model and spec) into STORE.
 
-        Exit status 2 when the run finished but some scans failed (they are listed).
+        Exit status 2 when the run finished but some scans failed (they are listed). One run writes
+        a store at a time (a second gets an error naming the holder); scans whose source file
+        changed are embedded again.
         """
         from voxelfm.core.errors import ConfigError
         from voxelfm.embed import (
             EmbeddingStore,
             collect_jobs,
             parse_shard,
-            run_embedding,
             shard_jobs,
         )
         from voxelfm.embed.extract import MODES, resolve_dtype
-        from voxelfm.models import load_model
-        from voxelfm.preprocess import PreprocessSpec
 
         if mode not in MODES:
             raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -81,38 +92,52 @@ def register(app: typer.Typer) -> None:
         resolve_dtype(dtype)
         shard_spec = parse_shard(shard)
         jobs = shard_jobs(collect_jobs(inputs), shard_spec)
-        dev = pick_device(device)
-        net = load_model(model, device=dev)
-        spec = PreprocessSpec.load(spec_file) if spec_file else net.spec
-        if max_patches is not None:
-            spec = spec.replace(max_patches=max_patches)
         store = EmbeddingStore(out, shard=shard_spec)
-        console.print(f"model {net.model_id} ({model}) on {dev}; spec {spec.fingerprint()}; "
-                      f"{len(jobs)} scans; mode {mode}; {workers} workers", highlight=False)
+        with store.lock():  # before the model is loaded: a second writer is told at once
+            _embed_locked(store, jobs, model, out, shard_spec, mode=mode, workers=workers, device=device, dtype=dtype,
+                          max_patches=max_patches, spec_file=spec_file, slab_thickness=slab_thickness,
+                          slab_overlap=slab_overlap, progress=progress, allow_mixed_models=allow_mixed_models)
 
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
 
-        # auto_refresh=False: no refresh thread, so forking the reader workers is thread-free.
-        bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
-                       MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                       TextColumn("{task.fields[last]}"), console=console, auto_refresh=False,
-                       disable=not progress)
-        with bar:
-            task = bar.add_task("embedding", total=len(jobs), last="")
+def _embed_locked(store: Any, jobs: list[Any], model: Path, out: Path, shard_spec: tuple[int, int] | None, *,
+                  mode: str, workers: int, device: str, dtype: str, max_patches: int | None, spec_file: Path | None,
+                  slab_thickness: int | None, slab_overlap: int | None, progress: bool,
+                  allow_mixed_models: bool) -> None:
+    from voxelfm.embed import run_embedding
+    from voxelfm.models import load_model
+    from voxelfm.preprocess import PreprocessSpec
 
-            def on_progress(scan_id: str, status: str) -> None:
-                bar.update(task, advance=1, last=f"{scan_id}: {status}")
-                bar.refresh()
+    dev = pick_device(device)
+    net = load_model(model, device=dev)
+    spec = PreprocessSpec.load(spec_file) if spec_file else net.spec
+    if max_patches is not None:
+        spec = spec.replace(max_patches=max_patches)
+    console.print(f"model {net.model_id} ({model}) on {dev}; spec {spec.fingerprint()}; "
+                  f"{len(jobs)} scans; mode {mode}; {workers} workers", highlight=False)
 
-            summary = run_embedding(net, jobs, store, spec=spec, mode=mode, workers=workers, device=dev,
-                                    dtype=dtype, slab_thickness=slab_thickness, slab_overlap=slab_overlap,
-                                    on_progress=on_progress)
-        _print_summary(summary, out, shard_spec)
-        exit_if_some_failed(summary.failed, str(out))
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    # auto_refresh=False: no refresh thread, so forking the reader workers is thread-free.
+    bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                   MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                   TextColumn("{task.fields[last]}"), console=console, auto_refresh=False,
+                   disable=not progress)
+    with bar:
+        task = bar.add_task("embedding", total=len(jobs), last="")
+
+        def on_progress(scan_id: str, status: str) -> None:
+            bar.update(task, advance=1, last=f"{scan_id}: {status}")
+            bar.refresh()
+
+        summary = run_embedding(net, jobs, store, spec=spec, mode=mode, workers=workers, device=dev,
+                                dtype=dtype, slab_thickness=slab_thickness, slab_overlap=slab_overlap,
+                                on_progress=on_progress, allow_mixed_models=allow_mixed_models)
+    _print_summary(summary, out, shard_spec)
+    exit_if_some_failed(summary.failed, str(out))

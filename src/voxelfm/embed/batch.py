@@ -1,15 +1,15 @@
 """Batch embedding: many scans → an :class:`EmbeddingStore`, resumable, sharded, with worker processes.
 
-Reading and preprocessing run in ``torch.utils.data.DataLoader`` worker processes while the main
-process runs the backbone, so I/O overlaps compute. Scans already embedded OK with the same
-model id, spec fingerprint and mode are skipped; failures are recorded with their reason and the
-run goes on.
+Reading and preprocessing run in reader processes (:class:`voxelfm.embed.readers.ReaderPool`)
+while the main process runs the backbone, so I/O overlaps compute. Scans already embedded OK with
+the same model id, spec fingerprint and mode, from an unchanged source file, are skipped; failures
+(a dead reader worker included) are recorded with their reason and the run goes on. One run writes
+a store (manifest) at a time, and a store holds one model's embeddings unless asked otherwise.
 """
 
 from __future__ import annotations
 
 import csv
-import multiprocessing
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voxelfm.core.errors import ConfigError, DataError, VoxelFMError, located
+from voxelfm.core.errors import ConfigError, DataError, StoreError, VoxelFMError, located
+from voxelfm.core.fingerprint import source_fingerprint
 from voxelfm.embed.extract import features_from_preprocessed, resolve_spec
 from voxelfm.embed.store import EmbeddingStore
 from voxelfm.preprocess.spec import PreprocessSpec
@@ -33,13 +34,17 @@ class EmbedJob:
 
 @dataclass
 class EmbedSummary:
-    """Counts of one run; ``failures`` holds ``(scan_id, reason)``."""
+    """Counts of one run; ``failures`` holds ``(scan_id, reason)``; ``changed`` the ids embedded
+    again because their source changed; ``retried`` the ids that had failed in an earlier run."""
 
     done: int = 0
     skipped: int = 0
     failed: int = 0
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    retried: list[str] = field(default_factory=list)
+    worker_deaths: int = 0
 
     @property
     def scans_per_minute(self) -> float:
@@ -115,56 +120,61 @@ def shard_jobs(jobs: Sequence[EmbedJob], shard: tuple[int, int] | None) -> list[
     return ordered if shard is None else ordered[shard[0]::shard[1]]
 
 
-# -- workers ------------------------------------------------------------------------------------
-class _PreprocessDataset:
-    """Map-style dataset: job i → preprocessed volume or the reason it failed (never raises)."""
+# -- reading ------------------------------------------------------------------------------------
+def _read_job(job: EmbedJob, spec: dict[str, Any]) -> dict[str, Any]:
+    """Read and preprocess one scan; the reason it failed instead of raising."""
+    from voxelfm.io import load_ct
+    from voxelfm.preprocess import preprocess
 
-    def __init__(self, jobs: Sequence[EmbedJob], spec: dict[str, Any]) -> None:
-        self.jobs = list(jobs)
+    start = time.perf_counter()
+    try:
+        pre = preprocess(load_ct(job.source), PreprocessSpec.from_dict(spec))
+        return {"job": job, "pre": pre, "error": None, "seconds": time.perf_counter() - start}
+    except VoxelFMError as exc:
+        return {"job": job, "pre": None, "error": str(exc), "seconds": time.perf_counter() - start}
+    except Exception as exc:  # noqa: BLE001 - one bad scan must not stop a batch of thousands
+        reason = located(job.source, f"{type(exc).__name__}: {exc}")
+        return {"job": job, "pre": None, "error": reason, "seconds": time.perf_counter() - start}
+
+
+class _Reader:
+    """``job -> _read_job(job, spec)``, looked up at call time (tests replace ``_read_job``)."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
         self.spec = spec
 
-    def __len__(self) -> int:
-        return len(self.jobs)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        from voxelfm.io import load_ct
-        from voxelfm.preprocess import preprocess
-
-        job = self.jobs[index]
-        start = time.perf_counter()
-        try:
-            pre = preprocess(load_ct(job.source), PreprocessSpec.from_dict(self.spec))
-            return {"job": job, "pre": pre, "error": None, "seconds": time.perf_counter() - start}
-        except VoxelFMError as exc:
-            return {"job": job, "pre": None, "error": str(exc), "seconds": time.perf_counter() - start}
-        except Exception as exc:  # noqa: BLE001 - one bad scan must not stop a batch of thousands
-            reason = located(job.source, f"{type(exc).__name__}: {exc}")
-            return {"job": job, "pre": None, "error": reason, "seconds": time.perf_counter() - start}
+    def __call__(self, job: EmbedJob) -> dict[str, Any]:
+        return _read_job(job, self.spec)
 
 
-def _identity(item: Any) -> Any:
-    return item
+def _worker_died(job: EmbedJob, reason: str) -> dict[str, Any]:
+    return {"job": job, "pre": None, "error": located(job.source, reason), "seconds": 0.0}
 
 
-def _worker_init(_: int) -> None:
-    import torch
+# -- the store's identity and what is left to do --------------------------------------------------
+def check_store_identity(store: EmbeddingStore, model_id: str, *, allow_mixed_models: bool = False) -> None:
+    """Refuse to add embeddings of another model to a store that holds some already.
 
-    torch.set_num_threads(1)  # workers do I/O and numpy; leave the cores to the backbone
+    (Another preprocessing spec or mode of the same model is a re-embedding: every scan is redone.)
+    """
+    others: dict[str | None, int] = {}
+    for (other, _), n in store.identities().items():
+        if other != model_id:
+            others[other] = others.get(other, 0) + n
+    if not others or allow_mixed_models:
+        return
+    other_model, n = max(others.items(), key=lambda kv: kv[1])
+    raise StoreError(located(
+        store.path, f"holds {n} embedding(s) of model {other_model} but this run uses model {model_id}; features "
+        "of different models are not comparable, so use another --out, or pass --allow-mixed-models to mix them "
+        "on purpose"))
 
 
-def _loader(jobs: Sequence[EmbedJob], spec: PreprocessSpec, workers: int) -> Any:
-    import torch
-
-    dataset = _PreprocessDataset(jobs, spec.to_dict())
-    if workers <= 0:
-        return (dataset[i] for i in range(len(dataset)))
-    # fork where available: no re-import of the caller's __main__ (spawn would need a main guard
-    # in every user script); workers run single-threaded, so no OpenMP pool is shared with the parent.
-    context = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_identity,
-        worker_init_fn=_worker_init, prefetch_factor=2, multiprocessing_context=context,
-    )
+def _same_source(record: dict[str, Any], job: EmbedJob, fingerprint: str | None) -> bool:
+    if record.get("source") is not None and os.path.abspath(record["source"]) != os.path.abspath(job.source):
+        return False
+    stored = record.get("source_fingerprint")
+    return stored is None or stored == fingerprint  # stores written before fingerprints: path only
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -173,49 +183,86 @@ def run_embedding(
     spec: PreprocessSpec | None = None, mode: str = "3d", workers: int = 0,
     device: Any = None, dtype: Any = None, slab_thickness: int | None = None,
     slab_overlap: int | None = None, on_progress: Callable[[str, str], None] | None = None,
+    allow_mixed_models: bool = False,
 ) -> EmbedSummary:
-    """Embed ``jobs`` into ``store``, skipping scans already done with this model/spec/mode.
+    """Embed ``jobs`` into ``store``, skipping scans already done with this model/spec/mode from an
+    unchanged source.
 
+    Holds the store's writer lock for the whole run; refuses a store with embeddings of another
+    model unless ``allow_mixed_models``. Scans whose source changed since they were
+    embedded are embedded again, and scans that failed before are retried (both are counted).
+    A reader worker that dies fails the scan it was reading; the run goes on.
     ``on_progress(scan_id, status)`` is called once per job (status ``ok``/``failed``/``skipped``).
     """
     store = store if isinstance(store, EmbeddingStore) else EmbeddingStore(store)
     spec = resolve_spec(model, spec)
     fingerprint = spec.fingerprint()
     model_id = str(model.model_id)
+    with store.lock():
+        check_store_identity(store, model_id, allow_mixed_models=allow_mixed_models)
+        return _run_locked(model, jobs, store, spec, fingerprint, model_id, mode=mode, workers=workers,
+                           device=device, dtype=dtype, slab_thickness=slab_thickness, slab_overlap=slab_overlap,
+                           on_progress=on_progress)
+
+
+def _run_locked(model: Any, jobs: Sequence[EmbedJob], store: EmbeddingStore, spec: PreprocessSpec,
+                fingerprint: str, model_id: str, *, mode: str, workers: int, device: Any, dtype: Any,
+                slab_thickness: int | None, slab_overlap: int | None,
+                on_progress: Callable[[str, str], None] | None) -> EmbedSummary:
+    from voxelfm.embed.readers import ReaderPool
+    from voxelfm.embed.store import HELD_LOCK_FDS, NonFiniteFeaturesError
+
     done = store.done(model_id, fingerprint, mode)
+    latest = store.latest()
     summary = EmbedSummary()
     todo = []
+    sources: dict[str, str | None] = {}
     for job in jobs:
-        if job.scan_id in done:
+        sources[job.scan_id] = source_fingerprint(job.source)
+        record = latest.get(job.scan_id)
+        if job.scan_id in done and record is not None and _same_source(record, job, sources[job.scan_id]):
             summary.skipped += 1
             if on_progress:
                 on_progress(job.scan_id, "skipped")
-        else:
-            todo.append(job)
+            continue
+        if job.scan_id in done:
+            summary.changed.append(job.scan_id)
+        elif record is not None and record.get("status") == "failed":
+            summary.retried.append(job.scan_id)
+        todo.append(job)
     start = time.perf_counter()
-    for item in _loader(todo, spec, workers):
-        job: EmbedJob = item["job"]
-        error = item["error"]
-        seconds = item["seconds"]
-        if error is None:
-            t0 = time.perf_counter()
-            try:
-                feats = features_from_preprocessed(model, item["pre"], mode=mode, device=device, dtype=dtype,
-                                                   slab_thickness=slab_thickness, slab_overlap=slab_overlap)
-                store.write(job.scan_id, feats, source=job.source, seconds=seconds + time.perf_counter() - t0)
-            except VoxelFMError as exc:
-                error = str(exc)
-            except (RuntimeError, ValueError, MemoryError) as exc:  # e.g. out of memory on a huge scan
-                error = located(job.source, f"{type(exc).__name__}: {exc}")
-            seconds += time.perf_counter() - t0
-        if error is not None:
-            store.record_failure(job.scan_id, job.source, error, model_id=model_id,
-                                 spec_fingerprint=fingerprint, mode=mode, seconds=seconds)
-            summary.failed += 1
-            summary.failures.append((job.scan_id, error))
-        else:
-            summary.done += 1
-        if on_progress:
-            on_progress(job.scan_id, "failed" if error else "ok")
+    pool = ReaderPool(_Reader(spec.to_dict()), workers, on_death=_worker_died, close_fds=sorted(HELD_LOCK_FDS))
+    with pool:
+        for item in pool.imap(todo):
+            job: EmbedJob = item["job"]
+            error = item["error"]
+            seconds = item["seconds"]
+            recorded = False
+            if error is None:
+                t0 = time.perf_counter()
+                try:
+                    feats = features_from_preprocessed(model, item["pre"], mode=mode, device=device, dtype=dtype,
+                                                       slab_thickness=slab_thickness, slab_overlap=slab_overlap)
+                    store.write(job.scan_id, feats, source=job.source, seconds=seconds + time.perf_counter() - t0,
+                                source_fingerprint=sources[job.scan_id])
+                except NonFiniteFeaturesError as exc:
+                    error, recorded = str(exc), True  # the store has recorded it as failed
+                except VoxelFMError as exc:
+                    error = str(exc)
+                except (RuntimeError, ValueError, MemoryError) as exc:  # e.g. out of memory on a huge scan
+                    error = located(job.source, f"{type(exc).__name__}: {exc}")
+                seconds += time.perf_counter() - t0
+            if error is not None:
+                if not recorded:
+                    store.record_failure(job.scan_id, job.source, error, model_id=model_id,
+                                         spec_fingerprint=fingerprint, mode=mode, seconds=seconds,
+                                         source_fingerprint=sources[job.scan_id])
+                summary.failed += 1
+                summary.failures.append((job.scan_id, error))
+            else:
+                summary.done += 1
+            if on_progress:
+                on_progress(job.scan_id, "failed" if error else "ok")
+        summary.worker_deaths = pool.deaths
     summary.seconds = time.perf_counter() - start
     return summary

@@ -11,13 +11,24 @@ record is appended, so an "ok" record always points at a complete entry; a run k
 leaves at most a stray temporary file and no record, and the scan is simply redone. Records are
 appended with one ``write`` + ``fsync``; a torn last line (killed mid-append) is ignored on read.
 The last record per scan id wins (records are ordered by their ``time``, then file order).
+
+Features that are not finite (NaN/Inf anywhere in cls, patch or registers) are never stored as
+"ok": :meth:`EmbeddingStore.write` records the scan as failed with the count and raises. Every
+record carries the ``source_fingerprint`` of the scan (path, size, mtime; see
+:mod:`voxelfm.core.fingerprint`), so a re-run can tell that a scan id now points at other data.
+
+One writer per manifest: :meth:`EmbeddingStore.lock` takes an exclusive ``fcntl.flock`` on
+``STORE/.lock`` (``.lock-<i>-of-<n>`` per shard), whose text names the holder's pid and host.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
+import socket
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -27,10 +38,16 @@ import numpy as np
 
 from voxelfm.core.atomic import atomic_save, atomic_write_text
 from voxelfm.core.errors import StoreError, located
+from voxelfm.core.fingerprint import source_fingerprint as _source_fingerprint
 from voxelfm.core.geometry import Geometry
+from voxelfm.core.processes import pid_alive
 from voxelfm.core.types import VoxelFeatures
 
+log = logging.getLogger(__name__)
 ENTRIES = "entries"
+#: File descriptors of store locks held by this process; forked reader workers close their copies
+#: so that a lock never outlives the process that took it (flock locks follow the open file).
+HELD_LOCK_FDS: set[int] = set()
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 
 
@@ -50,6 +67,23 @@ def manifest_name(shard: tuple[int, int] | None = None) -> str:
     return f"manifest-{shard[0]}-of-{shard[1]}.jsonl"
 
 
+def lock_name(shard: tuple[int, int] | None = None) -> str:
+    """``.lock`` or ``.lock-<i>-of-<n>``: one writer per manifest."""
+    if shard is None or shard[1] <= 1:
+        return ".lock"
+    return f".lock-{shard[0]}-of-{shard[1]}"
+
+
+class NonFiniteFeaturesError(StoreError):
+    """Features with NaN/Inf were refused (the scan is already recorded as failed)."""
+
+
+def _non_finite(tensors: dict[str, np.ndarray]) -> str | None:
+    bad = [f"{int(np.size(a) - np.isfinite(a).sum())} of {np.size(a)} {name} values"
+           for name, a in tensors.items() if not np.isfinite(a).all()]
+    return None if not bad else "features are not finite (" + ", ".join(bad) + " are NaN/Inf); not stored"
+
+
 class EmbeddingStore:
     """Read and write an embedding store (readable while another process appends to it).
 
@@ -60,6 +94,8 @@ class EmbeddingStore:
         self.path = Path(path)
         self.entries_dir = self.path / ENTRIES
         self.manifest_path = self.path / manifest_name(shard)
+        self.lock_path = self.path / lock_name(shard)
+        self._lock_depth = 0
         self._cache: tuple[tuple[Any, ...], dict[str, dict[str, Any]]] | None = None
 
     # -- records ------------------------------------------------------------------------------
@@ -108,8 +144,8 @@ class EmbeddingStore:
         import pandas as pd
 
         rows = self._read_records() if all_attempts else list(self.latest().values())
-        columns = ["scan_id", "source", "status", "error", "model_id", "spec_fingerprint", "mode",
-                   "grid_shape", "embed_dim", "seconds", "time"]
+        columns = ["scan_id", "source", "source_fingerprint", "status", "error", "model_id", "spec_fingerprint",
+                   "mode", "grid_shape", "embed_dim", "seconds", "time"]
         return pd.DataFrame(rows, columns=columns) if not rows else pd.DataFrame(rows)
 
     def ids(self, status: str | None = "ok") -> list[str]:
@@ -129,6 +165,80 @@ class EmbeddingStore:
             if self.entry_path(scan_id).is_file():
                 out.add(scan_id)
         return out
+
+    def identities(self) -> dict[tuple[str | None, str | None], int]:
+        """``{(model_id, spec_fingerprint): number of ok scans}``: which embeddings the store holds."""
+        out: dict[tuple[str | None, str | None], int] = {}
+        for record in self.latest().values():
+            if record.get("status") == "ok":
+                key = (record.get("model_id"), record.get("spec_fingerprint"))
+                out[key] = out.get(key, 0) + 1
+        return out
+
+    # -- the writer lock ----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the exclusive writer lock of this store (this shard's manifest) while in the block
+        (re-entrant for the same instance).
+
+        A second writer gets a one-line :class:`StoreError` naming the holder (pid, host, start
+        time). The lock is an ``fcntl.flock`` that the kernel drops when its holder dies, so a lock
+        file left by a killed run is stale by construction and is simply taken over.
+        """
+        import fcntl
+
+        if self._lock_depth:  # this instance holds it already (the CLI, then run_embedding)
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StoreError(located(self.path, self._holder_text(fd))) from None
+            previous = self._read_holder(fd)
+            if previous and previous.get("pid") != os.getpid():
+                log.info("%s: taking over the lock of an earlier run (pid %s on %s) that no longer runs",
+                         self.path, previous.get("pid"), previous.get("host"))
+            holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(holder) + "\n").encode("utf-8"), 0)
+            HELD_LOCK_FDS.add(fd)
+            self._lock_depth = 1
+            try:
+                yield
+            finally:
+                self._lock_depth = 0
+                HELD_LOCK_FDS.discard(fd)
+                os.ftruncate(fd, 0)  # an empty lock file reads as "free" even to tools that only look
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    @staticmethod
+    def _read_holder(fd: int) -> dict[str, Any] | None:
+        try:
+            data = json.loads(os.pread(fd, 4096, 0).decode("utf-8") or "null")
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _holder_text(self, fd: int) -> str:
+        holder = self._read_holder(fd) or {}
+        pid, host = holder.get("pid"), holder.get("host")
+        since = holder.get("since")
+        when = time.strftime(" since %Y-%m-%d %H:%M:%S", time.localtime(since)) if isinstance(since, int | float) else ""
+        if not isinstance(pid, int):
+            return "another voxelfm embed is writing to this store (lock held); wait for it or use another --out"
+        if host == socket.gethostname() and not pid_alive(pid):
+            return (f"locked by pid {pid} on {host}{when}, which has exited but left a child process holding "
+                    f"the lock (see `fuser {self.lock_path}`); end that process or use another --out")
+        return (f"another voxelfm embed (pid {pid} on {host}{when}) is writing to this store; "
+                "wait for it or use another --out")
 
     def __contains__(self, scan_id: object) -> bool:
         record = self.latest().get(str(scan_id))
@@ -213,8 +323,12 @@ class EmbeddingStore:
             os.close(fd)
 
     def write(self, scan_id: str, features: VoxelFeatures, source: str | os.PathLike[str] | None = None,
-              seconds: float | None = None) -> dict[str, Any]:
-        """Atomically write the entry, then append its "ok" record; returns the record."""
+              seconds: float | None = None, *, source_fingerprint: str | None = None) -> dict[str, Any]:
+        """Atomically write the entry, then append its "ok" record; returns the record.
+
+        Non-finite features are recorded as failed and raise :class:`NonFiniteFeaturesError`.
+        ``source_fingerprint`` defaults to that of ``source`` now.
+        """
         from safetensors.numpy import save_file
 
         path = self.entry_path(scan_id)
@@ -224,6 +338,15 @@ class EmbeddingStore:
             "registers": np.ascontiguousarray(features.registers, dtype=np.float32),
         }
         fingerprint = spec_fingerprint(features.spec)
+        if source_fingerprint is None and source is not None:
+            source_fingerprint = _source_fingerprint(source)
+        problem = _non_finite(tensors)
+        if problem is not None:
+            # never "ok": record why, so the scan shows up as failed and is retried on a re-run
+            self.record_failure(scan_id, source, located(source if source is not None else scan_id, problem),
+                                model_id=features.model_id, spec_fingerprint=fingerprint, mode=features.mode,
+                                seconds=seconds, source_fingerprint=source_fingerprint)
+            raise NonFiniteFeaturesError(located(source if source is not None else scan_id, problem))
         metadata = {
             "scan_id": scan_id,
             "model_id": str(features.model_id),
@@ -236,8 +359,9 @@ class EmbeddingStore:
         self.entries_dir.mkdir(parents=True, exist_ok=True)
         atomic_save(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
         record = {
-            "scan_id": scan_id, "source": None if source is None else os.fspath(source), "status": "ok",
-            "error": None, "model_id": features.model_id, "spec_fingerprint": fingerprint,
+            "scan_id": scan_id, "source": None if source is None else os.fspath(source),
+            "source_fingerprint": source_fingerprint, "status": "ok", "error": None,
+            "model_id": features.model_id, "spec_fingerprint": fingerprint,
             "mode": features.mode, "grid_shape": list(tensors["patch"].shape[:3]),
             "embed_dim": int(tensors["cls"].shape[0]),
             "seconds": None if seconds is None else round(float(seconds), 4), "time": time.time(),
@@ -247,10 +371,14 @@ class EmbeddingStore:
 
     def record_failure(self, scan_id: str, source: str | os.PathLike[str] | None, error: str, *,
                        model_id: str | None = None, spec_fingerprint: str | None = None,
-                       mode: str | None = None, seconds: float | None = None) -> dict[str, Any]:
+                       mode: str | None = None, seconds: float | None = None,
+                       source_fingerprint: str | None = None) -> dict[str, Any]:
         """Append a "failed" record (any earlier entry file is left in place but no longer listed)."""
+        if source_fingerprint is None and source is not None:
+            source_fingerprint = _source_fingerprint(source)
         record = {
-            "scan_id": scan_id, "source": None if source is None else os.fspath(source), "status": "failed",
+            "scan_id": scan_id, "source": None if source is None else os.fspath(source),
+            "source_fingerprint": source_fingerprint, "status": "failed",
             "error": str(error), "model_id": model_id, "spec_fingerprint": spec_fingerprint, "mode": mode,
             "grid_shape": None, "embed_dim": None,
             "seconds": None if seconds is None else round(float(seconds), 4), "time": time.time(),
