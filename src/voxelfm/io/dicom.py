@@ -21,6 +21,7 @@ Policy (also in docs/io.md):
 from __future__ import annotations
 
 import os
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from voxelfm.io.validate import check_shape, describe_exception
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+DICOM_SUFFIXES = {".dcm", ".dicom", ".dic", ".ima"}
 MAX_GAP_FACTOR = 3.0
 # Gaps within 5 % of the median spacing count as uniform (header rounding, not missing data).
 UNIFORM_TOL = 0.05
@@ -55,6 +57,8 @@ class SeriesInfo:
     chosen: bool = False
     skipped: str | None = None
     files: list[Path] = field(default_factory=list, repr=False)
+    #: Files next to this series' slices that look like slices of it but cannot be read: (path, why).
+    lost: list[tuple[Path, str]] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +71,7 @@ class SeriesInfo:
             "columns": self.columns,
             "chosen": self.chosen,
             "skipped": self.skipped,
+            "unreadable_files": [f"{p.name} ({why})" for p, why in self.lost],
         }
 
 
@@ -83,14 +88,77 @@ def _iter_files(folder: Path) -> list[Path]:
 
 def _read_header(path: Path) -> Any | None:
     """pydicom dataset without pixel data, or None for non-DICOM files."""
+    return _try_header(path)[0]
+
+
+def _try_header(path: Path) -> tuple[Any | None, str | None]:
+    """``(dataset, None)``, or ``(None, why it could not be read)`` for every other file."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError, AttributeError):
-        # Anything pydicom cannot parse as a DICOM header is treated as a non-DICOM file.
+        return pydicom.dcmread(path, stop_before_pixels=True), None
+    except PermissionError:
+        return None, "permission denied"
+    except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError, AttributeError,
+            IndexError, OverflowError) as exc:
+        # Anything pydicom cannot parse as a DICOM header is a non-DICOM file (or a broken one).
+        return None, describe_exception(exc, limit=120)
+
+
+def _has_dicom_magic(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def _name_pattern(name: str) -> str:
+    """File name with every digit run replaced: ``IM0004`` and ``IM0012`` share ``IM#``."""
+    return re.sub(r"[0-9]+", "#", name.lower())
+
+
+def _lost_reason(path: Path, why: str) -> str:
+    """Why an unparsable file that looks like a slice of the series could not be used."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = None
+    if why == "permission denied":
+        return why
+    if size == 0:
+        return "empty file"
+    if _has_dicom_magic(path):
+        return f"truncated or corrupt DICOM header ({why})"
+    return f"not readable as DICOM, {size} bytes: truncated or not an image"
+
+
+def _int_attr(ds: Any, name: str) -> int | None:
+    """An integer attribute, or None when it is missing or not a number (informational fields)."""
+    try:
+        value = ds.get(name)
+        return None if value in (None, "") else int(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+
+
+def _number(ds: Any, name: str, path: Path, default: float) -> float:
+    """A numeric DICOM attribute as a finite float (``default`` when absent or empty)."""
+    try:
+        value = ds.get(name)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CTReadError(located(path, f"DICOM attribute {name} is not a number ({describe_exception(exc)})")) from exc
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CTReadError(located(path, f"DICOM attribute {name} = {str(value)[:40]!r} is not a number")) from exc
+    if not np.isfinite(number):
+        raise CTReadError(located(path, f"DICOM attribute {name} is {number}: rescaled values would not be finite HU"))
+    return number
 
 
 def _skip_reason(ds: Any) -> str | None:
@@ -103,7 +171,7 @@ def _skip_reason(ds: Any) -> str | None:
         return f"modality {modality or 'missing'} is not CT"
     if "LOCALIZER" in image_type:
         return "localizer"
-    if sop_class == ENHANCED_CT or int(ds.get("NumberOfFrames", 1) or 1) > 1:
+    if sop_class == ENHANCED_CT or (_int_attr(ds, "NumberOfFrames") or 1) > 1:
         return "multi-frame (enhanced) CT is not supported"
     if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
         return "no ImagePositionPatient/ImageOrientationPatient"
@@ -111,15 +179,26 @@ def _skip_reason(ds: Any) -> str | None:
 
 
 def scan_folder(folder: str | os.PathLike[str]) -> list[SeriesInfo]:
-    """Group every DICOM file under ``folder`` by series (no pixel data read)."""
+    """Group every DICOM file under ``folder`` by series (no pixel data read).
+
+    Files that cannot be parsed but look like slices of a series (a DICOM preamble, a DICOM file
+    suffix, or the same numbered name pattern as slices in the same folder: ``IM0004`` among
+    ``IM0001``..``IM0009``) are attached to that series as ``lost``, with the reason.
+    """
     folder = Path(folder)
     groups: dict[str, list[tuple[Path, Any]]] = defaultdict(list)
+    rejected: list[tuple[Path, str]] = []
     for path in _iter_files(folder):
-        ds = _read_header(path)
-        if ds is None or str(ds.file_meta.get("MediaStorageSOPClassUID", "")) == DICOMDIR_CLASS:
+        ds, why = _try_header(path)
+        if ds is None:
+            rejected.append((path, _lost_reason(path, why or "unreadable")))
+            continue
+        if str(ds.file_meta.get("MediaStorageSOPClassUID", "")) == DICOMDIR_CLASS:
             continue
         if "SOPClassUID" not in ds and "Modality" not in ds:
-            continue  # a DICOM object that is no image instance (e.g. a bare dataset)
+            # A DICOM object that is no image instance, or a slice whose header was cut short.
+            rejected.append((path, "DICOM header without SOPClassUID or Modality: truncated?"))
+            continue
         uid = str(ds.get("SeriesInstanceUID", "") or f"<no SeriesInstanceUID: {path.parent.name}>")
         groups[uid].append((path, ds))
     series = []
@@ -130,20 +209,44 @@ def scan_folder(folder: str | os.PathLike[str]) -> list[SeriesInfo]:
         skipped = None
         if not usable:
             skipped = next(r for r in reasons if r is not None)
+            if uid.startswith("<no SeriesInstanceUID"):
+                # Headers cut short before the series attributes: candidates for lost slices.
+                rejected += [(p, f"incomplete DICOM header (no SeriesInstanceUID; {r}): truncated?")
+                             for (p, _), r in zip(items, reasons, strict=True)]
+        incomplete = [(p, f"{r}: truncated header?") for (p, _), r in zip(items, reasons, strict=True)
+                      if usable and r is not None and r.startswith("no ImagePosition")]
         info = SeriesInfo(
             uid=uid,
             modality=str(first.get("Modality", "")),
             n_slices=len(usable) if usable else len(items),
             description=str(first.get("SeriesDescription", "") or ""),
-            series_number=int(first.SeriesNumber) if first.get("SeriesNumber") not in (None, "") else None,
-            rows=int(first.Rows) if "Rows" in first else None,
-            columns=int(first.Columns) if "Columns" in first else None,
+            series_number=_int_attr(first, "SeriesNumber"),
+            rows=_int_attr(first, "Rows"),
+            columns=_int_attr(first, "Columns"),
             skipped=skipped,
             files=[p for p, _ in (usable or items)],
         )
+        info.lost = incomplete
         series.append(info)
+    for info in series:
+        if info.skipped is None:
+            info.lost += _lost_slices(info.files, rejected)
     series.sort(key=lambda s: (s.skipped is not None, -s.n_slices, s.uid))
     return series
+
+
+def _lost_slices(files: list[Path], rejected: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
+    """The rejected files that look like slices of the series made of ``files``."""
+    patterns = {(f.parent, _name_pattern(f.name)) for f in files}
+    folders = {f.parent for f in files}
+    lost = []
+    for path, why in rejected:
+        if path.parent not in folders:
+            continue
+        if ((path.parent, _name_pattern(path.name)) in patterns or path.suffix.lower() in DICOM_SUFFIXES
+                or _has_dicom_magic(path)):
+            lost.append((path, why))
+    return lost
 
 
 def choose_series(series: list[SeriesInfo], folder: object, series_uid: str | None = None) -> SeriesInfo:
@@ -171,46 +274,92 @@ def choose_series(series: list[SeriesInfo], folder: object, series_uid: str | No
     return chosen
 
 
+class _UndecodableSlice(Exception):
+    """Pixel data of one slice cannot be decoded (truncated, unsupported compression, ...)."""
+
+
 def _slice_hu(path: Path) -> np.ndarray:
+    """One slice in HU (rescale applied); refuses a rescale that is not a finite number."""
     import pydicom
 
     try:
         ds = pydicom.dcmread(path)
         pixels = ds.pixel_array
     except Exception as exc:  # pydicom/handlers raise many types for truncated or odd data
-        raise CTReadError(located(path, f"cannot decode pixel data ({describe_exception(exc)})")) from exc
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+        raise _UndecodableSlice(describe_exception(exc, limit=120)) from exc
+    slope = _number(ds, "RescaleSlope", path, 1.0)
+    intercept = _number(ds, "RescaleIntercept", path, 0.0)
+    if slope == 0:
+        raise CTReadError(located(path, "DICOM attribute RescaleSlope is 0: every voxel would be the intercept"))
     if pixels.ndim != 2:
         raise CTReadError(located(path, f"expected a single 2D frame, got pixel array {pixels.shape}"))
-    return (pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32)
+    hu = (pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32)
+    if not np.all(np.isfinite(hu)):  # float pixel data, or a rescale that overflows float32
+        raise CTReadError(located(path, f"{hu.size - int(np.count_nonzero(np.isfinite(hu)))} voxels are not finite after the rescale"))
+    return hu
+
+
+def _describe_lost(lost: list[tuple[Path, str]], folder: object, limit: int = 5) -> str:
+    root = Path(os.fspath(folder)) if isinstance(folder, str | os.PathLike) else None
+
+    def name(path: Path) -> str:
+        if root is not None:
+            try:
+                return str(path.relative_to(root)) if path != root else path.name
+            except ValueError:
+                pass
+        return path.name
+
+    text = ", ".join(f"{name(p)} ({why})" for p, why in lost[:limit])
+    return text + (f" and {len(lost) - limit} more" if len(lost) > limit else "")
+
+
+MISSING_HINT = "pass allow_missing_slices=True (voxelfm info --allow-missing-slices) to load the rest"
 
 
 def _vec(ds: Any, name: str, n: int, path: Path) -> np.ndarray:
     try:
         values = np.asarray([float(v) for v in ds[name].value], dtype=np.float64)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise GeometryError(located(path, f"unreadable {name}")) from exc
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raw = ds.get_item(name)
+        text = raw.value.decode("latin-1", "replace") if raw is not None and isinstance(raw.value, bytes) else ""
+        shown = f" {text.strip()[:60]!r}" if text else ""
+        raise GeometryError(located(path, f"unreadable {name}{shown}: expected {n} numbers")) from exc
     if values.shape != (n,) or not np.all(np.isfinite(values)):
         raise GeometryError(located(path, f"{name} must hold {n} finite numbers, got {ds[name].value!r}"))
     return values
 
 
-def read_series(info: SeriesInfo, folder: object) -> tuple[np.ndarray, Geometry, list[str]]:
+def read_series(
+    info: SeriesInfo, folder: object, *, allow_missing_slices: bool = False,
+) -> tuple[np.ndarray, Geometry, list[str]]:
     """Assemble the slices of one series into an (array, geometry, warnings) triple.
 
     The geometry's direction columns are (row, column, normal) of the acquisition; callers
-    reorient to the canonical layout.
+    reorient to the canonical layout. Slices that cannot be read (``info.lost``, or pixel data
+    that does not decode) refuse the series unless ``allow_missing_slices``: then they are left
+    out with a warning naming them (a gap in the middle is interpolated under the usual rules).
     """
+    lost = list(info.lost)
     headers = []
     for path in info.files:
-        ds = _read_header(path)
+        ds, why = _try_header(path)
         if ds is None:
-            raise CTReadError(located(path, "file became unreadable"))
+            lost.append((path, _lost_reason(path, why or "unreadable")))
+            continue
         headers.append((path, ds))
+    if lost and not allow_missing_slices:
+        raise CTReadError(located(folder, f"series {info.uid}: {len(lost)} file(s) that look like its slices cannot "
+                                  f"be read, so slices would be missing: {_describe_lost(lost, folder)}; {MISSING_HINT}"))
+    if not headers:
+        raise CTReadError(located(folder, f"series {info.uid}: no readable slice ({_describe_lost(lost, folder)})"))
     path0, ds0 = headers[0]
     iop0 = _vec(ds0, "ImageOrientationPatient", 6, path0)
-    rows0, cols0 = int(ds0.Rows), int(ds0.Columns)
+    rows0, cols0 = _int_attr(ds0, "Rows"), _int_attr(ds0, "Columns")
+    if rows0 is None or cols0 is None:
+        if "Rows" not in ds0 or "Columns" not in ds0:
+            raise GeometryError(located(path0, "no Rows/Columns in the DICOM header (truncated file?)"))
+        raise GeometryError(located(path0, f"Rows/Columns must be integers, got {ds0.get('Rows')!r}/{ds0.get('Columns')!r}"))
     spacing0 = _vec(ds0, "PixelSpacing", 2, path0) if "PixelSpacing" in ds0 else None
     if spacing0 is None:
         raise GeometryError(located(path0, "no PixelSpacing: cannot build a geometry"))
@@ -218,7 +367,7 @@ def read_series(info: SeriesInfo, folder: object) -> tuple[np.ndarray, Geometry,
         iop = _vec(ds, "ImageOrientationPatient", 6, path)
         if np.max(np.abs(iop - iop0)) > ORIENTATION_TOL:
             raise GeometryError(located(folder, f"series {info.uid} mixes slice orientations ({path.name}: {iop.tolist()} vs {iop0.tolist()})"))
-        if (int(ds.Rows), int(ds.Columns)) != (rows0, cols0):
+        if (_int_attr(ds, "Rows"), _int_attr(ds, "Columns")) != (rows0, cols0):
             raise GeometryError(located(folder, f"series {info.uid} mixes matrix sizes ({path.name}: {ds.Rows}x{ds.Columns} vs {rows0}x{cols0})"))
         if "PixelSpacing" not in ds or np.max(np.abs(_vec(ds, "PixelSpacing", 2, path) - spacing0)) > 1e-4:
             raise GeometryError(located(folder, f"series {info.uid} mixes pixel spacings ({path.name})"))
@@ -247,8 +396,25 @@ def read_series(info: SeriesInfo, folder: object) -> tuple[np.ndarray, Geometry,
         )
 
     volume = np.empty((len(files), rows0, cols0), dtype=np.float32)
+    keep = []
     for k, path in enumerate(files):
-        volume[k] = _slice_hu(path)
+        try:
+            volume[len(keep)] = _slice_hu(path)
+            keep.append(k)
+        except _UndecodableSlice as exc:
+            if not allow_missing_slices:
+                raise CTReadError(located(path, f"cannot decode pixel data ({exc}); {MISSING_HINT}")) from exc
+            lost.append((path, f"pixel data: {exc}"))
+    if not keep:
+        raise CTReadError(located(folder, f"series {info.uid}: no slice could be decoded ({_describe_lost(lost, folder)})"))
+    if len(keep) < len(files):
+        volume = volume[: len(keep)]
+        positions, dist = positions[keep], dist[keep]
+        files = [files[k] for k in keep]
+        gaps = np.diff(dist)
+    if lost:
+        warnings.append(f"{len(lost)} unreadable file(s) left out of series {info.uid} (allow_missing_slices): "
+                        f"{_describe_lost(lost, folder)}")
 
     # Gantry tilt: slice origins drift in-plane along the stack.
     inplane = positions - positions[0] - np.outer(dist - dist[0], normal)
@@ -267,7 +433,8 @@ def read_series(info: SeriesInfo, folder: object) -> tuple[np.ndarray, Geometry,
         )
 
     if len(files) == 1:
-        dz = float(ds0.get("SpacingBetweenSlices") or ds0.get("SliceThickness") or 0) or min(dx, dy)
+        header_dz = _number(ds0, "SpacingBetweenSlices", path0, 0.0) or _number(ds0, "SliceThickness", path0, 0.0)
+        dz = abs(header_dz) or min(dx, dy)
         warnings.append(f"single slice: slice spacing {dz:g} mm taken from the header, not from positions")
     else:
         dz = float(np.median(gaps))

@@ -12,15 +12,17 @@ from typing import Any
 
 import numpy as np
 
-from voxelfm.core.errors import CTReadError, InputValidationError, located
+from voxelfm.core.errors import CTReadError, GeometryError, InputValidationError, located
 from voxelfm.core.geometry import Geometry
 from voxelfm.core.types import CTVolume
 from voxelfm.io.dicom import SeriesInfo
 from voxelfm.io.validate import (
     check_finite,
     check_hu,
+    check_readable,
     check_shape,
     check_spacing,
+    constant_warning,
     describe_exception,
 )
 
@@ -45,6 +47,7 @@ def load_ct(
     origin: Sequence[float] | None = None,
     direction: Any = None,
     allow_non_hu: bool = False,
+    allow_missing_slices: bool = False,
 ) -> CTVolume:
     """Read a CT scan as float32 HU in the canonical LPS layout (``array[k, j, i]``, see core).
 
@@ -55,6 +58,8 @@ def load_ct(
     given, the array is reoriented to the canonical layout. ``series_uid`` picks a DICOM series.
     Values are not clipped here (preprocessing clips). Raises a :class:`VoxelFMError` subclass
     naming the source for anything unreadable or implausible (``allow_non_hu`` skips the HU check).
+    A DICOM series with slice files that cannot be read is refused unless ``allow_missing_slices``
+    (then they are left out with a warning). Non-finite values never leave this function.
     """
     if isinstance(source, np.ndarray) or _is_tensor(source):
         array = _tensor_to_numpy(source) if _is_tensor(source) else source
@@ -67,6 +72,7 @@ def load_ct(
             raise CTReadError("empty path given as CT source")
         if not path.exists():
             raise CTReadError(located(path, "no such file or folder"))
+        check_readable(path)
         suffix = _suffix(path)
         is_array_file = suffix in ARRAY_SUFFIXES or suffix in TORCH_SUFFIXES
         given = [n for n, v in (("spacing", spacing), ("origin", origin), ("direction", direction)) if v is not None]
@@ -75,20 +81,26 @@ def load_ct(
                 located(path, f"{'/'.join(given)} apply only to array sources; this source carries its own geometry")
             )
         if path.is_dir():
-            volume = _load_dicom_folder(path, series_uid, display=path)
+            volume = _load_dicom_folder(path, series_uid, display=path, allow_missing=allow_missing_slices)
         else:
             if path.stat().st_size == 0:
                 raise CTReadError(located(path, "file is empty"))
             if suffix == ".zip":
-                volume = _load_dicom_zip(path, series_uid)
+                volume = _load_dicom_zip(path, series_uid, allow_missing_slices)
             elif suffix in ITK_SUFFIXES:
                 volume = _load_itk_file(path)
             elif is_array_file:
                 volume = _from_array(_read_array_file(path, suffix), path, spacing, origin, direction)
             else:
                 volume = _load_single_dicom_or_fail(path, series_uid)
+    # One min/max pass: NaN propagates into both, so this is also the last finiteness guard.
+    lo, hi = (float(np.min(volume.array)), float(np.max(volume.array))) if volume.array.size else (0.0, 0.0)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        check_finite(volume.array, volume.source)
+    if lo == hi:
+        volume.warnings.append(constant_warning(lo, volume.array.shape))
     if not allow_non_hu:
-        volume.warnings.extend(check_hu(volume.array, volume.source))
+        volume.warnings.extend(check_hu(volume.array, volume.source, value_range=(lo, hi)))
     return volume
 
 
@@ -165,16 +177,24 @@ def read_image_file(path: Path) -> tuple[np.ndarray, Geometry]:
 def _read_image_file(path: Path) -> tuple[np.ndarray, Geometry, str]:
     """Array, geometry (canonical) and the file's own orientation code.
 
-    Geometry always comes from SimpleITK (LPS, qform/sform handled). NIfTI voxel data is read
-    with nibabel because SimpleITK silently zero-fills truncated NIfTI files; nibabel refuses them.
+    Geometry comes from SimpleITK (LPS, qform/sform handled), except for NIfTI-2, whose affine
+    nibabel reads (SimpleITK does not). NIfTI voxel data is read with nibabel because SimpleITK
+    silently zero-fills truncated NIfTI files; nibabel refuses them. NIfTI pixdim and a failing
+    affine are checked with nibabel so that the message names the problem.
     """
     import SimpleITK as sitk
 
     from voxelfm.io.itk import array_to_image, image_to_array, orient_image
 
     is_nifti = path.name.lower().endswith((".nii", ".nii.gz"))
+    nifti = _nifti_image(path) if is_nifti else None
+    if not is_nifti:
+        _check_data_file(path)
+    nifti2 = nifti is not None and int(nifti.header.sizeof_hdr) == 540
     try:
-        if is_nifti:
+        if nifti2:
+            dims, n_comp = int(nifti.header["dim"][0]), 1
+        elif is_nifti:
             reader = sitk.ImageFileReader()
             reader.SetFileName(str(path))
             reader.ReadImageInformation()
@@ -183,27 +203,33 @@ def _read_image_file(path: Path) -> tuple[np.ndarray, Geometry, str]:
             image = sitk.ReadImage(str(path))
             dims, n_comp = image.GetDimension(), image.GetNumberOfComponentsPerPixel()
     except RuntimeError as exc:
+        if nifti is not None:
+            _check_affine(nifti.affine, path)
         lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
         detail = next((line for line in reversed(lines) if "ERROR" not in line and "Exception" not in line), "")
         raise CTReadError(located(path, f"cannot read image ({detail[:160] or 'unsupported or corrupt file'})")) from exc
     if n_comp != 1:
         raise CTReadError(located(path, f"expected a scalar image, got {n_comp} components per voxel"))
+    if nifti2 and dims > 3 and int(np.prod(nifti.shape[3:])) == 1:
+        dims = 3
     if dims != 3:
         raise InputValidationError(located(path, f"expected a 3D volume, got {dims} dimensions"))
-    if is_nifti:
+    if nifti2:
+        size = tuple(int(n) for n in nifti.shape[:3])
+        spacing_xyz, origin, direction = _nifti_affine_geometry(nifti.affine, path)
+        spacing = spacing_xyz[::-1]
+    elif is_nifti:
         size = reader.GetSize()
-        check_shape((size[2], size[1], size[0]), path)
         spacing = tuple(reader.GetSpacing())[::-1]
+        origin, direction = reader.GetOrigin(), np.asarray(reader.GetDirection()).reshape(3, 3)
     else:
         size = image.GetSize()
-        check_shape((size[2], size[1], size[0]), path)
         spacing = tuple(image.GetSpacing())[::-1]
+    check_shape((size[2], size[1], size[0]), path)
     check_spacing(spacing, path)
     if is_nifti:
-        import nibabel as nib
-
         try:
-            proxy = nib.load(path).dataobj
+            proxy = nifti.dataobj
             data = proxy.get_unscaled()
             slope, inter = float(proxy.slope), float(proxy.inter)
             if (slope, inter) != (1.0, 0.0):
@@ -214,8 +240,7 @@ def _read_image_file(path: Path) -> tuple[np.ndarray, Geometry, str]:
         data = data.reshape(data.shape[:3]) if data.ndim > 3 and int(np.prod(data.shape[3:])) == 1 else data
         if data.shape != tuple(size):
             raise CTReadError(located(path, f"NIfTI data shape {data.shape} does not match its header {tuple(size)}"))
-        geometry = Geometry(shape=(size[2], size[1], size[0]), spacing=spacing, origin=reader.GetOrigin(),
-                            direction=np.asarray(reader.GetDirection()).reshape(3, 3))
+        geometry = Geometry(shape=(size[2], size[1], size[0]), spacing=spacing, origin=origin, direction=direction)
         image = array_to_image(np.ascontiguousarray(data.transpose(2, 1, 0)), geometry)
         del data
     from voxelfm.io.itk import image_geometry
@@ -223,6 +248,104 @@ def _read_image_file(path: Path) -> tuple[np.ndarray, Geometry, str]:
     stored = image_geometry(image).orientation_code()
     array, geometry = image_to_array(orient_image(image))
     return array, geometry, stored
+
+
+def _nifti_image(path: Path) -> Any:
+    """nibabel's lazy image (header only read), after checking the voxel sizes in ``pixdim``.
+
+    SimpleITK replaces a zero pixdim by 1 mm without a word; voxelfm never assumes 1 mm.
+    """
+    import nibabel as nib
+    from nibabel.openers import ImageOpener
+
+    try:
+        # The header as stored: nib.load would "fix" a zero pixdim to 1 before we could see it.
+        with ImageOpener(path) as handle:
+            first = handle.read(4)
+            handle.seek(0)
+            nifti2 = 540 in (int.from_bytes(first, "little"), int.from_bytes(first, "big"))
+            header = (nib.Nifti2Header if nifti2 else nib.Nifti1Header).from_fileobj(handle, check=False)
+    except Exception as exc:  # nibabel raises HeaderDataError/OSError/EOFError/ValueError/zlib errors
+        raise CTReadError(located(path, f"cannot read image (NIfTI header: {describe_exception(exc)})")) from exc
+    n_dims = int(header["dim"][0])
+    pixdim = np.asarray(header["pixdim"], dtype=np.float64)
+    for axis in range(1, min(n_dims, 3) + 1):
+        value = pixdim[axis]
+        if not np.isfinite(value) or value == 0:
+            raise InputValidationError(
+                located(path, f"pixdim[{axis}] (voxel size along the file's {'ijk'[axis - 1]} axis) is {value:g}: "
+                        "the header records no spacing (voxelfm never assumes 1 mm)")
+            )
+    try:
+        return nib.load(path)
+    except Exception as exc:  # nibabel raises ImageFileError/OSError/EOFError/ValueError
+        raise CTReadError(located(path, f"cannot read image (NIfTI header: {describe_exception(exc)})")) from exc
+
+
+def _check_affine(affine: np.ndarray, path: Path) -> None:
+    """Name a degenerate or sheared NIfTI affine (SimpleITK only says it cannot read the file)."""
+    affine = np.asarray(affine, dtype=np.float64)
+    m = affine[:3, :3]
+    if not np.all(np.isfinite(affine)):
+        raise GeometryError(located(path, f"degenerate affine: it holds non-finite values {m.round(4).tolist()}"))
+    norms = np.linalg.norm(m, axis=0)
+    for axis, norm in enumerate(norms):
+        if norm < 1e-9:
+            raise GeometryError(located(path, f"degenerate affine: column {axis} (the file's {'ijk'[axis]} axis) is zero "
+                                        f"({m.round(4).tolist()})"))
+    unit = m / norms
+    if abs(np.linalg.det(unit)) < 1e-6:
+        raise GeometryError(located(path, f"degenerate affine: singular, two voxel axes are parallel ({m.round(4).tolist()})"))
+    cosines = np.abs(unit.T @ unit - np.eye(3))
+    if cosines.max() > 1e-3:
+        angle = float(np.degrees(np.arcsin(min(1.0, cosines.max()))))
+        raise GeometryError(located(path, f"sheared affine: voxel axes are {angle:.2f} deg off perpendicular, not a "
+                                    f"regular grid voxelfm can resample exactly ({m.round(4).tolist()})"))
+
+
+def _nifti_affine_geometry(affine: np.ndarray, path: Path) -> tuple[tuple[float, float, float], tuple[float, ...], np.ndarray]:
+    """Spacing (x, y, z), LPS origin and ITK direction from a NIfTI (RAS) affine."""
+    _check_affine(affine, path)
+    affine = np.asarray(affine, dtype=np.float64)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    ras_to_lps = np.diag([-1.0, -1.0, 1.0])
+    direction = ras_to_lps @ (affine[:3, :3] / spacing)
+    origin = ras_to_lps @ affine[:3, 3]
+    return tuple(float(v) for v in spacing), tuple(float(v) for v in origin), direction  # type: ignore[return-value]
+
+
+def _check_data_file(path: Path) -> None:
+    """An MHA/MHD or NRRD header that names a separate data file: that file must exist."""
+    name = path.name.lower()
+    if not name.endswith((".mhd", ".mha", ".nhdr", ".nrrd")):
+        return
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(65536).decode("latin-1")
+    except OSError as exc:
+        raise CTReadError(located(path, f"cannot read header ({describe_exception(exc)})")) from exc
+    data_file = None
+    for line in head.splitlines():
+        if name.endswith((".mhd", ".mha")):
+            key, sep, value = line.partition("=")
+            if sep and key.strip() == "ElementDataFile":
+                data_file = value.strip()
+                break
+        else:
+            if not line.strip():
+                break  # end of the NRRD header
+            key, sep, value = line.partition(":")
+            if sep and key.strip().lower() in ("data file", "datafile"):
+                data_file = value.strip()
+                break
+    if not data_file or data_file.upper() in ("LOCAL", "LIST") or data_file.upper().startswith("LIST") \
+            or "%" in data_file or " " in data_file:
+        return  # data inside the header file, or a file list / pattern that SimpleITK resolves
+    target = Path(data_file) if Path(data_file).is_absolute() else path.parent / data_file
+    if not target.is_file():
+        raise CTReadError(located(path, f"the header names the data file {data_file!r}, which does not exist ({target})"))
+    if not os.access(target, os.R_OK):
+        raise CTReadError(located(path, f"permission denied reading the data file {data_file!r} it names"))
 
 
 def _load_itk_file(path: Path) -> CTVolume:
@@ -233,13 +356,18 @@ def _load_itk_file(path: Path) -> CTVolume:
                     metadata={"stored_orientation": stored})
 
 
-def _load_dicom_folder(folder: Path, series_uid: str | None, display: object) -> CTVolume:
+def _load_dicom_folder(folder: Path, series_uid: str | None, display: object, allow_missing: bool = False) -> CTVolume:
     from voxelfm.io.dicom import choose_series, read_series, scan_folder
     from voxelfm.io.itk import to_canonical
 
     series = scan_folder(folder)
     chosen = choose_series(series, display, series_uid)
-    array, geometry, warnings = read_series(chosen, display)
+    try:
+        array, geometry, warnings = read_series(chosen, display, allow_missing_slices=allow_missing)
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError) as exc:
+        # A DICOM attribute of an unexpected type or shape that no specific check anticipated.
+        raise CTReadError(located(display, f"unusable DICOM attribute in series {chosen.uid} "
+                                  f"({describe_exception(exc, limit=120)})")) from exc
     check_spacing(geometry.spacing, display)
     stored = geometry.orientation_code()
     array, geometry = to_canonical(array, geometry)
@@ -270,9 +398,9 @@ def _extracted_zip(path: Path) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def _load_dicom_zip(path: Path, series_uid: str | None) -> CTVolume:
+def _load_dicom_zip(path: Path, series_uid: str | None, allow_missing: bool = False) -> CTVolume:
     with _extracted_zip(path) as folder:
-        return _load_dicom_folder(folder, series_uid, display=path)
+        return _load_dicom_folder(folder, series_uid, display=path, allow_missing=allow_missing)
 
 
 def _load_single_dicom_or_fail(path: Path, series_uid: str | None) -> CTVolume:
