@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from voxelfm.core.errors import CheckpointError, ConfigError, VoxelFMError, located
-from voxelfm.ssl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from voxelfm.ssl.checkpoint import clean_partial_checkpoints, resume_checkpoint, save_checkpoint
 from voxelfm.ssl.config import check_batch_size, load_config, save_config
 from voxelfm.ssl.data import build_data, micro_batches
 from voxelfm.ssl.meta_arch import SSLMetaArch
@@ -160,10 +160,12 @@ class Trainer:
                 raise CheckpointError(located(source, f"weights do not fit the architecture (missing {missing[:3]}, unexpected {unexpected[:3]})"))
 
     def _resume(self) -> None:
-        path = latest_checkpoint(self.run_dir)
-        if path is None:
+        if self.is_main:
+            clean_partial_checkpoints(self.run_dir)
+        found = resume_checkpoint(self.run_dir)  # the newest intact one (warns about unreadable newer ones)
+        if found is None:
             return
-        data = load_checkpoint(path)
+        path, data = found
         try:
             if self._fsdp:
                 from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
