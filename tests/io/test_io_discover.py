@@ -25,7 +25,8 @@ def test_mixed_tree(tmp_path, make_volume):
     assert {"cohort_patient2_ct", "cohort_niftis_sub_ct"} <= set(ids)
     for _, path in found:
         assert load_ct(path).shape == (3, 8, 8)
-    assert len(discover_sources(root)) == 5  # labels included without the exclude pattern
+    assert len(discover_sources(root)) == 4  # a labels/ folder is skipped by default (label maps)
+    assert len(discover_sources(root, skip_label_maps=False)) == 5
 
 
 def test_single_file_and_missing(tmp_path, make_volume):

@@ -17,6 +17,7 @@ from voxelfm.core.geometry import Geometry
 from voxelfm.core.types import CTVolume
 from voxelfm.io.dicom import SeriesInfo
 from voxelfm.io.validate import (
+    HU_BAND,
     check_finite,
     check_hu,
     check_readable,
@@ -100,8 +101,25 @@ def load_ct(
     if lo == hi:
         volume.warnings.append(constant_warning(lo, volume.array.shape))
     if not allow_non_hu:
+        # No air below -100 HU: a label map (a few integers) would otherwise pass as "HU".
+        labels = label_values(volume.array) if lo > -HU_BAND and lo != hi else None
+        if labels is not None:
+            shown = ", ".join(f"{v:g}" for v in labels[:8]) + (", ..." if len(labels) > 8 else "")
+            raise InputValidationError(located(volume.source, f"looks like a label map, not a CT: only {len(labels)} "
+                                               f"distinct integer values ({shown}). Pass allow_non_hu=True to load anyway"))
         volume.warnings.extend(check_hu(volume.array, volume.source, value_range=(lo, hi)))
     return volume
+
+
+def label_values(array: np.ndarray, limit: int = 64) -> np.ndarray | None:
+    """The distinct values of ``array`` when it holds at most ``limit`` integers (a label map), else None."""
+    sample = array.reshape(-1)[:: max(1, array.size // 1_000_000)]  # cheap rejection on a sample first
+    if np.unique(sample).size > limit or not np.array_equal(sample, np.rint(sample)):
+        return None
+    values = np.unique(array)
+    if values.size > limit or not np.array_equal(values, np.rint(values)):
+        return None
+    return values
 
 
 def _is_tensor(obj: Any) -> bool:
