@@ -67,12 +67,14 @@ def prepare_command(
                                                        "rule max(min spacing, 0.75 mm)).")] = None,
     max_side: Annotated[int | None, typer.Option(help="Shrink so the longest side is at most this many voxels.")] = None,
     crop_background: Annotated[bool, typer.Option(help="Crop air and table around the body.")] = False,
-    retry_failed: Annotated[bool, typer.Option(help="Retry scans that failed in an earlier run.")] = False,
+    retry_failed: Annotated[bool, typer.Option(help="Retry scans that failed in an earlier run even if their "
+                                                    "files did not change (changed ones are always retried).")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Cache CT scans as memory-mappable isotropic HU volumes (resumable; bad scans are skipped).
 
-    Exit status 2 when the run finished but some scans failed.
+    Exit status 2 when the run finished but some scans failed (in this run, or in an earlier run
+    and not retried).
     """
     setup_logging(verbose)
     from rich.progress import Progress
@@ -87,7 +89,13 @@ def prepare_command(
     console.print(
         f"{counts['found']} scans: {counts['prepared']} prepared, {counts['skipped']} already done, "
         f"{counts['failed']} failed -> {counts['indexed']} in {out / 'index.csv'}", highlight=False)
-    exit_if_some_failed(counts["failed"], str(out))
+    if counts["changed"] or counts["retried"]:
+        console.print(f"prepared again: {counts['changed']} whose source changed, {counts['retried']} that had "
+                      "failed before", highlight=False)
+    if counts["earlier_failed"]:
+        console.print(f"[yellow]{counts['earlier_failed']} scan(s) failed in an earlier run[/] and were not retried "
+                      f"(unchanged files; see {out / 'prepare_log.jsonl'}, or use --retry-failed)", highlight=False)
+    exit_if_some_failed(counts["failed"] + counts["earlier_failed"], str(out))
 
 
 @pretrain_app.command("export")

@@ -6,8 +6,12 @@ fixed spacing) and optionally shrunk so its longest side fits ``max_side``. Volu
 int16 HU ``.npy`` files (memory-mapped by the trainer, only crops are read) and listed in
 ``OUT/index.csv`` with the original's columns ``path`` and ``shape_final`` (plus provenance).
 
-Resumable: every attempt is appended to ``OUT/prepare_log.jsonl``; a re-run skips scans already
-done (and, unless ``retry_failed``, scans that failed). Bad scans are logged and skipped.
+Resumable: every attempt is appended to ``OUT/prepare_log.jsonl`` with the source's fingerprint
+(path, size, mtime; :mod:`voxelfm.core.fingerprint`). A re-run skips scans already done from an
+unchanged source and prepares again those whose source changed. Scans that failed before are
+retried when their source changed (or with ``retry_failed``); otherwise they are counted as
+``earlier_failed`` and reported, so a re-run never reads as "all done" while scans are missing.
+Bad scans are logged and skipped.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy as np
 
 from voxelfm.core.atomic import atomic_save, atomic_write_text
 from voxelfm.core.errors import DataError, VoxelFMError, located
+from voxelfm.core.fingerprint import source_fingerprint
 
 log = logging.getLogger(__name__)
 INDEX_FILE = "index.csv"
@@ -103,8 +108,13 @@ def prepare_volumes(
     settings: PrepareSettings | None = None, retry_failed: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> dict[str, int]:
-    """Cache every scan found under ``inputs`` into ``out_dir``; returns counts
-    ``{"found", "prepared", "skipped", "failed", "indexed"}``."""
+    """Cache every scan found under ``inputs`` into ``out_dir``; returns counts ``{"found",
+    "prepared", "skipped", "failed", "earlier_failed", "retried", "changed", "indexed"}``.
+
+    ``skipped``: done before from the same source; ``earlier_failed``: failed before, source
+    unchanged, not retried (their ids are logged); ``retried``/``changed``: failed/done before and
+    prepared again because of ``retry_failed`` or a changed source. ``failed`` counts this run only.
+    """
     from voxelfm.io import discover_sources, load_ct
 
     settings = settings or PrepareSettings()
@@ -121,28 +131,37 @@ def prepare_volumes(
     if not sources:
         raise DataError(located(", ".join(str(p) for p in inputs), "no CT scans found"))
     records = _read_log(out)
-    counts = {"found": len(sources), "prepared": 0, "skipped": 0, "failed": 0}
+    counts = {"found": len(sources), "prepared": 0, "skipped": 0, "failed": 0, "earlier_failed": 0,
+              "retried": 0, "changed": 0}
+    earlier_failed = []
     with open(out / LOG_FILE, "a", encoding="utf-8") as handle:
         for i, (scan_id, path) in enumerate(sources):
             previous = records.get(scan_id)
-            if previous and (
-                (previous["status"] == "ok" and (out / previous["path"]).is_file())
-                or (previous["status"] == "failed" and not retry_failed)
-            ):
+            fingerprint = source_fingerprint(path)
+            same = previous is not None and _same_source(previous, path, fingerprint)
+            if previous and previous["status"] == "ok" and (out / previous["path"]).is_file() and same:
                 counts["skipped"] += 1
                 continue
+            if previous and previous["status"] == "failed":
+                if same and not retry_failed:
+                    counts["earlier_failed"] += 1
+                    earlier_failed.append(f"{scan_id} ({previous.get('error')})")
+                    continue
+                counts["retried"] += 1
+            elif previous and previous["status"] == "ok" and not same:
+                counts["changed"] += 1
             t0 = time.perf_counter()
             rel = f"volumes/{scan_id}.npy"
             try:
                 volume = load_ct(path)
                 array, spacing = _prepare_array(volume, settings)
                 atomic_save(out / rel, lambda tmp, a=array: _save_npy(tmp, a))
-                rec = {"scan_id": scan_id, "source": str(path), "status": "ok", "path": rel,
+                rec = {"scan_id": scan_id, "source": str(path), "source_fingerprint": fingerprint, "status": "ok", "path": rel,
                        "shape_final": str(list(array.shape)), "spacing_mm": round(spacing, 6), "error": None}
                 counts["prepared"] += 1
             except (VoxelFMError, OSError, ValueError, RuntimeError, MemoryError) as exc:
                 # One bad scan must not stop a cohort-sized job: log it and move on.
-                rec = {"scan_id": scan_id, "source": str(path), "status": "failed", "path": rel,
+                rec = {"scan_id": scan_id, "source": str(path), "source_fingerprint": fingerprint, "status": "failed", "path": rel,
                        "shape_final": None, "spacing_mm": None, "error": f"{type(exc).__name__}: {exc}"}
                 counts["failed"] += 1
                 log.warning("skipped %s: %s", path, exc)
@@ -152,5 +171,17 @@ def prepare_volumes(
             records[scan_id] = rec
             if progress is not None:
                 progress(i + 1, len(sources), scan_id)
+    if earlier_failed:
+        log.warning("%d scan(s) failed in an earlier run and were not retried (their files are unchanged; "
+                    "--retry-failed tries again): %s", len(earlier_failed), "; ".join(earlier_failed[:5]))
     counts["indexed"] = _write_index(out, records)
     return counts
+
+
+def _same_source(record: dict[str, Any], path: str | os.PathLike[str], fingerprint: str | None) -> bool:
+    """Whether a log record was made from this source as it is now (records without a fingerprint,
+    from older versions, are compared by path)."""
+    if os.path.abspath(str(record.get("source"))) != os.path.abspath(path):
+        return False
+    stored = record.get("source_fingerprint")
+    return stored is None or stored == fingerprint
