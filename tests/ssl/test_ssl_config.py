@@ -78,3 +78,11 @@ def test_packaged_single_machine_recipe_resolves() -> None:
     assert c["train"]["centering"] == "sinkhorn_knopp" and c["dino"]["head_n_prototypes"] == 4096
     assert c["student"]["embed_dim"] == 216
     assert load_config("cpu_tiny", ["datasets.0.index_path=x.csv"]) == c  # by name
+
+
+def test_a_datasets_list_override_is_filled_from_the_defaults() -> None:
+    c = load_config(None, ["datasets=[{name: mine, index_path: /data/index.csv}, {index_path: b.csv, weight: 2}]"])
+    assert [d["index_path"] for d in c["datasets"]] == ["/data/index.csv", "b.csv"]
+    for entry in c["datasets"]:
+        assert entry["pixel_range"] == {"lower": -1000, "upper": 1900} and entry["norm"]["std"] == 461.3
+    assert c["datasets"][1]["weight"] == 2 and c["datasets"][0]["storage"] == "torch"

@@ -168,16 +168,17 @@ def load_config(
         user, source = read_yaml(path), path
     check_keys(user, defaults, source)
     resolved = merge(defaults, user)
-    if isinstance(resolved.get("datasets"), list):
-        # Each dataset inherits the default pixel range / normalisation unless it sets its own.
-        template = {k: v for k, v in defaults["datasets"][0].items() if k not in ("name", "index_path")}
-        resolved["datasets"] = [merge(template, ds) if isinstance(ds, Mapping) else ds for ds in resolved["datasets"]]
     overrides = list(overrides)
     # Overrides apply on top of the merged config, so `datasets.0.index_path=...` reaches the
     # default dataset entry; their keys are checked against the defaults like the file's.
     override_tree = apply_overrides({}, overrides)
     check_keys({k: v for k, v in override_tree.items() if k != "datasets"}, defaults, "override")
     resolved = apply_overrides(resolved, overrides)
+    if isinstance(resolved.get("datasets"), list):
+        # Each dataset (from the file or a `datasets=[...]` override) inherits the default pixel
+        # range / normalisation unless it sets its own.
+        template = {k: v for k, v in defaults["datasets"][0].items() if k not in ("name", "index_path")}
+        resolved["datasets"] = [merge(template, ds) if isinstance(ds, Mapping) else ds for ds in resolved["datasets"]]
     user_student = set((user.get("student") or {}).keys()) | set((override_tree.get("student") or {}).keys())
     arch = resolved["student"].get("arch")
     if arch:
