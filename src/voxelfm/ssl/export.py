@@ -1,4 +1,5 @@
-"""Export the teacher backbone of a pretraining run as a voxelfm model directory."""
+"""Export the backbone of a pretraining run (the EMA teacher, or the student when the teacher is
+frozen) as a voxelfm model directory."""
 
 from __future__ import annotations
 
@@ -31,13 +32,28 @@ def _spec_for(config: dict[str, Any], max_patches: int | None) -> Any:
     return PreprocessSpec(**fields)
 
 
-def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, checkpoint: str | os.PathLike[str] | None = None,
-           spec: Any = None, max_patches: int | None = 25000) -> Path:
-    """Write the teacher backbone of ``run_dir`` (newest checkpoint unless ``checkpoint``) to
-    ``out_dir`` with :func:`voxelfm.models.save_model`; returns ``out_dir``.
+def teacher_is_frozen(config: dict[str, Any]) -> bool:
+    """True when the momentum schedule is 1 throughout: the teacher keeps its random initial
+    weights (a frozen-random-teacher recipe), so the student is the network that learned."""
+    m = config["schedules"]["momentum"]
+    return all(float(m[k]) >= 1.0 for k in ("start", "peak", "end"))
 
-    ``spec`` (a :class:`~voxelfm.preprocess.PreprocessSpec`) overrides the spec derived from the
-    run's config; ``max_patches`` is the token budget of the derived spec.
+
+def default_part(config: dict[str, Any]) -> str:
+    """Which backbone :func:`export` writes by default: ``student`` under a frozen teacher, else
+    ``teacher`` (the original's choice: the EMA teacher is the better model)."""
+    return "student" if teacher_is_frozen(config) else "teacher"
+
+
+def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, checkpoint: str | os.PathLike[str] | None = None,
+           spec: Any = None, max_patches: int | None = 25000, part: str | None = None) -> Path:
+    """Write a backbone of ``run_dir`` (newest checkpoint unless ``checkpoint``) to ``out_dir``
+    with :func:`voxelfm.models.save_model`; returns ``out_dir``.
+
+    ``part``: ``"teacher"`` or ``"student"`` (default :func:`default_part`: the teacher, or the
+    student when the teacher is frozen). ``spec`` (a :class:`~voxelfm.preprocess.PreprocessSpec`)
+    overrides the spec derived from the run's config; ``max_patches`` is the token budget of the
+    derived spec.
     """
     from voxelfm.models import VisionTransformer3D, save_model
     from voxelfm.ssl.checkpoint import latest_checkpoint, load_checkpoint, teacher_backbone_state
@@ -52,17 +68,25 @@ def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, 
     path = Path(checkpoint) if checkpoint is not None else latest_checkpoint(run_dir)
     if path is None:
         raise CheckpointError(located(run_dir, "has no checkpoint yet"))
+    part = default_part(config) if part is None else part
+    if part not in ("teacher", "student"):
+        raise CheckpointError(located(run_dir, f"export part must be teacher|student, got {part!r}"))
     data = load_checkpoint(path)
-    state = teacher_backbone_state(data["model"])
+    if part == "teacher":
+        state = teacher_backbone_state(data["model"])
+    else:  # no drop path at inference: the student backbone loads into the teacher's architecture
+        prefix = "student.backbone."
+        state = {k[len(prefix):]: v for k, v in data["model"].items() if k.startswith(prefix)}
     model = VisionTransformer3D(vit_config(config, teacher=True))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise CheckpointError(located(path, f"teacher backbone does not match config.yaml (missing {missing[:3]}, unexpected {unexpected[:3]})"))
+        raise CheckpointError(located(path, f"{part} backbone does not match config.yaml (missing {missing[:3]}, unexpected {unexpected[:3]})"))
     model.eval()
     step = int(data["step"])
     card = {
         "title": f"VoxelFM backbone pretrained with DINO + iBOT + KoLeo ({run_dir.name}, step {step})",
-        "description": f"Teacher (EMA) backbone of the pretraining run `{run_dir}` after {step} optimizer steps.",
+        "description": (f"{'Teacher (EMA)' if part == 'teacher' else 'Student'} backbone of the pretraining run "
+                        f"`{run_dir}` after {step} optimizer steps."),
         "training_data": ", ".join(str(d.get("index_path")) for d in config["datasets"]),
     }
     save_model(model, out_dir, spec=spec if spec is not None else _spec_for(config, max_patches), card=card)

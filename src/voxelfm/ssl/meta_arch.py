@@ -64,6 +64,12 @@ class SSLMetaArch(nn.Module):
         self.ibot_loss = IBOTPatchLoss(ibot_k)
         self.koleo_loss = KoLeoLoss()
         self.centering = str(config["train"]["centering"])
+        # "cross" (the original): crop 1's student view is matched to crop 2's teacher view;
+        # "same": each view to the teacher's output on that same view (distilling a teacher,
+        # e.g. a frozen random one, without an invariance task).
+        self.teacher_view = str(config["dino"].get("teacher_view", "cross"))
+        if self.teacher_view not in ("cross", "same"):
+            raise ConfigError(f"dino.teacher_view must be cross|same, got {self.teacher_view!r}")
         # Wrapped (DDP/FSDP) student modules used for the forward; plain dict so the state dict
         # keeps the unwrapped names.
         self.student_call: dict[str, nn.Module] = dict(self.student.items())
@@ -78,7 +84,7 @@ class SSLMetaArch(nn.Module):
         out = self.teacher["backbone"](batch["global_crops"])
         cls = out["x_norm_clstoken"]
         a, b = cls.chunk(2)
-        swapped = torch.cat((b, a))  # crop 1's student view is matched to crop 2's teacher view
+        swapped = torch.cat((b, a)) if self.teacher_view == "cross" else cls
         dino_logits = self.teacher["dino_head"](swapped)
         dino_targets = self.dino_loss.teacher_targets(dino_logits, teacher_temp, self.centering)
         result = {"cls": cls, "dino_targets": dino_targets.chunk(2)}
