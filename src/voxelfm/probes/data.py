@@ -142,9 +142,18 @@ class FeatureSet:
                 raise StoreError(located(path, "embedding store does not exist"))
             store = EmbeddingStore(path)
         available = list(store.ids())
-        wanted = available if ids is None else [str(i) for i in ids if str(i) in set(available)]
+        present = set(available)
+        wanted = available if ids is None else [str(i) for i in ids if str(i) in present]
         if not wanted:
-            raise StoreError(located(getattr(store, "path", store), "the store holds no usable embeddings"))
+            where = getattr(store, "path", store)
+            if not available:
+                failed = len(store.ids("failed")) if hasattr(store, "ids") else 0
+                raise StoreError(located(where, "the store holds no usable embeddings"
+                                                + (f" ({failed} scan(s) failed to embed)" if failed else "")))
+            asked = list(dict.fromkeys(str(i) for i in ids or ()))
+            raise StoreError(located(where, f"none of the {len(asked)} label ids match the {len(available)} store "
+                                            f"ids (labels e.g. {asked[:3]}, store e.g. {available[:3]}); are the "
+                                            "labels for this store, with the same scan_id spelling?"))
         label = name or str(getattr(store, "path", "store"))
         if not patches:
             # Only the CLS tensors are read; model ids come from the manifest records.

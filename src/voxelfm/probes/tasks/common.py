@@ -92,10 +92,17 @@ def binary_column(data: ProbeData, column: str) -> np.ndarray:
 
 
 def numeric_column(data: ProbeData, column: str) -> np.ndarray:
+    """A numeric label column as float64; non-numeric or infinite values are a DataError naming the ids."""
+    source = data.labels.attrs.get("source", "labels")
     values = pd.to_numeric(data.labels[column], errors="coerce")
     if values.isna().any():
-        raise DataError(located(data.labels.attrs.get("source", "labels"), f"column {column!r} has non-numeric values"))
-    return values.to_numpy().astype(np.float64)
+        raise DataError(located(source, f"column {column!r} has non-numeric values"))
+    array = values.to_numpy().astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(array))
+    if len(bad):
+        where = ", ".join(f"{data.labels.index[i]} ({array[i]})" for i in bad[:3])
+        raise DataError(located(source, f"column {column!r} has {len(bad)} non-finite value(s), at scan id(s) {where}"))
+    return array
 
 
 def require_both_classes(y: np.ndarray, rows: np.ndarray, split: str, column: str, source: str) -> None:
