@@ -27,12 +27,13 @@ def _parse_spacing(text: str | None) -> tuple[float, float, float] | None:
 
 def describe_source(
     path: Path, *, series_uid: str | None = None, spacing: tuple[float, float, float] | None = None,
-    allow_non_hu: bool = False,
+    allow_non_hu: bool = False, allow_missing_slices: bool = False,
 ) -> dict[str, Any]:
     """Load ``path`` and return the JSON-ready description printed by ``voxelfm info``."""
     from voxelfm.io import load_ct
 
-    volume = load_ct(path, series_uid=series_uid, spacing=spacing, allow_non_hu=allow_non_hu)
+    volume = load_ct(path, series_uid=series_uid, spacing=spacing, allow_non_hu=allow_non_hu,
+                     allow_missing_slices=allow_missing_slices)
     info = volume.describe()
     info["series"] = volume.metadata.get("series", [])
     info["stored_orientation"] = volume.metadata.get("stored_orientation", info["orientation"])
@@ -83,9 +84,13 @@ def register(app: typer.Typer) -> None:
         series: Annotated[str | None, typer.Option("--series", help="SeriesInstanceUID to load.")] = None,
         spacing: Annotated[str | None, typer.Option("--spacing", help="z,y,x mm (required for array files).")] = None,
         allow_non_hu: Annotated[bool, typer.Option("--allow-non-hu", help="Skip the Hounsfield-unit check.")] = False,
+        allow_missing_slices: Annotated[bool, typer.Option(
+            "--allow-missing-slices", help="Load a DICOM series without its unreadable slice files (named in a warning).",
+        )] = False,
     ) -> None:
         """Show the series found, the one chosen, shape, spacing, orientation, HU range and warnings."""
-        data = describe_source(path, series_uid=series, spacing=_parse_spacing(spacing), allow_non_hu=allow_non_hu)
+        data = describe_source(path, series_uid=series, spacing=_parse_spacing(spacing), allow_non_hu=allow_non_hu,
+                               allow_missing_slices=allow_missing_slices)
         if as_json:
             typer.echo(json.dumps(data))
         else:

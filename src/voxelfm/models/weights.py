@@ -166,6 +166,52 @@ def read_model_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
+def _file_kind(path: Path) -> str:
+    """What a weights file really is, from its first bytes (for the error message)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+    if head[:2] == b"PK":
+        return "a torch.save zip archive"
+    if head[:1] == b"\x80":
+        return "a Python pickle"
+    if len(head) == 8 and int.from_bytes(head, "little") < 100_000_000:
+        return "safetensors-like header"
+    return "unrecognised format"
+
+
+def read_weights_file(path: str | os.PathLike[str]) -> Any:
+    """Tensors of a ``.safetensors`` file, or of a ``torch.save`` file read with ``weights_only=True``.
+
+    Never unpickles arbitrary objects: a pickle holding anything but tensors and plain containers
+    is refused with one line ("not a safetensors/weights-only checkpoint").
+    """
+    import pickle
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(located(path, "weights file not found"))
+    kind = _file_kind(path)
+    if path.name.endswith(".safetensors") or kind == "safetensors-like header":
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as exc:
+            if path.name.endswith(".safetensors"):
+                raise CheckpointError(located(path, f"not a readable safetensors file ({kind}; {exc})")) from exc
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError,
+            TypeError) as exc:
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise CheckpointError(located(path, f"not a safetensors/weights-only checkpoint ({kind}; torch.load(weights_only=True) "
+                                      f"refused it: {first[:120]})")) from None
+
+
 def load_model(directory: str | os.PathLike[str], device: str | torch.device | None = None) -> VisionTransformer3D:
     """Load a model directory written by :func:`save_model` (eval mode, float32, on ``device``)."""
     from safetensors import SafetensorError
@@ -183,7 +229,12 @@ def load_model(directory: str | os.PathLike[str], device: str | torch.device | N
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(located(weights, f"not a readable safetensors file ({exc})")) from exc
+        kind = _file_kind(weights)
+        if kind in ("a torch.save zip archive", "a Python pickle"):
+            raise CheckpointError(located(weights, f"not a readable safetensors file: it is {kind}, not a safetensors/"
+                                          "weights-only checkpoint (voxelfm convert-checkpoint reads "
+                                          "such files safely)")) from None
+        raise CheckpointError(located(weights, f"not a readable safetensors file ({kind}; {exc})")) from exc
     model = VisionTransformer3D(config)
     load_state_dict_strict(model, state, weights)
     spec_path = directory / SPEC_FILE

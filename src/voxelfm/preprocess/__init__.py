@@ -16,6 +16,7 @@ from voxelfm.preprocess.pipeline import PreprocessedVolume, preprocess
 from voxelfm.preprocess.resample import resample_to_geometry
 from voxelfm.preprocess.spec import PreprocessSpec
 from voxelfm.preprocess.steps import (
+    check_large_enough,
     clip_hu,
     crop_background,
     crop_to_patch_multiple,
@@ -32,6 +33,7 @@ from voxelfm.preprocess.steps import (
 __all__ = [
     "PreprocessSpec",
     "PreprocessedVolume",
+    "check_large_enough",
     "clip_hu",
     "crop_background",
     "crop_to_patch_multiple",

@@ -29,6 +29,8 @@ class PreprocessedVolume:
     source_geometry: Geometry
     hu: np.ndarray
     steps: list[dict[str, Any]] = field(default_factory=list)
+    #: The input volume's warnings (e.g. a constant volume, missing slices), for batch logs.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -65,6 +67,9 @@ def preprocess(volume: CTVolume, spec: PreprocessSpec | None = None) -> Preproce
     source = volume.source
     geometry = volume.geometry
     record: list[dict[str, Any]] = []
+    steps.check_large_enough(volume.array.shape, geometry.spacing, patch_size=spec.patch_size,
+                             min_spacing=spec.min_spacing_mm, isotropic=spec.isotropic,
+                             crop_kernel=spec.background_kernel if spec.crop_background else None, source=source)
     hu = steps.clip_hu(volume.array, spec.hu_min, spec.hu_max)
     record.append({"step": "clip_hu", "range": [spec.hu_min, spec.hu_max]})
 
@@ -94,4 +99,4 @@ def preprocess(volume: CTVolume, spec: PreprocessSpec | None = None) -> Preproce
     array = steps.normalise(hu, spec.norm_mean, spec.norm_std)
     record.append({"step": "normalise", "mean": spec.norm_mean, "std": spec.norm_std})
     return PreprocessedVolume(array=array, geometry=geometry, spec=spec, source_geometry=volume.geometry,
-                              hu=hu, steps=record)
+                              hu=hu, steps=record, warnings=list(volume.warnings))

@@ -81,6 +81,34 @@ def foreground_box(array: np.ndarray, threshold: float = -800.0, kernel: int = 2
     return ((z_hit[0], z_hit[-1] + 1), (int(ys[0]), int(ys[-1]) + 1), (int(xs[0]), int(xs[-1]) + 1))
 
 
+def check_large_enough(
+    shape: tuple[int, int, int], spacing: tuple[float, float, float], *, patch_size: int = 14,
+    min_spacing: float = 0.75, isotropic: bool = True, crop_kernel: int | None = 21, source: object = None,
+) -> None:
+    """Refuse a volume too small to give one patch: a single 2D slice, or a few voxels.
+
+    Every later step only shrinks the volume, so a volume that fails here would fail anyway, with
+    a message about the step where it ran out ("background crop found no body", "smaller than one
+    patch"); this says what is wrong with the input instead.
+    """
+    shape = tuple(int(n) for n in shape)
+    extent = " x ".join(f"{n * s:.3g}" for n, s in zip(shape, spacing, strict=True))
+    what = f"volume of {shape} voxels ({extent} mm)"
+    if min(shape) == 1:
+        raise InputValidationError(located(source, f"{what} is a single 2D slice: too small to embed (a 3D volume of at "
+                                           f"least {patch_size} voxels per axis after resampling is needed)"))
+    size = isotropic_size(shape, spacing, min_spacing)[0] if isotropic else shape
+    if min(size) < patch_size:
+        raise InputValidationError(located(source, f"{what} is too small: {tuple(size)} voxels after resampling, fewer "
+                                           f"than one {patch_size}-voxel patch along an axis"))
+    if crop_kernel is not None:
+        best = int(np.prod([min(n, crop_kernel) for n in shape]))
+        if best <= 0.5 * crop_kernel**3:
+            raise InputValidationError(located(source, f"{what} is too small for the background crop: no "
+                                               f"{crop_kernel}^3 neighbourhood can be mostly body (at most {best} voxels "
+                                               f"of {crop_kernel**3}); disable crop_background for such small inputs"))
+
+
 def crop_background(
     array: np.ndarray, threshold: float = -800.0, kernel: int = 21, *, source: object = None,
 ) -> tuple[np.ndarray, Box]:

@@ -46,12 +46,32 @@ def parse_shape(text: Any, source: object) -> tuple[int, ...]:
 
 
 def open_volume(path: Path) -> np.ndarray | torch.Tensor:
-    """Memory-map a prepared volume: ``.npy`` (numpy) or ``.pt/.pth`` (a tensor saved by torch)."""
-    if path.suffix == ".npy":
-        return np.load(path, mmap_mode="r")
-    obj = torch.load(path, mmap=True, weights_only=True, map_location="cpu")
-    if not isinstance(obj, torch.Tensor) or obj.ndim != 3:
-        raise DataError(located(path, "does not hold a 3D tensor"))
+    """Memory-map a prepared volume: ``.npy`` (numpy) or ``.pt/.pth`` (a tensor saved by torch).
+
+    Anything but a 3D real numeric array is refused with one line naming the file.
+    """
+    import pickle
+
+    try:
+        if path.suffix == ".npy":
+            obj: Any = np.load(path, mmap_mode="r", allow_pickle=False)
+        else:
+            obj = torch.load(path, mmap=True, weights_only=True, map_location="cpu")
+    except (ValueError, OSError, EOFError, RuntimeError, pickle.UnpicklingError, TypeError) as exc:
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise DataError(located(path, f"not a readable prepared volume ({type(exc).__name__}: {first[:120]})")) from None
+    if isinstance(obj, np.ndarray):
+        numeric = np.issubdtype(obj.dtype, np.number) and not np.iscomplexobj(obj)
+        kind = f"a numpy array of dtype {obj.dtype}"
+    elif isinstance(obj, torch.Tensor):
+        numeric = not obj.is_complex() and obj.dtype != torch.bool
+        kind = f"a tensor of dtype {obj.dtype}"
+    else:
+        numeric, kind = False, f"a {type(obj).__name__}"
+    if not numeric:
+        raise DataError(located(path, f"a prepared volume must be a real numeric 3D array, found {kind}"))
+    if obj.ndim != 3:
+        raise DataError(located(path, f"a prepared volume must be a 3D array, found shape {tuple(obj.shape)}"))
     return obj
 
 

@@ -149,10 +149,9 @@ class Trainer:
         if source.is_dir():
             state = load_model(source).state_dict()
         else:
-            try:
-                raw = torch.load(source, map_location="cpu", weights_only=True)
-            except (OSError, RuntimeError, EOFError) as exc:
-                raise CheckpointError(located(source, f"unreadable pretrained weights ({exc})")) from None
+            from voxelfm.models.weights import read_weights_file
+
+            raw = read_weights_file(source)  # safetensors or weights_only; one-line CheckpointError
             state = backbone_state_from_checkpoint(raw)
         for part in (self.model.student, self.model.teacher):
             missing, unexpected = part["backbone"].load_state_dict(state, strict=False)
