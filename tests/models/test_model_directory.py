@@ -27,7 +27,8 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(loaded(x)["x_prenorm"], model(x)["x_prenorm"], rtol=0, atol=0)
     config = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert set(config) == {"architecture", "model_id", "voxelfm_version"}
+    assert set(config) == {"backbone", "architecture", "model_id", "voxelfm_version"}
+    assert config["backbone"] == "voxelfm"
     card = (tmp_path / "m" / "README.md").read_text()
     for text in ("Intended use", "Training data", "CC-BY-4.0", "AUROC: 0.9", model_id, spec.fingerprint()):
         assert text in card

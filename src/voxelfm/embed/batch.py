@@ -124,11 +124,11 @@ def shard_jobs(jobs: Sequence[EmbedJob], shard: tuple[int, int] | None) -> list[
 def _read_job(job: EmbedJob, spec: dict[str, Any]) -> dict[str, Any]:
     """Read and preprocess one scan; the reason it failed instead of raising."""
     from voxelfm.io import load_ct
-    from voxelfm.preprocess import preprocess
+    from voxelfm.models.backbones import prepare_volume
 
     start = time.perf_counter()
     try:
-        pre = preprocess(load_ct(job.source), PreprocessSpec.from_dict(spec))
+        pre = prepare_volume(load_ct(job.source), spec)  # either spec kind (VoxelFM or a comparator recipe)
         return {"job": job, "pre": pre, "error": None, "seconds": time.perf_counter() - start}
     except VoxelFMError as exc:
         return {"job": job, "pre": None, "error": str(exc), "seconds": time.perf_counter() - start}

@@ -11,8 +11,7 @@ import torch
 from voxelfm.core.errors import ConfigError, InputValidationError
 from voxelfm.core.types import CTVolume, VoxelFeatures
 from voxelfm.embed.slabs import plan_slabs, stitch_patches
-from voxelfm.preprocess.pipeline import PreprocessedVolume, preprocess
-from voxelfm.preprocess.spec import PreprocessSpec
+from voxelfm.preprocess.pipeline import PreprocessedVolume
 
 MODES = ("3d", "2.5d")
 SLAB_BATCH = 4  # slabs per forward pass in 2.5D (same shape, so they batch)
@@ -33,15 +32,18 @@ def resolve_dtype(dtype: Any) -> torch.dtype | None:
     return None if chosen == torch.float32 else chosen
 
 
-def resolve_spec(model: torch.nn.Module, spec: PreprocessSpec | dict[str, Any] | None) -> PreprocessSpec:
-    """The spec to use: explicit, else the model's own, else the default with the model's patch size."""
-    patch = int(model.config.patch_size)
+def resolve_spec(model: torch.nn.Module, spec: Any) -> Any:
+    """The spec to use: explicit (object or dict), else the model's own, else the backbone's default.
+
+    Any backbone (see :mod:`voxelfm.models.backbones.base`) checks that the spec can feed it.
+    """
+    from voxelfm.models.backbones.spec import spec_from_dict
+
     if spec is None:
-        spec = getattr(model, "spec", None) or PreprocessSpec(patch_size=patch)
+        spec = getattr(model, "spec", None) or model.default_spec()  # type: ignore[operator]
     elif isinstance(spec, dict):
-        spec = PreprocessSpec.from_dict(spec)
-    if spec.patch_size != patch:
-        raise ConfigError(f"preprocess spec patch_size {spec.patch_size} does not match the model's patch size {patch}")
+        spec = spec_from_dict(spec)
+    model.check_spec(spec)  # type: ignore[operator]
     return spec
 
 
@@ -59,9 +61,8 @@ def _eval_mode(model: torch.nn.Module):  # type: ignore[no-untyped-def]
         model.train(was_training)
 
 
-def _forward(model: Any, array: np.ndarray, device: torch.device, autocast: torch.dtype | None) -> dict[str, Any]:
-    x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(device)
-    out = model.forward_features(x, autocast_dtype=autocast)
+def _forward(model: Any, x: torch.Tensor, device: torch.device, autocast: torch.dtype | None) -> dict[str, Any]:
+    out = model.forward_features(x.to(device), autocast_dtype=autocast)
     return {k: (v.cpu().numpy() if isinstance(v, torch.Tensor) else v) for k, v in out.items()}
 
 
@@ -69,25 +70,37 @@ def features_from_preprocessed(
     model: Any, pre: PreprocessedVolume, *, mode: str = "3d", device: torch.device | str | None = None,
     dtype: Any = None, slab_thickness: int | None = None, slab_overlap: int | None = None,
 ) -> VoxelFeatures:
-    """Run the backbone on an already preprocessed volume (the batch runner's entry point)."""
+    """Run any backbone on an already prepared volume (the batch runner's entry point).
+
+    The patch grid is returned in the canonical orientation of the scan (z up, y posterior,
+    x left; see :func:`~voxelfm.models.backbones.grid.canonical_grid`) whatever the backbone's
+    native axis order, with the world position of every patch in ``patch_geometry``.
+    """
+    from voxelfm.models.backbones.grid import canonical_grid
+
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "2.5d" and not getattr(model, "supports_slabs", False):
+        raise ConfigError(f"backbone {getattr(model, 'name', '?')!r} takes one fixed-size input: use mode '3d'")
     device = torch.device(device) if device is not None else model_device(model)
     autocast = resolve_dtype(dtype)
-    p = int(model.config.patch_size)
-    d, h, w = (n // p for n in pre.array.shape)
-    if min(d, h, w) < 1:
-        raise InputValidationError(f"{pre.geometry.shape}: preprocessed volume is smaller than one patch ({p})")
     with _eval_mode(model):
         if mode == "3d":
-            out = _forward(model, pre.array[None], device, autocast)
-            cls, regs, patch = out["cls"][0], out["registers"][0], out["patch"][0]
+            out = _forward(model, model.input_tensor(pre), device, autocast)
+            cls, patch = out["cls"][0], out["patch"][0]
+            regs = out["registers"][0] if "registers" in out else np.zeros((0, cls.shape[-1]), np.float32)
+            grid = tuple(int(n) for n in patch.shape[:3])
         else:
+            p = int(model.patch_size)
+            d, h, w = (n // p for n in pre.array.shape)
+            if min(d, h, w) < 1:
+                raise InputValidationError(f"{pre.geometry.shape}: preprocessed volume is smaller than one patch ({p})")
             plan = plan_slabs(d, slab_thickness, slab_overlap)
             slabs = [pre.array[s * p:(s + plan.thickness) * p] for s in plan.starts]
             cls_list, reg_list, patch_list = [], [], []
             for i in range(0, len(slabs), SLAB_BATCH):
-                out = _forward(model, np.stack(slabs[i:i + SLAB_BATCH]), device, autocast)
+                x = torch.from_numpy(np.ascontiguousarray(np.stack(slabs[i:i + SLAB_BATCH]), dtype=np.float32))
+                out = _forward(model, x, device, autocast)
                 cls_list += list(out["cls"])
                 reg_list += list(out["registers"])
                 patch_list += list(out["patch"])
@@ -96,12 +109,14 @@ def features_from_preprocessed(
             cls = np.mean(cls_list, axis=0)
             regs = np.mean(reg_list, axis=0)
             patch = stitch_patches(plan, patch_list)
-    start = ((p - 1) / 2.0,) * 3
+            grid = (d, h, w)
+    patch_geometry = model.patch_geometry(pre.geometry, grid)
+    patch, patch_geometry = canonical_grid(np.asarray(patch, dtype=np.float32), patch_geometry)
     return VoxelFeatures(
         cls=np.asarray(cls, dtype=np.float32),
-        patch=np.asarray(patch, dtype=np.float32),
+        patch=patch,
         registers=np.asarray(regs, dtype=np.float32),
-        patch_geometry=pre.geometry.subgrid(start, (p, p, p), (d, h, w)),
+        patch_geometry=patch_geometry,
         input_geometry=pre.geometry,
         spec=pre.spec.to_dict(),
         model_id=str(getattr(model, "model_id", "unknown")),
@@ -110,7 +125,7 @@ def features_from_preprocessed(
 
 
 def extract_features(
-    model: Any, source: Any, *, spec: PreprocessSpec | dict[str, Any] | None = None, mode: str = "3d",
+    model: Any, source: Any, *, spec: Any = None, mode: str = "3d",
     device: torch.device | str | None = None, dtype: Any = None, slab_thickness: int | None = None,
     slab_overlap: int | None = None,
 ) -> VoxelFeatures:
@@ -134,6 +149,6 @@ def extract_features(
             from voxelfm.io import load_ct
 
             source = load_ct(source)
-        pre = preprocess(source, spec)
+        pre = model.prepare(source, spec)
     return features_from_preprocessed(model, pre, mode=mode, device=device, dtype=dtype,
                                       slab_thickness=slab_thickness, slab_overlap=slab_overlap)

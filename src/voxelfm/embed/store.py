@@ -52,12 +52,12 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 
 
 def spec_fingerprint(spec: dict[str, Any] | None) -> str | None:
-    """Fingerprint of a spec dict (as stored in VoxelFeatures.spec), via PreprocessSpec."""
+    """Fingerprint of a spec dict (as stored in VoxelFeatures.spec): a PreprocessSpec or a backbone's NativeSpec."""
     if not spec:
         return None
-    from voxelfm.preprocess.spec import PreprocessSpec
+    from voxelfm.models.backbones.spec import spec_from_dict
 
-    return PreprocessSpec.from_dict(spec).fingerprint()
+    return spec_from_dict(spec).fingerprint()
 
 
 def manifest_name(shard: tuple[int, int] | None = None) -> str:

@@ -9,7 +9,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from voxelfm.core.errors import InputValidationError
+from voxelfm.core.errors import ConfigError, InputValidationError
+from voxelfm.core.geometry import Geometry
+from voxelfm.models.backbones.grid import patch_grid
 from voxelfm.models.config import ViTConfig
 from voxelfm.models.layers import Block, PatchEmbed3D
 from voxelfm.models.rope import RopePositionEmbedding3D
@@ -22,7 +24,13 @@ class VisionTransformer3D(nn.Module):
     order. ``forward`` returns the dict of reference §1.2. Attributes ``spec`` (the
     :class:`~voxelfm.preprocess.PreprocessSpec` the weights expect) and ``model_id`` are set by
     :func:`~voxelfm.models.load_model` / :func:`~voxelfm.models.build_model`.
+
+    Implements the backbone interface of :mod:`voxelfm.models.backbones.base` (registry name
+    ``voxelfm``; its spec is a :class:`~voxelfm.preprocess.PreprocessSpec`; slabs supported).
     """
+
+    name = "voxelfm"
+    supports_slabs = True
 
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
@@ -73,6 +81,46 @@ class VisionTransformer3D(nn.Module):
     @property
     def num_special_tokens(self) -> int:
         return 1 + self.num_register_tokens
+
+    # -- backbone interface (voxelfm.models.backbones.base) --------------------------------------
+    def default_spec(self) -> Any:
+        from voxelfm.preprocess.spec import PreprocessSpec
+
+        return PreprocessSpec(patch_size=self.patch_size)
+
+    def check_spec(self, spec: Any) -> None:
+        from voxelfm.preprocess.spec import PreprocessSpec
+
+        if not isinstance(spec, PreprocessSpec):
+            raise ConfigError(f"a VoxelFM backbone needs a PreprocessSpec, got the {getattr(spec, 'recipe', '?')!r} recipe")
+        if spec.patch_size != self.patch_size:
+            raise ConfigError(f"preprocess spec patch_size {spec.patch_size} does not match the model's patch size {self.patch_size}")
+
+    def prepare(self, volume: Any, spec: Any = None) -> Any:
+        """The VoxelFM preprocessing (:func:`voxelfm.preprocess.preprocess`) with the model's spec."""
+        from voxelfm.preprocess.pipeline import preprocess
+
+        spec = spec if spec is not None else (self.spec or self.default_spec())
+        self.check_spec(spec)
+        return preprocess(volume, spec)
+
+    def prepare_input(self, volume: Any) -> torch.Tensor:
+        return self.input_tensor(self.prepare(volume))
+
+    def input_tensor(self, pre: Any) -> torch.Tensor:
+        return torch.from_numpy(pre.array)[None]
+
+    def patch_geometry(self, input_geometry: Geometry, grid: tuple[int, int, int]) -> Geometry:
+        p = self.patch_size
+        return patch_grid(input_geometry, (p, p, p), grid)
+
+    def architecture(self) -> dict[str, Any]:
+        return self.config.to_dict()
+
+    def describe(self) -> str:
+        c = self.config
+        return (f"3D ViT, width {c.embed_dim}, depth {c.depth}, {c.num_heads} heads, patch {c.patch_size}³,\n"
+                f"  {c.num_register_tokens} register tokens, 3D RoPE (base {c.rope_base})")
 
     # -- forward ----------------------------------------------------------------------------------
     def prepare_tokens(self, x: torch.Tensor, masks: torch.Tensor | None) -> tuple[torch.Tensor, tuple[int, int, int]]:

@@ -34,7 +34,7 @@ def compute_model_id(state_dict: Mapping[str, torch.Tensor]) -> str:
     for name in sorted(state_dict):
         tensor = state_dict[name].detach().to("cpu").contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()[:16]
 
 
@@ -63,12 +63,9 @@ _CARD_TEMPLATE = """# {title}
 {description}
 
 ## Model
-- Architecture: 3D ViT, width {embed_dim}, depth {depth}, {num_heads} heads, patch {patch_size}³,
-  {num_register_tokens} register tokens, 3D RoPE (base {rope_base}); {n_params:,} parameters.
+- Architecture ({backbone}): {architecture}; {n_params:,} parameters.
 - model_id: `{model_id}` (SHA-256 of the weights); voxelfm {version}.
-- Preprocessing (`preprocess.json`, fingerprint `{fingerprint}`): HU clip [{hu_min}, {hu_max}],
-  background crop {crop_background}, isotropic ≥ {min_spacing_mm} mm, ≤ {max_patches} patches,
-  normalisation (x − {norm_mean}) / {norm_std}.
+- Preprocessing (`preprocess.json`, fingerprint `{fingerprint}`): {preprocessing}.
 
 ## Intended use
 {intended_use}
@@ -103,8 +100,16 @@ _CARD_DEFAULTS = {
 }
 
 
-def render_card(model: VisionTransformer3D, spec: PreprocessSpec, model_id: str,
-                card: str | Mapping[str, Any] | None) -> str:
+def describe_spec(spec: Any) -> str:
+    """One line describing a preprocessing spec (either kind) for model cards."""
+    if isinstance(spec, PreprocessSpec):
+        return (f"HU clip [{spec.hu_min}, {spec.hu_max}],\n  background crop {spec.crop_background}, isotropic ≥ "
+                f"{spec.min_spacing_mm} mm, ≤ {spec.max_patches} patches,\n  normalisation (x − {spec.norm_mean}) / {spec.norm_std}")
+    params = ", ".join(f"{k} {v}" for k, v in spec.params.items())
+    return f"the original {spec.recipe} recipe ({params}); see docs/backbones.md"
+
+
+def render_card(model: Any, spec: Any, model_id: str, card: str | Mapping[str, Any] | None) -> str:
     """Markdown model card: a given string verbatim, or the template filled from a dict of fields."""
     if isinstance(card, str):
         return card
@@ -113,35 +118,32 @@ def render_card(model: VisionTransformer3D, spec: PreprocessSpec, model_id: str,
         if key == "metrics" and isinstance(value, Mapping):
             value = "\n".join(f"- {k}: {v}" for k, v in value.items()) or _CARD_DEFAULTS["metrics"]
         fields[key] = str(value)
-    cfg = model.config
-    spec_fields = {k: v for k, v in spec.to_dict().items() if k != "version"}
     return _CARD_TEMPLATE.format(
-        **fields, **spec_fields, embed_dim=cfg.embed_dim, depth=cfg.depth,
-        num_heads=cfg.num_heads, num_register_tokens=cfg.num_register_tokens, rope_base=cfg.rope_base,
+        **fields, backbone=model.name, architecture=model.describe(), preprocessing=describe_spec(spec),
         n_params=sum(p.numel() for p in model.parameters()), model_id=model_id, version=__version__,
         fingerprint=spec.fingerprint(),
     )
 
 
-def save_model(model: VisionTransformer3D, directory: str | os.PathLike[str], *,
-               spec: PreprocessSpec | None = None, card: str | Mapping[str, Any] | None = None) -> str:
-    """Write a model directory; returns the model_id (also set on ``model``).
+def save_model(model: Any, directory: str | os.PathLike[str], *,
+               spec: Any = None, card: str | Mapping[str, Any] | None = None) -> str:
+    """Write a model directory for any backbone; returns the model_id (also set on ``model``).
 
-    ``spec`` defaults to ``model.spec`` (or the default spec with the model's patch size); its
-    patch size must match the architecture. ``card`` is a Markdown string or a dict of fields
-    (title, description, intended_use, training_data, metrics, limitations, licence, source).
+    ``spec`` defaults to ``model.spec`` (or the backbone's default spec) and must suit the
+    backbone (``model.check_spec``). ``card`` is a Markdown string or a dict of fields (title,
+    description, intended_use, training_data, metrics, limitations, licence, source).
     """
     from safetensors.torch import save_file
 
-    spec = spec if spec is not None else (model.spec or PreprocessSpec(patch_size=model.config.patch_size))
-    if spec.patch_size != model.config.patch_size:
-        raise ConfigError(f"preprocess spec patch_size {spec.patch_size} != model patch_size {model.config.patch_size}")
+    spec = spec if spec is not None else (model.spec or model.default_spec())
+    model.check_spec(spec)
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     model_id = compute_model_id(state)
     atomic_save(out / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt", "model_id": model_id}))
-    config = {"architecture": model.config.to_dict(), "model_id": model_id, "voxelfm_version": __version__}
+    config = {"backbone": model.name, "architecture": model.architecture(), "model_id": model_id,
+              "voxelfm_version": __version__}
     atomic_write_text(out / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     atomic_write_text(out / SPEC_FILE, spec.to_json() + "\n")
     atomic_write_text(out / CARD_FILE, render_card(model, spec, model_id, card))
@@ -212,15 +214,21 @@ def read_weights_file(path: str | os.PathLike[str]) -> Any:
                                       f"refused it: {first[:120]})")) from None
 
 
-def load_model(directory: str | os.PathLike[str], device: str | torch.device | None = None) -> VisionTransformer3D:
-    """Load a model directory written by :func:`save_model` (eval mode, float32, on ``device``)."""
+def load_model(directory: str | os.PathLike[str], device: str | torch.device | None = None) -> Any:
+    """Load a model directory written by :func:`save_model` (any registered backbone; eval mode, float32)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from voxelfm.models.backbones.registry import backbone_class
+    from voxelfm.models.backbones.spec import load_spec
+
     directory = Path(directory)
     data = read_model_config(directory)
+    name = str(data.get("backbone", "voxelfm"))  # directories written before the registry are VoxelFM
     try:
-        config = ViTConfig.from_dict(data["architecture"])
+        cls = backbone_class(name)
+        config_class = ViTConfig if cls is VisionTransformer3D else cls.config_class
+        config = config_class.from_dict(data["architecture"])
     except (ConfigError, TypeError) as exc:
         raise CheckpointError(located(directory / CONFIG_FILE, str(exc))) from exc
     weights = directory / WEIGHTS_FILE
@@ -235,10 +243,14 @@ def load_model(directory: str | os.PathLike[str], device: str | torch.device | N
                                           "weights-only checkpoint (voxelfm convert-checkpoint reads "
                                           "such files safely)")) from None
         raise CheckpointError(located(weights, f"not a readable safetensors file ({kind}; {exc})")) from exc
-    model = VisionTransformer3D(config)
+    model = cls(config)
     load_state_dict_strict(model, state, weights)
     spec_path = directory / SPEC_FILE
-    model.spec = PreprocessSpec.load(spec_path) if spec_path.is_file() else PreprocessSpec(patch_size=config.patch_size)
+    model.spec = load_spec(spec_path) if spec_path.is_file() else model.default_spec()
+    try:
+        model.check_spec(model.spec)
+    except ConfigError as exc:
+        raise CheckpointError(located(spec_path, str(exc))) from exc
     model.model_id = str(data.get("model_id") or compute_model_id(state))
     model.eval()
     if device is not None:
