@@ -76,6 +76,7 @@ def register(app: typer.Typer) -> None:
         a store at a time (a second gets an error naming the holder); scans whose source file
         changed are embedded again.
         """
+        from voxelfm.cli.common import setup_logging
         from voxelfm.core.errors import ConfigError
         from voxelfm.embed import (
             EmbeddingStore,
@@ -85,6 +86,7 @@ def register(app: typer.Typer) -> None:
         )
         from voxelfm.embed.extract import MODES, resolve_dtype
 
+        setup_logging()  # INFO lines: label maps skipped by discovery, warnings of embedded scans
         if mode not in MODES:
             raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
         if workers < 0:

@@ -10,6 +10,7 @@ a store (manifest) at a time, and a store holds one model's embeddings unless as
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -245,6 +246,8 @@ def _run_locked(model: Any, jobs: Sequence[EmbedJob], store: EmbeddingStore, spe
                                                        slab_thickness=slab_thickness, slab_overlap=slab_overlap)
                     store.write(job.scan_id, feats, source=job.source, seconds=seconds + time.perf_counter() - t0,
                                 source_fingerprint=sources[job.scan_id])
+                    for warning in getattr(item["pre"], "warnings", []):  # a constant volume, skipped slices, ...
+                        logging.getLogger(__name__).warning("%s: %s", job.scan_id, warning)
                 except NonFiniteFeaturesError as exc:
                     error, recorded = str(exc), True  # the store has recorded it as failed
                 except VoxelFMError as exc:
