@@ -293,7 +293,8 @@ def _slice_hu(path: Path) -> np.ndarray:
         raise CTReadError(located(path, "DICOM attribute RescaleSlope is 0: every voxel would be the intercept"))
     if pixels.ndim != 2:
         raise CTReadError(located(path, f"expected a single 2D frame, got pixel array {pixels.shape}"))
-    hu = (pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
+        hu = (pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32)
     if not np.all(np.isfinite(hu)):  # float pixel data, or a rescale that overflows float32
         raise CTReadError(located(path, f"{hu.size - int(np.count_nonzero(np.isfinite(hu)))} voxels are not finite after the rescale"))
     return hu
@@ -322,8 +323,14 @@ def _vec(ds: Any, name: str, n: int, path: Path) -> np.ndarray:
         values = np.asarray([float(v) for v in ds[name].value], dtype=np.float64)
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raw = ds.get_item(name)
-        text = raw.value.decode("latin-1", "replace") if raw is not None and isinstance(raw.value, bytes) else ""
-        shown = f" {text.strip()[:60]!r}" if text else ""
+        value = None if raw is None else raw.value
+        if isinstance(value, bytes):
+            text = value.decode("latin-1", "replace")
+        elif isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+            text = "\\".join(str(v) for v in value)
+        else:
+            text = "" if value is None else str(value)
+        shown = f" {text.strip()[:60]!r}" if text.strip() else ""
         raise GeometryError(located(path, f"unreadable {name}{shown}: expected {n} numbers")) from exc
     if values.shape != (n,) or not np.all(np.isfinite(values)):
         raise GeometryError(located(path, f"{name} must hold {n} finite numbers, got {ds[name].value!r}"))
