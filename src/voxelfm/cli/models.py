@@ -17,29 +17,40 @@ model_app = typer.Typer(help="Create and inspect backbone model directories.", n
 @guarded
 def init(
     out_dir: Annotated[Path, typer.Argument(help="Model directory to write.")],
-    preset: Annotated[str, typer.Option("--preset", help="vit-tiny, vit-small, vit-base or vit-large.")] = "vit-tiny",
+    preset: Annotated[str, typer.Option("--preset", help="vit-tiny, vit-small, vit-base, vit-large (VoxelFM) or m3d-clip, ct-clip, merlin, radfm (comparators).")] = "vit-tiny",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random initialisation.")] = 0,
-    max_patches: Annotated[int | None, typer.Option("--max-patches", help="Patch budget of the spec.")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="Comparator presets: architecture key=value (repeatable).")] = None,
+    max_patches: Annotated[int | None, typer.Option("--max-patches", help="Patch budget of the spec (VoxelFM presets).")] = None,
     spec_file: Annotated[Path | None, typer.Option("--spec", help="Preprocess spec JSON/YAML to ship with the model.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing model directory.")] = False,
 ) -> None:
     """Write a randomly initialised backbone (the 'random features' baseline)."""
+    from voxelfm.cli.convert import parse_overrides
     from voxelfm.core.errors import ConfigError
     from voxelfm.models import PRESETS, build_model, save_model
+    from voxelfm.models.backbones import backbone_names, build_backbone, load_spec
     from voxelfm.preprocess import PreprocessSpec
 
     if (out_dir / "model.safetensors").exists() and not overwrite:
         raise ConfigError(f"{out_dir}: already holds a model (use --overwrite)")
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    spec = PreprocessSpec.load(spec_file) if spec_file else PreprocessSpec(patch_size=PRESETS[preset].patch_size)
-    if max_patches is not None:
-        spec = spec.replace(max_patches=max_patches)
-    model = build_model(preset, seed=seed, spec=spec)
+    comparators = [n for n in backbone_names() if n != "voxelfm"]
+    if preset not in PRESETS and preset not in comparators:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join([*PRESETS, *comparators])}")
+    sets = parse_overrides(overrides)
+    if preset in PRESETS:
+        if sets:
+            raise ConfigError("--set applies to the comparator presets (m3d-clip, ct-clip, merlin, radfm)")
+        spec = load_spec(spec_file) if spec_file else PreprocessSpec(patch_size=PRESETS[preset].patch_size)
+        if max_patches is not None:
+            spec = spec.replace(max_patches=max_patches)
+        model = build_model(preset, seed=seed, spec=spec)
+    else:
+        model = build_backbone(preset, sets, seed=seed)
+        spec = load_spec(spec_file) if spec_file else model.default_spec()
     card = {"title": f"{preset} at random initialisation (seed {seed})",
             "description": "Untrained weights: a baseline showing what pretraining adds.",
             "training_data": "None (random initialisation).", "licence": "Apache-2.0",
-            "source": f"`voxelfm model init --preset {preset} --seed {seed}`"}
+            "source": f"`voxelfm model init --preset {preset} --seed {seed}`" + (f" with {sets}" if sets else "")}
     model_id = save_model(model, out_dir, spec=spec, card=card)
     console.print(f"wrote {out_dir} ({preset}, seed {seed}, model_id {model_id})", highlight=False)
 
@@ -54,7 +65,8 @@ def info(
     from voxelfm.models import load_model
 
     model = load_model(model_dir)
-    data = {"path": str(model_dir), "model_id": model.model_id, "architecture": model.config.to_dict(),
+    data = {"path": str(model_dir), "backbone": model.name, "model_id": model.model_id,
+            "architecture": model.architecture(), "embed_dim": model.embed_dim,
             "parameters": sum(p.numel() for p in model.parameters()), "spec": model.spec.to_dict(),
             "spec_fingerprint": model.spec.fingerprint()}
     if as_json:
@@ -69,7 +81,7 @@ def info(
 
 @model_app.command("presets")
 def presets() -> None:
-    """List the architecture presets."""
+    """List the architecture presets (VoxelFM ViTs, then the comparator backbones)."""
     import torch
     from rich.console import Console
     from rich.table import Table
@@ -85,6 +97,17 @@ def presets() -> None:
         table.add_row(name, str(cfg.embed_dim), str(cfg.depth), str(cfg.num_heads), str(cfg.patch_size),
                       str(cfg.num_register_tokens), f"{n:,}")
     Console().print(table)
+    from voxelfm.models.backbones import backbone_class, backbone_names
+
+    others = Table(title="comparator presets (voxelfm model init --preset NAME)", title_justify="left")
+    for col in ("name", "architecture", "parameters"):
+        others.add_column(col)
+    for name in backbone_names()[1:]:
+        cls = backbone_class(name)
+        with torch.device("meta"):
+            net = cls(cls.config_class())
+        others.add_row(name, net.describe(), f"{sum(p.numel() for p in net.parameters()):,}")
+    Console().print(others)
 
 
 def register(app: typer.Typer) -> None:
