@@ -10,6 +10,9 @@ Policy (also in docs/io.md):
   slices is chosen unless ``series_uid`` names one.
 * Slices are ordered by their position along the slice normal (row x column direction), rescale
   slope/intercept are applied per slice, and the slice spacing comes from the positions.
+* Refused (:class:`CTReadError`, each file named): slice files of the series that cannot be read
+  (empty, truncated, permission, undecodable pixel data) unless ``allow_missing_slices``; a
+  rescale slope/intercept that is not a finite number (or a slope of 0).
 * Refused (:class:`GeometryError`): mixed orientations, matrix sizes or pixel spacings in one
   series, duplicate slice positions, gaps larger than 3x the typical spacing (a largely
   incomplete series), in-plane offsets (tilt) of more than 45 degrees.
