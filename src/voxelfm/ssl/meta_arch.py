@@ -167,6 +167,26 @@ class SSLMetaArch(nn.Module):
         torch._foreach_mul_(t_params, momentum)
         torch._foreach_add_(t_params, s_params, alpha=1.0 - momentum)
 
+    def _replicated_teacher_state(self) -> list[torch.Tensor]:
+        """Teacher parameters and the loss centres: what every DDP rank must hold identically."""
+        return [*self.teacher.parameters(), *self.dino_loss.buffers(), *self.ibot_loss.buffers()]
+
+    @torch.no_grad()
+    def broadcast_teacher(self, src: int = 0) -> None:
+        """Copy rank ``src``'s teacher and centres to every rank (DDP replicas; not for FSDP shards).
+
+        Ranks compute the same EMA update, but nothing guarantees bit-identical results (kernels,
+        a resumed rank); the fork broadcasts after each update, so drift cannot accumulate."""
+        import torch.distributed as dist
+
+        for tensor in self._replicated_teacher_state():
+            dist.broadcast(tensor.data, src=src)
+
+    @torch.no_grad()
+    def teacher_checksum(self) -> float:
+        """A float64 sum over the teacher's replicated state (to compare ranks)."""
+        return float(sum(t.detach().double().sum() for t in self._replicated_teacher_state()))
+
     @torch.no_grad()
     def update_centers(self) -> None:
         """Apply this step's centre updates (no-op with Sinkhorn-Knopp)."""

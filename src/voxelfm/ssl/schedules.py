@@ -69,11 +69,38 @@ def _one(spec: Mapping[str, Any], name: str, total: int, epoch_len: float) -> np
     return linear_warmup_cosine_decay(float(spec["start"]), float(spec["peak"]), float(spec["end"]), warmup, total)
 
 
+SCALING_RULES = ("none", "sqrt", "linear")
+
+
+def lr_scale_factor(config: Mapping[str, Any], world_size: int) -> float:
+    """Factor applied to the whole lr schedule for the run's global batch
+    ``batch_size_per_gpu x grad_accum_steps x world_size``.
+
+    ``optim.scaling_rule``: ``none`` (the VoxelFM fork: the schedule's values are absolute, meant
+    for its asserted ``total_batch_size``), ``sqrt`` (DINOv2's ``sqrt_wrt_1024`` with
+    ``optim.scaling_batch_size`` in place of 1,024) or ``linear`` (DINO v1's rule, batch / 256).
+    """
+    optim, train = config["optim"], config["train"]
+    rule = str(optim.get("scaling_rule", "none"))
+    if rule not in SCALING_RULES:
+        raise ConfigError(f"optim.scaling_rule must be {'|'.join(SCALING_RULES)}, got {rule!r}")
+    if rule == "none":
+        return 1.0
+    reference = optim.get("scaling_batch_size")
+    if not isinstance(reference, int | float) or isinstance(reference, bool) or reference <= 0:
+        raise ConfigError(f"optim.scaling_batch_size must be a positive number with scaling_rule={rule}, got {reference!r}")
+    ratio = int(train["batch_size_per_gpu"]) * int(train["grad_accum_steps"]) * int(world_size) / float(reference)
+    return float(np.sqrt(ratio)) if rule == "sqrt" else float(ratio)
+
+
 def build_schedules(config: Mapping[str, Any]) -> Schedules:
-    """All schedules of a run; the prototype layer's lr is 0 for ``freeze_last_layer_epochs``."""
+    """All schedules of a run; the prototype layer's lr is 0 for ``freeze_last_layer_epochs``.
+
+    The lr schedule is multiplied by ``optim.lr_scale_factor`` (set by the trainer from
+    :func:`lr_scale_factor`; absent or null means 1)."""
     total, epoch_len = run_length(config)
     sched = config["schedules"]
-    lr = _one(sched["lr"], "lr", total, epoch_len)
+    lr = _one(sched["lr"], "lr", total, epoch_len) * float(config["optim"].get("lr_scale_factor") or 1.0)
     last = lr.copy()
     freeze = int(round(float(config["optim"]["freeze_last_layer_epochs"]) * epoch_len))
     last[: min(freeze, total)] = 0.0

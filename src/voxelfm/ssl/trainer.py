@@ -27,7 +27,7 @@ from voxelfm.ssl.data import build_data, micro_batches
 from voxelfm.ssl.meta_arch import SSLMetaArch
 from voxelfm.ssl.monitor import TrainingMonitor, read_metrics
 from voxelfm.ssl.param_groups import apply_schedule, build_param_groups
-from voxelfm.ssl.schedules import build_schedules, run_length
+from voxelfm.ssl.schedules import build_schedules, lr_scale_factor, run_length
 
 log = logging.getLogger(__name__)
 _DROP_PATH = 5  # random stream id of the per-micro-batch torch seed (drop path)
@@ -86,7 +86,10 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     if device.type == "cpu":
         log.warning("compute_precision=fp16 gives no speed-up on CPU; using fp32")
         return torch.float32
-    return torch.float16
+    # No gradient scaler: at initialisation the head's activations (~1e-5) are below fp16's
+    # smallest normal number, so fp16 training would silently lose gradients.
+    raise ConfigError("compute_precision=fp16 is not supported on CUDA (no gradient scaler: small head "
+                      "activations underflow); use compute_precision=bf16")
 
 
 def _micro_seed(seed: int, step: int, micro: int) -> int:
@@ -116,6 +119,8 @@ class Trainer:
         self.accum = int(train["grad_accum_steps"])
         self.seed = int(train["seed"])
         self.total_steps, _ = run_length(config)
+        # Recorded in the resolved config (saved as RUN/config.yaml) so the applied lr is on file.
+        config["optim"]["lr_scale_factor"] = lr_scale_factor(config, self.world)
         self.schedules = build_schedules(config)
         # Same seed on every rank: identical initialisation (DDP also broadcasts from rank 0).
         with torch.random.fork_rng(devices=[]):
@@ -187,7 +192,6 @@ class Trainer:
     def _wrap(self) -> None:
         if self.world <= 1:
             return
-        ibot_off = float(self.config["ibot"]["loss_weight"]) <= 0
         if self.config["train"]["distributed"] == "fsdp":
             from torch.distributed.fsdp import fully_shard
 
@@ -203,8 +207,10 @@ class Trainer:
 
         ids = [self.device.index] if self.device.type == "cuda" else None
         for name, module in self.model.student.items():
-            # mask_token gets no gradient when iBOT is off, so tell DDP to expect unused parameters.
-            self.model.student_call[name] = DDP(module, device_ids=ids, find_unused_parameters=ibot_off and name == "backbone")
+            # Every parameter reaches the loss, iBOT on or off (mask_token through torch.where, with
+            # a zero gradient), so no unused-parameter search: with it, the backbone's two forwards
+            # per micro-batch (global, local crops) make DDP mark mask_token ready twice and fail.
+            self.model.student_call[name] = DDP(module, device_ids=ids, find_unused_parameters=False)
 
     # -- one step -------------------------------------------------------------------------------
     def _sync_contexts(self, last: bool) -> contextlib.AbstractContextManager:
@@ -249,6 +255,9 @@ class Trainer:
         self.optimizer.step()
         self.model.update_teacher(values["momentum"])
         self.model.update_centers()
+        sync = int(self.config["train"].get("teacher_sync_period") or 0)
+        if self.world > 1 and not self._fsdp and sync and (step + 1) % sync == 0:
+            self.model.broadcast_teacher(src=0)  # DDP replicas: rank 0's teacher is the truth
         out = {k: v / self.accum for k, v in sums.items()}
         out.update(values)
         out["grad_norm"] = grad_norm
