@@ -34,6 +34,23 @@ def _head(config: Mapping[str, Any], section: str, in_dim: int) -> DINOHead:
                     bottleneck_dim=int(s["head_bottleneck_dim"]), nlayers=int(s["head_nlayers"]))
 
 
+@torch.no_grad()
+def head_diagnostics(logits: torch.Tensor) -> dict[str, float]:
+    """Collapse signs of a head's output ``(n, K)``: ``student_logit_spread_batch`` (std across the
+    batch, averaged over prototypes), ``student_logit_spread_prototypes`` (std across prototypes,
+    averaged over rows) and ``student_head_cosine`` (mean pairwise cosine between rows). A head
+    that gives every volume the same output has a batch spread near 0 and a cosine near 1."""
+    x = logits.float()
+    if x.shape[0] < 2:
+        return {}
+    unit = torch.nn.functional.normalize(x, dim=-1)
+    n = unit.shape[0]
+    cosine = (unit @ unit.T).sum() - n  # off-diagonal sum
+    return {"student_logit_spread_batch": float(x.std(0).mean()),
+            "student_logit_spread_prototypes": float(x.std(1).mean()),
+            "student_head_cosine": float(cosine / (n * (n - 1)))}
+
+
 class SSLMetaArch(nn.Module):
     """Student and EMA teacher (backbone + DINO head [+ separate iBOT head]) and the three losses."""
 
@@ -149,6 +166,7 @@ class SSLMetaArch(nn.Module):
         logs["teacher_entropy"] = float(entropy)
         logs["teacher_entropy_max"] = math.log(targets.shape[-1])
         logs["teacher_prototypes_used"] = int(targets.argmax(-1).unique().numel())
+        logs.update(head_diagnostics(s_global_logits.detach()))
         self._last_teacher_cls = teacher["cls"].detach().float()
         return total, logs
 

@@ -1,5 +1,7 @@
 """Training monitor: JSONL metrics (+ TensorBoard when installed), effective rank of the teacher's
-CLS embeddings, and a collapse warning.
+CLS embeddings, and one-line warnings with a hint when the run stops learning: a collapsed teacher
+representation (low effective rank), uniform teacher targets (entropy near ``ln K``: no signal), or
+a collapsed student head (every volume gets the same output).
 
 Effective rank (Roy & Vetterli 2007) = ``exp(H(p))`` with ``p`` the normalised singular values of
 the centred embedding matrix: ~1 when every volume maps to the same direction (collapse), up to
@@ -36,6 +38,30 @@ def effective_rank(embeddings: torch.Tensor) -> float:
     return float(torch.exp(-(p * p.log()).sum()))
 
 
+UNIFORM_HINT = ("teacher targets are nearly uniform (entropy {entropy:.3f} of max {max:.3f} nats): the student "
+                "gets no signal; use a few hundred prototypes (dino.head_n_prototypes), a constant teacher_temp "
+                "of 0.04, and train.centering=centering (Sinkhorn-Knopp needs prototypes <= batch rows)")
+HEAD_HINT = ("student head is collapsing (mean pairwise cosine of its outputs {cosine:.3f}, spread across the "
+             "batch {spread:.4f}): lower the lr (<= 5e-4 with warm-up), freeze the teacher or raise its momentum "
+             "(0.996 -> 1), and use student.layerscale=1.0")
+
+
+def diagnose(values: dict[str, Any], *, uniform_fraction: float, head_cosine_max: float) -> dict[str, str]:
+    """The warnings one step's values call for: ``{code: one-line message with a hint}``.
+
+    ``uniform_targets``: teacher target entropy >= ``uniform_fraction`` x ``ln K``;
+    ``head_collapse``: mean pairwise cosine of the student head's outputs >= ``head_cosine_max``.
+    """
+    out = {}
+    entropy, top = values.get("teacher_entropy"), values.get("teacher_entropy_max")
+    if entropy is not None and top and entropy >= uniform_fraction * top:
+        out["uniform_targets"] = UNIFORM_HINT.format(entropy=entropy, max=top)
+    cosine = values.get("student_head_cosine")
+    if cosine is not None and cosine >= head_cosine_max:
+        out["head_collapse"] = HEAD_HINT.format(cosine=cosine, spread=values.get("student_logit_spread_batch", float("nan")))
+    return out
+
+
 class TrainingMonitor:
     """Collects per-step values; rank 0 writes ``metrics.jsonl`` (and TensorBoard events)."""
 
@@ -50,6 +76,9 @@ class TrainingMonitor:
         self.embed_dim = embed_dim
         self.path = run_dir / "metrics.jsonl"
         self.collapse_warnings = 0
+        self.uniform_fraction = float(mon.get("uniform_target_fraction", 0.98))
+        self.head_cosine_max = float(mon.get("head_cosine_max", 0.95))
+        self.active: set[str] = set()  # warnings in force (printed once at onset, again after clearing)
         self._writer = None
         if enabled and mon.get("tensorboard", True):
             try:
@@ -88,6 +117,14 @@ class TrainingMonitor:
             if self.enabled:
                 log.warning("step %d: representation may be collapsing: teacher CLS effective rank %.2f < %.2f",
                             step, rank, self.collapse_threshold())
+        found = diagnose(values, uniform_fraction=self.uniform_fraction, head_cosine_max=self.head_cosine_max) \
+            if step >= self.min_steps else {}
+        if found:
+            record["warnings"] = sorted(found)
+        for code in sorted(set(found) - self.active):
+            if self.enabled:
+                log.warning("step %d: %s", step, found[code])
+        self.active = set(found)
         if self.enabled:
             with open(self.path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record, default=float) + "\n")
