@@ -8,8 +8,13 @@
 * :func:`build_model(preset | ViTConfig | dict, seed=None, spec=None)`, :class:`DINOHead`.
 * :func:`save_model(model, dir, spec=..., card=...)`, :func:`load_model(dir, device=None)`.
 * :func:`convert_checkpoint(ckpt, config_yaml, out_dir)` for original VoxelFM checkpoints.
+* Comparator backbones (M3D-CLIP, CT-CLIP, Merlin, RadFM) and the backbone interface all five
+  implement: :mod:`voxelfm.models.backbones` (:func:`build_backbone`, :func:`backbone_names`,
+  :func:`convert_native_checkpoint`). ``load_model`` returns whichever backbone a directory holds.
 """
 
+from voxelfm.models.backbones import backbone_class, backbone_names, build_backbone
+from voxelfm.models.backbones.convert import convert_native_checkpoint
 from voxelfm.models.build import build_model
 from voxelfm.models.config import PRESETS, ViTConfig, resolve_config
 from voxelfm.models.convert import (
@@ -30,10 +35,14 @@ __all__ = [
     "ViTConfig",
     "VisionTransformer3D",
     "apply_rope",
+    "backbone_class",
+    "backbone_names",
     "backbone_state_from_checkpoint",
+    "build_backbone",
     "build_model",
     "compute_model_id",
     "convert_checkpoint",
+    "convert_native_checkpoint",
     "load_model",
     "load_original_checkpoint",
     "patch_coords",
