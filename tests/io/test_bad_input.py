@@ -221,6 +221,25 @@ def test_mhd_with_a_missing_data_file_names_it(tmp_path):
     assert "scan.mhd: the header names the data file 'scan.raw', which does not exist" in text
 
 
+def test_nrrd_detached_header_with_a_missing_data_file_names_it(tmp_path):
+    header = mha(tmp_path / "scan.nhdr")
+    assert load_ct(header).shape == (6, 24, 24)
+    (tmp_path / "scan.raw").unlink()
+    assert "scan.nhdr: the header names the data file 'scan.raw', which does not exist" in refused(header)
+
+
+def test_a_pickle_instead_of_a_tensor_file_is_named(tmp_path):
+    import torch
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    torch.save({"volume": Payload()}, tmp_path / "scan.pt")
+    text = refused(tmp_path / "scan.pt", "--spacing", "1,1,1")
+    assert "scan.pt: not a weights-only tensor file: it pickles other objects" in text
+
+
 def test_mha_with_zero_spacing_is_refused(tmp_path):
     path = mha(tmp_path / "scan.mha")
     raw = path.read_bytes()
@@ -283,3 +302,32 @@ def test_too_small_volumes_say_so_with_their_size(tmp_path, shape, spacing, expe
     with pytest.raises(InputValidationError, match="small.mha") as exc:
         preprocess(volume, PreprocessSpec())
     assert expected in str(exc.value) and "found no body" not in str(exc.value)
+
+
+def test_non_finite_voxels_never_reach_the_model_even_from_a_hand_made_volume():
+    from voxelfm.core import CTVolume, Geometry
+
+    hu = body((20, 40, 40))
+    hu[3, 4, 5] = np.inf  # clipping alone would turn this into a plausible 1900 HU
+    hu[4, 4, 5] = np.nan
+    volume = CTVolume(hu, Geometry(hu.shape, (1.0, 1.0, 1.0)), source="by-hand")
+    with pytest.raises(InputValidationError, match="by-hand: volume holds 2 NaN/inf voxels"):
+        preprocess(volume, PreprocessSpec())
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("patch_size", "14", "patch_size must be an integer, got '14'"),
+    ("crop_background", "yes", "crop_background must be true or false, got 'yes'"),
+    ("norm_std", float("nan"), "norm_std must be a finite number, got nan"),
+    ("max_patches", 2.5, "max_patches must be an integer or null, got 2.5"),
+])
+def test_a_spec_file_with_wrong_types_names_the_key(tmp_path, key, value, expected):
+    from voxelfm.core.errors import ConfigError
+
+    data = PreprocessSpec().to_dict()
+    data[key] = value
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError) as exc:
+        PreprocessSpec.load(path)
+    assert str(exc.value) == f"{path}: invalid PreprocessSpec: {expected}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -182,6 +183,9 @@ def _read_array_file(path: Path, suffix: str) -> np.ndarray:
         return _tensor_to_numpy(obj)
     except CTReadError:
         raise
+    except pickle.UnpicklingError as exc:
+        raise CTReadError(located(path, "not a weights-only tensor file: it pickles other objects (refused unread; "
+                                  "save the volume with torch.save(tensor) or numpy.save)")) from exc
     except Exception as exc:  # numpy/zip/pickle raise many types for corrupt files
         raise CTReadError(located(path, f"cannot read array file ({describe_exception(exc)})")) from exc
 

@@ -67,6 +67,7 @@ def preprocess(volume: CTVolume, spec: PreprocessSpec | None = None) -> Preproce
     source = volume.source
     geometry = volume.geometry
     record: list[dict[str, Any]] = []
+    steps.check_finite_hu(volume.array, source)  # a CTVolume built by hand has not been through load_ct
     steps.check_large_enough(volume.array.shape, geometry.spacing, patch_size=spec.patch_size,
                              min_spacing=spec.min_spacing_mm, isotropic=spec.isotropic,
                              crop_kernel=spec.background_kernel if spec.crop_background else None, source=source)

@@ -8,15 +8,35 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from voxelfm.core.config_check import from_mapping
 from voxelfm.core.errors import ConfigError, located
 
 SPEC_VERSION = 1
+
+
+def _check_types(spec: Any) -> None:
+    """One line naming the key, the value and the expected type (a spec file may hold anything)."""
+    for f in fields(spec):
+        value = getattr(spec, f.name)
+        kind = str(f.type)
+        if kind == "bool":
+            ok, expected = isinstance(value, bool), "true or false"
+        elif kind in ("int", "int | None"):
+            ok = (isinstance(value, numbers.Integral) and not isinstance(value, bool)) or (value is None and kind != "int")
+            expected = "an integer" + (" or null" if kind != "int" else "")
+        else:  # float
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+            expected = "a finite number"
+        if not ok:
+            raise ConfigError(f"invalid PreprocessSpec: {f.name} must be {expected}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -41,6 +61,7 @@ class PreprocessSpec:
     version: int = SPEC_VERSION
 
     def __post_init__(self) -> None:
+        _check_types(self)
         problems = []
         if not self.hu_min < self.hu_max:
             problems.append(f"hu_min ({self.hu_min}) must be < hu_max ({self.hu_max})")
@@ -63,18 +84,17 @@ class PreprocessSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PreprocessSpec:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown PreprocessSpec keys: {', '.join(unknown)}")
-        return cls(**data)
+        return from_mapping(cls, data, what="PreprocessSpec key")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> PreprocessSpec:
-        return cls.from_dict(json.loads(text))
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ConfigError("PreprocessSpec JSON must be an object")
+        return cls.from_dict(data)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=True)
@@ -103,6 +123,10 @@ class PreprocessSpec:
             return cls.from_yaml(text) if path.suffix in {".yaml", ".yml"} else cls.from_json(text)
         except (json.JSONDecodeError, yaml.YAMLError) as exc:
             raise ConfigError(located(path, f"not a valid spec file ({exc})")) from exc
+        except ConfigError as exc:
+            raise ConfigError(located(path, str(exc))) from None
+        except TypeError as exc:  # e.g. a JSON list instead of a mapping
+            raise ConfigError(located(path, f"not a valid spec file ({exc})")) from None
 
     def fingerprint(self) -> str:
         """Short stable hash of every pixel-relevant field (12 hex characters)."""

@@ -81,6 +81,13 @@ def foreground_box(array: np.ndarray, threshold: float = -800.0, kernel: int = 2
     return ((z_hit[0], z_hit[-1] + 1), (int(ys[0]), int(ys[-1]) + 1), (int(xs[0]), int(xs[-1]) + 1))
 
 
+def check_finite_hu(array: np.ndarray, source: object = None) -> None:
+    """Refuse NaN/inf voxels (clipping would turn inf into a plausible HU and keep NaN)."""
+    if array.size and not (np.isfinite(np.min(array)) and np.isfinite(np.max(array))):
+        n_bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        raise InputValidationError(located(source, f"volume holds {n_bad} NaN/inf voxels: refusing to preprocess it"))
+
+
 def check_large_enough(
     shape: tuple[int, int, int], spacing: tuple[float, float, float], *, patch_size: int = 14,
     min_spacing: float = 0.75, isotropic: bool = True, crop_kernel: int | None = 21, source: object = None,
