@@ -14,6 +14,7 @@ def parse_overrides(config_file: Path | None, sets: list[str] | None) -> dict[st
     """Merge a YAML config file and ``key=value`` overrides (dotted keys, YAML values)."""
     import yaml
 
+    from voxelfm.core.config_check import yaml_value
     from voxelfm.core.errors import ConfigError, located
 
     data: dict[str, Any] = {}
@@ -27,17 +28,16 @@ def parse_overrides(config_file: Path | None, sets: list[str] | None) -> dict[st
         if not isinstance(data, dict):
             raise ConfigError(located(config_file, "config must be a mapping"))
     for item in sets or []:
-        if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        key, _, raw = item.partition("=")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
-        node = data
+        key, sep, raw = item.partition("=")
         parts = key.strip().split(".")
-        for part in parts[:-1]:
+        if not sep or not all(parts):
+            raise ConfigError(f"--set expects key=value (e.g. train.lr=1e-4), got {item!r}")
+        value = yaml_value(raw)  # typed as YAML; 1e-4 is a number; checked against the options later
+        node = data
+        for i, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item}: {'.'.join(parts[: i + 1])} is not a section")
         node[parts[-1]] = value
     return data
 

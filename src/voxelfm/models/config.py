@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from voxelfm.core.config_check import from_mapping
 from voxelfm.core.errors import ConfigError
 
 FFN_LAYERS = ("mlp", "swiglu", "identity")
@@ -75,11 +76,7 @@ class ViTConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ViTConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown ViTConfig keys: {', '.join(unknown)}")
-        return cls(**data)
+        return from_mapping(cls, data, what="ViTConfig key")
 
     def replace(self, **changes: Any) -> ViTConfig:
         return replace(self, **changes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from voxelfm.core.config_check import Rule, check_dataclass, check_known_keys
 from voxelfm.core.errors import ConfigError
 from voxelfm.probes.trainer import TrainConfig
 
@@ -24,6 +25,20 @@ TASK_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "survival": {"epochs": 20, "batch_size": 64, "lr": 1e-3},
     "localisation": {"epochs": 20, "batch_size": 16, "lr": 1e-3, "weight_decay": 1e-2},
     "segmentation": {"epochs": 40, "batch_size": 2, "lr": 1e-3, "weight_decay": 1e-2, "noise_p": 0.2},
+}
+
+
+#: Ranges and choices of the probe options (types come from the annotations of ProbeConfig).
+PROBE_RULES: dict[str, Rule] = {
+    "balance": Rule(choices=("undersample", "oversample")), "bootstrap": Rule(low=1),
+    "multilabel": Rule(choices=("per-label", "shared")), "threshold": Rule(choices=("f1", "youden")),
+    "loss": Rule(choices=("mse", "huber")), "ties": Rule(choices=("efron", "breslow")),
+    "horizons": Rule(low=0, low_open=True), "min_events": Rule(low=1),
+    "knn_metric": Rule(choices=("cosine", "euclidean")), "knn_k": Rule(low=1),
+    "feature": Rule(choices=("cls", "mean_patch")), "n_negatives": Rule(low=0),
+    "retrieval_split": Rule(choices=("train", "val", "test")), "retrieval_ks": Rule(low=1),
+    "coordinates": Rule(choices=("world", "normalised")), "radius_mm": Rule(low=0, low_open=True),
+    "num_classes": Rule(low=2), "target_downsample": Rule(low=1),
 }
 
 
@@ -78,11 +93,11 @@ class ProbeConfig:
             raise ConfigError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
         data = dict(overrides or {})
         train = dict(TASK_TRAIN_DEFAULTS.get(task, {}))
-        train.update(data.pop("train", None) or {})
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"unknown probe option(s) {sorted(unknown)}; known: {sorted(known - {'train'})} and train.*")
+        given = data.pop("train", None) or {}
+        if not isinstance(given, dict):
+            raise ConfigError(f"train must be a mapping of training options (train.epochs, train.lr, ...), got {given!r}")
+        train.update(given)
+        check_known_keys(data, [f.name for f in fields(cls) if f.name != "train"] + ["train.*"], what="probe option")
         config = cls(**data, train=TrainConfig.from_dict(train))
         if "head" not in data and task in DEFAULT_HEADS:
             config.head = DEFAULT_HEADS[task]
@@ -92,19 +107,9 @@ class ProbeConfig:
     def validate(self, task: str) -> None:
         allowed = {"classification": HEADS, "regression": HEADS, "survival": HEADS, "localisation": ("localiser",),
                    "segmentation": ("decoder",), "knn": (self.head,), "retrieval": (self.head,)}[task]
+        check_dataclass(self, PROBE_RULES)  # types, ranges and choices of every option
         if self.head not in allowed:
             raise ConfigError(f"head {self.head!r} does not fit task {task!r}; use one of {list(allowed)}")
-        for name, value, options in (("multilabel", self.multilabel, ("per-label", "shared")),
-                                     ("threshold", self.threshold, ("f1", "youden")),
-                                     ("balance", self.balance, ("undersample", "oversample")),
-                                     ("loss", self.loss, ("mse", "huber")), ("ties", self.ties, ("efron", "breslow")),
-                                     ("knn_metric", self.knn_metric, ("cosine", "euclidean")),
-                                     ("feature", self.feature, ("cls", "mean_patch")),
-                                     ("coordinates", self.coordinates, ("world", "normalised"))):
-            if value not in options:
-                raise ConfigError(f"{name} must be one of {list(options)}, got {value!r}")
-        if self.bootstrap < 1:
-            raise ConfigError(f"bootstrap must be >= 1 resample, got {self.bootstrap}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

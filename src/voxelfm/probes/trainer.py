@@ -14,13 +14,14 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from voxelfm.core.config_check import Rule, check_dataclass, from_mapping
 from voxelfm.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,16 @@ Batch = dict[str, Any]
 
 #: Rows of the standard-normal bank that token-noise augmentation draws from (see add_noise).
 NOISE_BANK_ROWS = 65536
+
+
+#: Ranges and choices of the training options (types come from the annotations below).
+TRAIN_RULES: dict[str, Rule] = {
+    "epochs": Rule(low=1), "batch_size": Rule(low=1), "lr": Rule(low=0, low_open=True),
+    "weight_decay": Rule(low=0), "optimizer": Rule(choices=("adamw", "sgd")), "momentum": Rule(low=0, high=1),
+    "noise_sigma": Rule(low=0), "noise_p": Rule(low=0, high=1), "warmup_epochs": Rule(low=0),
+    "cosine_epochs": Rule(low=0), "min_lr": Rule(low=0), "grad_clip": Rule(low=0, low_open=True),
+    "max_minutes": Rule(low=0, low_open=True), "threads": Rule(low=1),
+}
 
 
 @dataclass
@@ -53,13 +64,12 @@ class TrainConfig:
     #: Small probe heads often train faster on 1 thread, especially on a busy machine.
     threads: int | None = None
 
+    def __post_init__(self) -> None:
+        check_dataclass(self, TRAIN_RULES, prefix="train.")
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)
+        return from_mapping(cls, data, what="training option", prefix="train.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -27,14 +27,15 @@ import random
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from voxelfm.core.atomic import atomic_write_text
-from voxelfm.core.errors import ConfigError, DataError, located
+from voxelfm.core.config_check import Rule, check_dataclass, from_mapping
+from voxelfm.core.errors import DataError, located
 from voxelfm.report.chat import DEFAULT_INSTRUCTION, DEFAULT_SYSTEM_PROMPT, ChatFormat
 from voxelfm.report.dataset import (
     FeatureMap,
@@ -48,6 +49,20 @@ from voxelfm.report.dataset import (
 log = logging.getLogger(__name__)
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "down_proj")
+
+
+_POSITIVE = Rule(low=0, low_open=True)
+#: Ranges and choices of the report training options (types come from the annotations below).
+REPORT_TRAIN_RULES: dict[str, Rule] = {
+    "num_queries": Rule(low=1), "projector_hidden": Rule(low=1), "projector_heads": Rule(low=1),
+    "projector_dropout": Rule(low=0, high=1, high_open=True), "max_tokens": Rule(low=1),
+    "stage1_epochs": Rule(low=0), "stage1_lr": _POSITIVE, "stage2_epochs": Rule(low=0), "stage2_lr": _POSITIVE,
+    "stage2_mode": Rule(choices=("lora", "full")), "min_lr": Rule(low=0), "warmup_frac": Rule(low=0, high=1),
+    "weight_decay": Rule(low=0), "batch_size": Rule(low=1), "grad_accum": Rule(low=1), "lora_r": Rule(low=1),
+    "lora_alpha": _POSITIVE, "lora_dropout": Rule(low=0, high=1, high_open=True), "noise_std": Rule(low=0),
+    "stage1_minutes": _POSITIVE, "stage2_minutes": _POSITIVE, "lm_dtype": Rule(choices=("float32", "bfloat16")),
+    "dtype": Rule(choices=("auto", "float32", "bfloat16")), "max_val_examples": Rule(low=0), "log_every": Rule(low=1),
+}
 
 
 @dataclass
@@ -89,23 +104,12 @@ class ReportTrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.stage2_mode not in ("lora", "full"):
-            raise ConfigError(f"stage2_mode {self.stage2_mode!r} not in lora/full")
-        if self.lm_dtype not in ("float32", "bfloat16"):
-            raise ConfigError(f"lm_dtype {self.lm_dtype!r} not in float32/bfloat16")
-        if self.dtype not in ("auto", "float32", "bfloat16"):
-            raise ConfigError(f"dtype {self.dtype!r} not in auto/float32/bfloat16")
-        if self.batch_size < 1 or self.grad_accum < 1:
-            raise ConfigError("batch_size and grad_accum must be ≥ 1")
+        check_dataclass(self, REPORT_TRAIN_RULES)  # types, ranges and choices, one line naming the key
         self.lora_targets = tuple(self.lora_targets)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ReportTrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown report training options: {unknown}")
-        return cls(**data)
+        return from_mapping(cls, data, what="report training option")
 
     @property
     def chat(self) -> ChatFormat:

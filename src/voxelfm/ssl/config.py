@@ -18,11 +18,53 @@ from typing import Any
 
 import yaml
 
+from voxelfm.core.config_check import Rule, check_tree
 from voxelfm.core.errors import ConfigError, located
 
 # Sub-trees whose keys are free-form (no validation against the defaults).
 _FREE_KEYS = {"datasets", "MODEL"}
 DATASET_KEYS = {"name", "weight", "index_path", "modality", "storage", "pixel_range", "norm", "root"}
+_INT = Rule(kind="int")
+_COUNT = Rule(kind="int", low=1)
+_UNIT = Rule(low=0, high=1)
+#: Types and ranges beyond what the defaults' values say (a key absent here must have its
+#: default's kind: true/false, a number, a string, a list or a mapping).
+SSL_RULES: dict[str, Rule] = {
+    "compute_precision": Rule(choices=("fp32", "bf16", "fp16")),
+    "dino.loss_weight": Rule(low=0), "dino.koleo_loss_weight": Rule(low=0), "ibot.loss_weight": Rule(low=0),
+    "*.head_n_prototypes": _COUNT, "*.head_bottleneck_dim": _COUNT, "*.head_nlayers": _COUNT,
+    "*.head_hidden_dim": _COUNT, "ibot.mask_sample_probability": _UNIT,
+    "ibot.mask_ratio_min_max": Rule(kind="list", items="number", low=0, high=1),
+    "train.batch_size_per_gpu": _COUNT, "train.grad_accum_steps": _COUNT,
+    "train.total_batch_size": Rule(kind="int", low=1, nullable=True), "train.seed": _INT,
+    "train.num_workers": Rule(kind="int", low=0), "train.official_epoch_length": _COUNT,
+    "train.centering": Rule(choices=("centering", "sinkhorn_knopp")), "train.max_steps": Rule(kind="int", low=1),
+    "train.max_minutes": Rule(kind="number", low=0, low_open=True),
+    "train.distributed": Rule(choices=("ddp", "fsdp")), "student.arch": Rule(kind="str"),
+    "student.embed_dim": _COUNT, "student.depth": _COUNT, "student.num_heads": _COUNT, "student.patch_size": _COUNT,
+    "student.num_register_tokens": Rule(kind="int", low=0), "student.mlp_ratio": Rule(low=0, low_open=True),
+    "student.layerscale": Rule(kind="number", low=0, nullable=True), "student.rope_base": Rule(low=0, low_open=True),
+    "student.rope_rescale_coords": Rule(kind="number", low=1), "student.drop_path_rate": Rule(low=0, high=1, high_open=True),
+    "optim.epochs": Rule(low=0, low_open=True), "optim.adamw_beta1": Rule(low=0, high=1, high_open=True),
+    "optim.adamw_beta2": Rule(low=0, high=1, high_open=True), "optim.clip_grad": Rule(low=0),
+    "optim.layerwise_decay": Rule(low=0, low_open=True, high=1), "optim.patch_embed_lr_mult": Rule(low=0),
+    "optim.freeze_last_layer_epochs": Rule(low=0),
+    "schedules.*.warmup_epochs": Rule(low=0), "schedules.momentum.*": _UNIT, "schedules.*.*": Rule(low=0),
+    "crops.global_crops_size": Rule(kind="any"), "crops.local_crops_size": Rule(kind="any"),
+    "crops.crop_pairs_ratios": Rule(kind="any"), "crops.global_crops_scale": Rule(kind="list", items="number"),
+    "crops.local_crops_scale": Rule(kind="list", items="number"), "crops.local_crops_number": Rule(kind="int", low=0),
+    "crops.window_probability": _UNIT, "crops.flip_probability": _UNIT,
+    "checkpointing.period": _COUNT, "checkpointing.max_to_keep": _COUNT,
+    "checkpointing.keep_every": Rule(kind="int", low=1, nullable=True), "evaluation.eval_period_iterations": _COUNT,
+    "monitor.log_period": _COUNT, "monitor.rank_window": _COUNT, "monitor.collapse_rank_fraction": _UNIT,
+    "monitor.collapse_min_steps": Rule(kind="int", low=0),
+}
+#: One ``datasets`` entry: its keys, their kinds (from these values) and ranges.
+DATASET_TEMPLATE: dict[str, Any] = {"name": "", "weight": 1.0, "index_path": "", "modality": "ct", "storage": "torch",
+                                    "pixel_range": {"lower": 0.0, "upper": 0.0}, "norm": {"mean": 0.0, "std": 1.0},
+                                    "root": None}
+DATASET_RULES: dict[str, Rule] = {"weight": Rule(low=0, low_open=True), "storage": Rule(choices=("torch", "npy")),
+                                  "norm.std": Rule(low=0, low_open=True), "root": Rule(kind="str")}
 ARCH_KEYS = (
     "embed_dim", "depth", "num_heads", "patch_size", "mlp_ratio", "layerscale", "rope_base",
     "rope_rescale_coords", "ffn_layer", "qkv_bias", "proj_bias", "ffn_bias", "num_register_tokens",
@@ -135,15 +177,9 @@ def _set(node: Any, part: str, value: Any, text: str) -> None:
 
 
 def check_keys(config: Mapping[str, Any], reference: Mapping[str, Any], source: object, prefix: str = "") -> None:
-    """Reject keys that the defaults do not know (typos), naming the dotted key."""
-    for key, value in config.items():
-        dotted = f"{prefix}{key}"
-        if key not in reference:
-            raise ConfigError(located(source, f"unknown config key {dotted!r}"))
-        if dotted in _FREE_KEYS:
-            continue
-        if isinstance(value, Mapping) and isinstance(reference[key], Mapping):
-            check_keys(value, reference[key], source, prefix=f"{dotted}.")
+    """Reject keys that the defaults do not know (typos) and values of the wrong kind or out of
+    range (:data:`SSL_RULES`), one line naming the dotted key, the value and what is expected."""
+    check_tree(config, reference, SSL_RULES, source=source, free=_FREE_KEYS, prefix=prefix)
 
 
 def load_config(
@@ -269,13 +305,8 @@ def validate(config: Mapping[str, Any], source: object = "config") -> None:
             if not isinstance(ds, Mapping):
                 problems.append(f"datasets[{i}] must be a mapping")
                 continue
-            unknown = sorted(set(ds) - DATASET_KEYS)
-            if unknown:
-                problems.append(f"datasets[{i}]: unknown keys {unknown}")
-            if ds.get("storage", "torch") not in ("torch", "npy"):
-                problems.append(f"datasets[{i}].storage must be torch|npy, got {ds.get('storage')!r}")
-            if float(ds.get("weight", 1.0)) <= 0:
-                problems.append(f"datasets[{i}].weight must be > 0")
+            # keys, kinds and ranges of the entry (unknown keys, a string weight, std <= 0, ...)
+            check_tree(ds, DATASET_TEMPLATE, DATASET_RULES, source=source, prefix=f"datasets.{i}.")
     if problems:
         raise ConfigError(located(source, "; ".join(problems)))
     g, loc, _ = crop_pairs(config, source)
