@@ -331,3 +331,25 @@ def test_a_spec_file_with_wrong_types_names_the_key(tmp_path, key, value, expect
     with pytest.raises(ConfigError) as exc:
         PreprocessSpec.load(path)
     assert str(exc.value) == f"{path}: invalid PreprocessSpec: {expected}"
+
+
+def test_mha_with_a_non_finite_origin_is_refused(tmp_path):
+    path = mha(tmp_path / "scan.mha")
+    raw = path.read_bytes()
+    start = raw.index(b"Offset")
+    end = raw.index(b"\n", start)
+    path.write_bytes(raw[:start] + b"Offset = nan 0 0" + raw[end:])
+    text = refused(path)
+    assert "scan.mha" in text and "not finite" in text
+
+
+def test_a_label_map_from_another_scan_is_refused_when_resampled():
+    from voxelfm.core import Geometry
+    from voxelfm.preprocess import resample_to_geometry
+
+    labels = np.ones((4, 5, 6), np.int16)
+    here = Geometry((4, 5, 6), (1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0))
+    elsewhere = Geometry((4, 5, 6), (1.0, 1.0, 1.0), origin=(0.0, 0.0, 500.0))
+    assert resample_to_geometry(labels, here, here).sum() == labels.sum()
+    with pytest.raises(InputValidationError, match="do not overlap in world space"):
+        resample_to_geometry(labels, here, elsewhere)

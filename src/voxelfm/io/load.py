@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -95,6 +96,9 @@ def load_ct(
                 volume = _from_array(_read_array_file(path, suffix), path, spacing, origin, direction)
             else:
                 volume = _load_single_dicom_or_fail(path, series_uid)
+    geometry = volume.geometry
+    if not (np.all(np.isfinite(geometry.origin)) and np.all(np.isfinite(geometry.direction))):
+        raise InputValidationError(located(volume.source, f"origin {geometry.origin} or direction is not finite"))
     # One min/max pass: NaN propagates into both, so this is also the last finiteness guard.
     lo, hi = (float(np.min(volume.array)), float(np.max(volume.array))) if volume.array.size else (0.0, 0.0)
     if not (np.isfinite(lo) and np.isfinite(hi)):
@@ -336,11 +340,21 @@ def _nifti_affine_geometry(affine: np.ndarray, path: Path) -> tuple[tuple[float,
     return tuple(float(v) for v in spacing), tuple(float(v) for v in origin), direction  # type: ignore[return-value]
 
 
+_METAIO_NUMERIC = ("Offset", "Origin", "Position", "ElementSpacing", "TransformMatrix", "Rotation", "Orientation",
+                   "CenterOfRotation", "ElementSize")
+_NRRD_NUMERIC = ("space origin", "space directions", "spacings", "thicknesses")
+
+
 def _check_data_file(path: Path) -> None:
-    """An MHA/MHD or NRRD header that names a separate data file: that file must exist."""
+    """Checks on the text header of an MHA/MHD or NRRD file, before SimpleITK reads it.
+
+    The data file a header names must exist (SimpleITK would only say "No such file or
+    directory"), and geometry fields must be finite numbers (MetaIO reads "nan" as 0).
+    """
     name = path.name.lower()
     if not name.endswith((".mhd", ".mha", ".nhdr", ".nrrd")):
         return
+    metaio = name.endswith((".mhd", ".mha"))
     try:
         with open(path, "rb") as handle:
             head = handle.read(65536).decode("latin-1")
@@ -348,18 +362,23 @@ def _check_data_file(path: Path) -> None:
         raise CTReadError(located(path, f"cannot read header ({describe_exception(exc)})")) from exc
     data_file = None
     for line in head.splitlines():
-        if name.endswith((".mhd", ".mha")):
-            key, sep, value = line.partition("=")
-            if sep and key.strip() == "ElementDataFile":
-                data_file = value.strip()
-                break
-        else:
-            if not line.strip():
-                break  # end of the NRRD header
-            key, sep, value = line.partition(":")
-            if sep and key.strip().lower() in ("data file", "datafile"):
-                data_file = value.strip()
-                break
+        key, sep, value = line.partition("=" if metaio else ":")
+        key, value = key.strip(), value.strip()
+        if not metaio and not line.strip():
+            break  # end of the NRRD header
+        if not sep:
+            continue
+        if (metaio and key in _METAIO_NUMERIC) or (not metaio and key.lower() in _NRRD_NUMERIC):
+            tokens = [t for t in re.split(r"[\s,()]+", value) if t and t.lower() != "none"]
+            try:
+                numbers = [float(t) for t in tokens]
+            except ValueError:
+                numbers = [float("nan")]
+            if not all(np.isfinite(numbers)):
+                raise InputValidationError(located(path, f"header field {key} = {value[:60]!r} is not finite numbers"))
+        if (metaio and key == "ElementDataFile") or (not metaio and key.lower() in ("data file", "datafile")):
+            data_file = value
+            break  # MetaIO: the last header line; NRRD: nothing geometric follows in practice
     if not data_file or data_file.upper() in ("LOCAL", "LIST") or data_file.upper().startswith("LIST") \
             or "%" in data_file or " " in data_file:
         return  # data inside the header file, or a file list / pattern that SimpleITK resolves
