@@ -4,7 +4,8 @@ Public API (imported lazily so ``import voxelfm`` stays fast):
 
 * ``load_ct(source, ...) -> CTVolume`` — read DICOM/NIfTI/MHA/NRRD/NumPy with correct geometry.
 * ``PreprocessSpec``, ``preprocess(volume, spec)`` — the exact VoxelFM preprocessing.
-* ``load_model(dir)``, ``save_model(model, dir)`` — backbones as safetensors model directories.
+* ``load_model(dir)``, ``save_model(model, dir)`` — backbones as safetensors model directories
+  (VoxelFM or a comparator: ``backbone_names()``, ``build_backbone(name)``; docs/backbones.md).
 * ``extract_features(model, source, ...) -> VoxelFeatures`` — frozen features of one scan.
 * ``EmbeddingStore(path)`` — the on-disk store written by ``voxelfm embed``.
 """
@@ -27,6 +28,8 @@ _LAZY = {
     "load_model": "voxelfm.models",
     "save_model": "voxelfm.models",
     "build_model": "voxelfm.models",
+    "build_backbone": "voxelfm.models",
+    "backbone_names": "voxelfm.models",
     "extract_features": "voxelfm.embed",
     "EmbeddingStore": "voxelfm.embed",
 }
