@@ -45,3 +45,36 @@ def test_an_infinite_target_is_named_as_non_finite_not_constant(small, task: str
     kwargs = {"target": column} if task == "regression" else {}
     with pytest.raises(DataError, match=rf"column '{column}' has 1 non-finite value\(s\), at scan id\(s\) {scan} \(inf\)"):
         run_probe(task, feats, bad, config=FAST, **kwargs)
+
+
+@pytest.mark.parametrize(("sets", "message"), [
+    (["train.lr=-1e-3"], "train.lr=-0.001: expected a number > 0"),
+    (["train.epochs=many"], "train.epochs='many': expected an integer >= 1"),
+    (["train.noise_p=2"], "train.noise_p=2: expected a number >= 0 and <= 1"),
+    (["bootstrap=0"], "bootstrap=0: expected an integer >= 1"),
+    (["balanced=maybe"], "balanced='maybe': expected true or false"),
+    (["knn_k=5"], "knn_k=5: expected a list of integers >= 1"),
+    (["train.lr_typo=1"], "unknown training option 'train.lr_typo'"),
+    (["lr=1"], "unknown probe option 'lr'"),
+    (["train=5", "train.lr=1"], "train is not a section"),
+    (["novalue"], "--set expects key=value"),
+])
+def test_cli_probe_set_values_of_the_wrong_type_or_range_are_one_line_errors(tmp_path, sets, message) -> None:
+    from typer.testing import CliRunner
+
+    from voxelfm.cli.main import app
+    from voxelfm.embed import EmbeddingStore
+
+    store = EmbeddingStore(tmp_path / "store")
+    for i in range(3):
+        store.write(f"s{i}", VoxelFeatures(cls=np.full(4, i, np.float32), patch=np.ones((1, 1, 1, 4), np.float32),
+                                           registers=np.zeros((0, 4), np.float32), model_id="m"))
+    (tmp_path / "labels.csv").write_text("scan_id,age,split\ns0,1,train\ns1,2,val\ns2,3,test\n")
+    args = ["probe", "regression", "--store", str(tmp_path / "store"), "--labels", str(tmp_path / "labels.csv"),
+            "--target", "age", "--out", str(tmp_path / "run"), "--no-figures"]
+    for item in sets:
+        args += ["--set", item]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert message in text and text.startswith("error:") and "Traceback" not in text, result.output

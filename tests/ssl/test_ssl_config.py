@@ -86,3 +86,21 @@ def test_a_datasets_list_override_is_filled_from_the_defaults() -> None:
     for entry in c["datasets"]:
         assert entry["pixel_range"] == {"lower": -1000, "upper": 1900} and entry["norm"]["std"] == 461.3
     assert c["datasets"][1]["weight"] == 2 and c["datasets"][0]["storage"] == "torch"
+
+
+@pytest.mark.parametrize(("yaml_text", "message"), [
+    ("train:\n  resume: 'no'\n", "train.resume='no': expected true or false"),
+    ("train:\n  batch_size_per_gpu: 8.5\n", "train.batch_size_per_gpu=8.5: expected an integer >= 1"),
+    ("schedules:\n  lr: {peak: -1.0e-3}\n", "schedules.lr.peak=-0.001: expected a number >= 0"),
+    ("crops:\n  flip_probability: 1.5\n", "crops.flip_probability=1.5: expected a number >= 0 and <= 1"),
+    ("crops:\n  global_crops_scale: 0.5\n", "crops.global_crops_scale=0.5: expected a list of numbers"),
+    ("monitor:\n  tensorboard: 1\n", "monitor.tensorboard=1: expected true or false"),
+    ("datasets:\n  - {index_path: a.csv, norm: {mean: 0, std: 0}}\n", "datasets.0.norm.std=0: expected a number > 0"),
+])
+def test_yaml_values_of_the_wrong_type_or_range_are_one_line_errors(tmp_path, yaml_text, message) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert str(info.value).startswith(f"{path}: ")
