@@ -353,3 +353,17 @@ def test_a_label_map_from_another_scan_is_refused_when_resampled():
     assert resample_to_geometry(labels, here, here).sum() == labels.sum()
     with pytest.raises(InputValidationError, match="do not overlap in world space"):
         resample_to_geometry(labels, here, elsewhere)
+
+
+def test_a_folder_of_broken_slices_says_so(tmp_path):
+    for path in dicom_series(tmp_path / "s"):
+        path.write_bytes(b"")
+    text = refused(tmp_path / "s")
+    assert "no DICOM files found that can be read: 6 DICOM-looking file(s) are empty, truncated" in text
+
+
+def test_a_folder_of_niftis_given_to_info_says_what_it_holds(tmp_path):
+    nifti(tmp_path / "n" / "a.nii.gz")
+    nifti(tmp_path / "n" / "b.nii.gz")
+    text = refused(tmp_path / "n")
+    assert "no DICOM files found (the folder holds 2 image file(s) such as a.nii.gz" in text

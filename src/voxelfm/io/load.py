@@ -402,6 +402,8 @@ def _load_dicom_folder(folder: Path, series_uid: str | None, display: object, al
     from voxelfm.io.itk import to_canonical
 
     series = scan_folder(folder)
+    if not series:
+        raise CTReadError(located(display, f"no DICOM files found{_no_dicom_hint(folder)}"))
     chosen = choose_series(series, display, series_uid)
     try:
         array, geometry, warnings = read_series(chosen, display, allow_missing_slices=allow_missing)
@@ -421,6 +423,27 @@ def _load_dicom_folder(folder: Path, series_uid: str | None, display: object, al
         metadata={"series": [s.to_dict() for s in series], "description": chosen.description,
                   "stored_orientation": stored},
     )
+
+
+def _no_dicom_hint(folder: Path) -> str:
+    """What a folder without readable DICOM holds instead (error path only)."""
+    from collections import Counter
+
+    from voxelfm.io.dicom import DICOM_SUFFIXES, _has_dicom_magic, _iter_files, _name_pattern
+
+    files = _iter_files(folder)
+    images = [f for f in files if _suffix(f) in (*ITK_SUFFIXES, *ARRAY_SUFFIXES, *TORCH_SUFFIXES)]
+    empty = [f for f in files if f.stat().st_size == 0 and "#" in _name_pattern(f.name)]
+    numbered = Counter(_name_pattern(f.name) for f in empty)  # IM0001, IM0002, ... all empty
+    broken = [f for f in files if f.suffix.lower() in DICOM_SUFFIXES or _has_dicom_magic(f)
+              or (f in empty and numbered[_name_pattern(f.name)] > 1)]
+    if broken:
+        names = ", ".join(f.name for f in broken[:3]) + (" ..." if len(broken) > 3 else "")
+        return f" that can be read: {len(broken)} DICOM-looking file(s) are empty, truncated or unreadable ({names})"
+    if images:
+        return (f" (the folder holds {len(images)} image file(s) such as {images[0].name}: give one file to load, "
+                "or the folder to voxelfm embed)")
+    return ""
 
 
 @contextlib.contextmanager
