@@ -502,6 +502,7 @@ def list_series(folder: str | os.PathLike[str], series_uid: str | None = None) -
     path = Path(folder)
     if not path.exists():
         raise CTReadError(located(path, "no such file or folder"))
+    check_readable(path)
     if path.is_file() and _suffix(path) == ".zip":
         with _extracted_zip(path) as tmp:
             series = scan_folder(tmp)
