@@ -107,11 +107,11 @@ def _embed_locked(store: Any, jobs: list[Any], model: Path, out: Path, shard_spe
                   allow_mixed_models: bool) -> None:
     from voxelfm.embed import run_embedding
     from voxelfm.models import load_model
-    from voxelfm.preprocess import PreprocessSpec
+    from voxelfm.models.backbones import load_spec
 
     dev = pick_device(device)
     net = load_model(model, device=dev)
-    spec = PreprocessSpec.load(spec_file) if spec_file else net.spec
+    spec = load_spec(spec_file) if spec_file else net.spec  # a PreprocessSpec or a comparator's NativeSpec
     if max_patches is not None:
         spec = spec.replace(max_patches=max_patches)
     console.print(f"model {net.model_id} ({model}) on {dev}; spec {spec.fingerprint()}; "
