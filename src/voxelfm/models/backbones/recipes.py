@@ -11,7 +11,6 @@ assumption is stated in ``docs/backbones.md``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -229,7 +228,3 @@ def run_recipe(volume: CTVolume, spec: Any) -> PreprocessedVolume:
     return PreprocessedVolume(array=np.ascontiguousarray(array, dtype=np.float32), geometry=geometry, spec=spec,
                               source_geometry=volume.geometry, hu=np.ascontiguousarray(hu, dtype=np.float32),
                               steps=steps)
-
-
-def is_close_int(value: float) -> bool:
-    return math.isclose(value, round(value))
