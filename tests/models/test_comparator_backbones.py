@@ -123,3 +123,15 @@ def test_unknown_preset_and_bad_set_are_one_line_errors(tmp_path: Path) -> None:
     assert bad.exit_code == 1 and "unknown MerlinConfig keys" in " ".join(bad.output.split())
     bad = CliRunner().invoke(app, ["model", "init", str(tmp_path / "c"), "--preset", "merlin", "--set", "width"])
     assert bad.exit_code == 1 and "key=value" in bad.output
+
+
+@pytest.mark.parametrize("name", ["m3d-clip", "merlin", "radfm", "ct-clip"])
+def test_bf16_autocast_runs_and_stays_close(scan_dir: Path, name: str) -> None:
+    sets, params = REDUCED[name]
+    model = build_backbone(name, sets, seed=2)
+    model.spec = NativeSpec(name, params)
+    fp32 = extract_features(model, scan_dir / "case1.nii.gz")
+    bf16 = extract_features(model, scan_dir / "case1.nii.gz", dtype="bf16")
+    assert bf16.cls.dtype == np.float32 and np.isfinite(bf16.patch).all()
+    cos = float(fp32.cls @ bf16.cls / (np.linalg.norm(fp32.cls) * np.linalg.norm(bf16.cls)))
+    assert cos > 0.98, cos
