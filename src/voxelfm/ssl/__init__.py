@@ -5,11 +5,12 @@ Public API:
 * :func:`pretrain(config, overrides=(), out_dir=None) -> Path` — train or resume a run
   (``config`` a YAML path or dict merged over the packaged defaults; ``overrides`` ``key=value``
   strings). Under ``torchrun`` every rank calls it; only rank 0 writes.
-* :func:`export(run_dir, out_dir) -> Path` — the teacher backbone as a model directory that
-  :func:`voxelfm.models.load_model` and ``voxelfm embed`` read.
+* :func:`export(run_dir, out_dir) -> Path` — the teacher backbone (the student when the teacher is
+  frozen, as in ``cpu_small``) as a model directory that :func:`voxelfm.models.load_model` and
+  ``voxelfm embed`` read.
 * :func:`prepare_volumes(inputs, out_dir, settings=PrepareSettings())` — cache CT scans as
   memory-mappable isotropic HU volumes with an ``index.csv``.
-* :func:`load_config`, :func:`packaged_config` (``default``, ``cpu_tiny``), :func:`read_metrics`.
+* :func:`load_config`, :func:`packaged_config` (``default``, ``cpu_small``, ``cpu_tiny``), :func:`read_metrics`.
 * Building blocks: :mod:`~voxelfm.ssl.augment` (``RandomCrop3D``, ``MultiCropAugmentation``),
   :mod:`~voxelfm.ssl.masking` (``MaskingGenerator3D``, ``stratified_masks``),
   :mod:`~voxelfm.ssl.losses` (``DINOLoss``, ``IBOTPatchLoss``, ``KoLeoLoss``, ``sinkhorn_knopp``),
