@@ -33,9 +33,10 @@ def _register_all() -> None:
         probe,
         report,
         retrieve,
+        store,
     )
 
-    for module in (info, demo, report, embed, convert, models, phantom, pretrain, probe, evaluate, retrieve):
+    for module in (info, demo, report, embed, convert, models, phantom, pretrain, probe, evaluate, retrieve, store):
         module.register(app)
 
 

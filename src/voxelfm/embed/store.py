@@ -126,7 +126,35 @@ class EmbeddingStore:
             except OSError:
                 continue
             stamps.append((manifest.name, st.st_size, st.st_mtime_ns))
+        with contextlib.suppress(OSError):  # a compaction (voxelfm.embed.shards) changes the store too
+            st = (self.path / "consolidated" / "CURRENT").stat()
+            stamps.append(("CURRENT", st.st_size, st.st_mtime_ns))
         return tuple(stamps)
+
+    def consolidated(self) -> Any:
+        """The store's current consolidated generation (:mod:`voxelfm.embed.shards`), or ``None``."""
+        from voxelfm.embed.shards import Consolidated, current_path
+
+        try:
+            name = current_path(self.path).read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+        cached = getattr(self, "_consolidated", None)
+        if cached is None or cached.generation != name:
+            cached = self._consolidated = Consolidated.open(self.path)
+        return cached
+
+    def _live_latest(self) -> dict[str, dict[str, Any]]:
+        """The last manifest record of every scan id (without the consolidated generation)."""
+        stamp = self._stamp()
+        cached = getattr(self, "_live_cache", None)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        out: dict[str, dict[str, Any]] = {}
+        for record in self._read_records():
+            out[str(record["scan_id"])] = record
+        self._live_cache = (stamp, out)
+        return out
 
     def latest(self) -> dict[str, dict[str, Any]]:
         """The last record of every scan id (re-read only when a manifest changed)."""
@@ -136,6 +164,9 @@ class EmbeddingStore:
         out: dict[str, dict[str, Any]] = {}
         for record in self._read_records():
             out[str(record["scan_id"])] = record
+        cons = self.consolidated()
+        if cons is not None:  # compacted scans, replaced by newer manifest records
+            out = cons.overlay(out)
         self._cache = (stamp, out)
         return out
 
@@ -150,6 +181,9 @@ class EmbeddingStore:
 
     def ids(self, status: str | None = "ok") -> list[str]:
         """Scan ids whose last record has ``status`` (``None``: every id), sorted."""
+        cons = self.consolidated()
+        if cons is not None and status == "ok" and not self._live_latest():
+            return list(cons.ids)  # a compacted store without newer records: no record is parsed
         return sorted(k for k, r in self.latest().items() if status is None or r.get("status") == status)
 
     def done(self, model_id: str, spec_fingerprint: str | None, mode: str | None = None) -> set[str]:
@@ -162,7 +196,7 @@ class EmbeddingStore:
                 continue
             if mode is not None and record.get("mode", "3d") != mode:
                 continue
-            if self.entry_path(scan_id).is_file():
+            if record.get("consolidated") or self.entry_path(scan_id).is_file():
                 out.add(scan_id)
         return out
 
@@ -266,6 +300,10 @@ class EmbeddingStore:
         from safetensors import SafetensorError, safe_open
 
         path = self.entry_path(scan_id)
+        cons = self.consolidated()
+        row = None if cons is None else cons.serves(scan_id, self._live_latest().get(scan_id))
+        if row is not None:
+            return cons.features(row)
         if not path.is_file():
             raise StoreError(located(self.path, f"no embedding for scan {scan_id!r}"))
         try:
@@ -293,7 +331,12 @@ class EmbeddingStore:
         """``(ids, (N, C) float32)`` of CLS tokens, reading only the ``cls`` tensor of each entry."""
         from safetensors import SafetensorError, safe_open
 
+        cons = self.consolidated()
+        if cons is not None and ids is None and not self._live_latest():
+            return list(cons.ids), cons.cls  # one memory map, no copy
         ids = list(self.ids() if ids is None else ids)
+        if cons is not None:
+            return ids, self._cls_rows(cons, ids)
         rows = []
         for scan_id in ids:
             path = self.entry_path(scan_id)
@@ -307,6 +350,15 @@ class EmbeddingStore:
         if not rows:
             return ids, np.zeros((0, 0), dtype=np.float32)
         return ids, np.stack(rows).astype(np.float32)
+
+    def _cls_rows(self, cons: Any, ids: list[str]) -> np.ndarray:
+        """CLS rows of ``ids`` from the consolidated generation, or from entries newer than it."""
+        live = self._live_latest()
+        out = np.empty((len(ids), cons.dim), dtype=np.float32)
+        for i, scan_id in enumerate(ids):
+            row = cons.serves(scan_id, live.get(scan_id))
+            out[i] = cons.cls[row] if row is not None else self.get(scan_id).cls.reshape(-1)
+        return out
 
     # -- writing ------------------------------------------------------------------------------
     def _append(self, record: dict[str, Any]) -> None:
