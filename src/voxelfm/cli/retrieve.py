@@ -23,21 +23,45 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", help="Index directory to write.")],
         feature: Annotated[str, typer.Option("--feature", help="cls or mean_patch.")] = "cls",
         ids: Annotated[Path | None, typer.Option("--ids", help="Text file with one scan id per line (default: all).")] = None,
+        kind: Annotated[str, typer.Option(
+            "--index", help="flat (exact), ivf (IVF, 8-bit codes, exact re-ranking), hnsw, or auto (flat up to "
+                            "100,000 scans, ivf above).")] = "auto",
+        target_recall: Annotated[float, typer.Option(
+            "--target-recall", help="Approximate indexes: smallest search breadth reaching this recall@10 vs exact.")] = 0.97,
     ) -> None:
-        """Index the CLS (or mean patch) vectors of a store for cosine search."""
+        """Index the CLS (or mean patch) vectors of a store for cosine search.
+
+        A consolidated store (`voxelfm store compact`) is read through one memory map; with
+        `--feature mean_patch` its pooled patch vectors are used without reading any patch grid.
+        """
         from voxelfm.core.errors import ConfigError, located
         from voxelfm.probes.data import FeatureSet
-        from voxelfm.probes.retrieval import RetrievalIndex
+        from voxelfm.probes.retrieval import RetrievalIndex, feature_vectors
 
         wanted = None
         if ids is not None:
             if not ids.is_file():
                 raise ConfigError(located(ids, "id list does not exist"))
             wanted = [line.strip() for line in ids.read_text().splitlines() if line.strip()]
-        feats = FeatureSet.from_store(store, wanted, patches=feature == "mean_patch")
-        index = RetrievalIndex.from_features(feats, feature)
+        from voxelfm.probes.retrieval import INDEX_KINDS, store_vectors
+
+        if kind not in INDEX_KINDS:
+            raise ConfigError(f"--index must be one of {', '.join(INDEX_KINDS)}, got {kind!r}")
+        fast = store_vectors(store, feature, wanted)
+        if fast is not None:
+            index = RetrievalIndex.build(fast[0], fast[1], feature=feature, model_id=fast[2], kind=kind,
+                                         target_recall=target_recall)
+        else:
+            feats = FeatureSet.from_store(store, wanted, patches=feature == "mean_patch")
+            index = RetrievalIndex.build(feats.ids, feature_vectors(feats, feature), feature=feature,
+                                         model_id=feats.model_id, kind=kind, target_recall=target_recall)
         index.save(out)
-        typer.echo(f"indexed {len(index)} scans ({feature}, {index.dim} dims) into {out}")
+        typer.echo(f"indexed {len(index)} scans ({feature}, {index.dim} dims, {index.kind}) into {out}")
+        if "recall_at_10_vs_exact" in index.stats:
+            st = index.stats
+            breadth = f"nprobe {st['nprobe']}" if "nprobe" in st else f"efSearch {st.get('efSearch')}"
+            typer.echo(f"recall@10 vs exact search: {st['recall_at_10_vs_exact']:.4f} on {st['recall_queries']} "
+                       f"indexed scans ({breadth}); built in {st['build_seconds']:.1f} s")
 
     @group.command("query")
     @guarded

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,29 +47,179 @@ def feature_vectors(features: FeatureSet, feature: str = "cls") -> np.ndarray:
     raise DataError(f"unknown retrieval feature {feature!r} (use 'cls' or 'mean_patch')")
 
 
+#: Above this many vectors ``kind="auto"`` builds an approximate (IVF) index instead of a flat one.
+AUTO_FLAT_MAX = 100_000
+INDEX_KINDS = ("flat", "ivf", "hnsw", "auto")
+_CHUNK = 65_536
+
+
+def _normalised_chunks(vectors: np.ndarray) -> Any:
+    """L2-normalised float32 row blocks of ``vectors`` (which may be a memory map): no full copy."""
+    for start in range(0, len(vectors), _CHUNK):
+        yield _normalise(vectors[start:start + _CHUNK])
+
+
+def exact_neighbours(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Row numbers of the exact top-``k`` cosine neighbours of each query (blockwise, no full copy)."""
+    q = _normalise(queries)
+    best_s = np.full((len(q), 0), -np.inf, dtype=np.float32)
+    best_i = np.zeros((len(q), 0), dtype=np.int64)
+    offset = 0
+    for block in _normalised_chunks(vectors):
+        scores = q @ block.T
+        take = min(k, scores.shape[1])
+        part = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+        best_s = np.concatenate([best_s, np.take_along_axis(scores, part, axis=1)], axis=1)
+        best_i = np.concatenate([best_i, part + offset], axis=1)
+        keep = np.argsort(-best_s, axis=1, kind="stable")[:, :k]
+        best_s, best_i = np.take_along_axis(best_s, keep, axis=1), np.take_along_axis(best_i, keep, axis=1)
+        offset += len(block)
+    return best_i
+
+
+def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
+    """Mean fraction of the exact top-k found in the approximate top-k (recall@k against exact search)."""
+    k = exact.shape[1]
+    scores = []
+    for f, e in zip(found, exact, strict=True):
+        truth = set(e.tolist()) - {-1}
+        if truth:
+            scores.append(len(set(f[:k].tolist()) & truth) / len(truth))
+    return float(np.mean(scores)) if scores else 1.0
+
+
+def _drop_self(found: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """Each row's neighbour list without the row itself, cut to ``k`` (padded with -1)."""
+    out = np.full((len(found), k), -1, dtype=np.int64)
+    for i, (hits, row) in enumerate(zip(found, rows, strict=True)):
+        kept = [h for h in hits.tolist() if h != row][:k]
+        out[i, :len(kept)] = kept
+    return out
+
+
+def _ivf_lists(n: int) -> int:
+    # ~sqrt(N) lists (each scanned list holds ~sqrt(N) vectors); FAISS wants >= 39 training points per list
+    return int(min(max(16, 2 ** round(np.log2(max(np.sqrt(n), 1.0)))), max(16, n // 39)))
+
+
+def store_vectors(store_path: str | os.PathLike[str], feature: str = "cls", ids: Sequence[str] | None = None
+                  ) -> tuple[list[str], np.ndarray, str | None] | None:
+    """``(ids, vectors, model_id)`` straight from a compacted store's memory maps (CLS or pooled patch),
+    or ``None`` when the store has records newer than its consolidated generation (read it the usual way)."""
+    from voxelfm.embed.store import EmbeddingStore
+
+    path = Path(store_path)
+    if not path.is_dir():
+        raise StoreError(located(path, "embedding store does not exist"))
+    store = EmbeddingStore(path)
+    cons = store.consolidated()
+    if cons is None or store._live_latest():
+        return None
+    if feature not in ("cls", "mean_patch"):
+        raise DataError(f"unknown retrieval feature {feature!r} (use 'cls' or 'mean_patch')")
+    models = cons.info.get("models") or {}
+    if len(models) > 1:
+        raise StoreError(located(path, f"entries come from several models: {sorted(models)}"))
+    matrix = cons.array(feature)
+    if ids is None:
+        return list(cons.ids), matrix, next(iter(models), None)
+    rows = [r for r in (cons.row(str(i)) for i in ids) if r is not None]
+    if not rows:
+        raise StoreError(located(path, f"none of the {len(ids)} requested ids are in the store"))
+    return [cons.ids[r] for r in rows], np.asarray(matrix[rows]), next(iter(models), None)
+
+
 @dataclass
 class RetrievalIndex:
-    """A FAISS ``IndexFlatIP`` over L2-normalised vectors with the scan id of every row."""
+    """A FAISS inner-product index over L2-normalised vectors with the scan id of every row.
+
+    ``kind``: ``flat`` (exact), ``ivf`` (inverted lists over k-means cells with 8-bit scalar
+    quantised vectors, trained on a sample), ``hnsw`` (a graph over the full vectors), or
+    ``auto`` (flat up to :data:`AUTO_FLAT_MAX` vectors, ivf above). For approximate kinds the
+    search breadth (``nprobe`` / ``efSearch``) is the smallest that reaches ``target_recall``
+    recall@10 against exact search on a sample of indexed vectors; the reached recall is kept in
+    ``stats`` and in ``index.json``.
+    """
 
     index: Any
     ids: list[str]
     feature: str = "cls"
     model_id: str | None = None
+    kind: str = "flat"
+    stats: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, ids: Sequence[str], vectors: np.ndarray, *, feature: str = "cls", model_id: str | None = None) -> RetrievalIndex:
+    def build(cls, ids: Sequence[str], vectors: np.ndarray, *, feature: str = "cls", model_id: str | None = None,
+              kind: str = "flat", target_recall: float = 0.97, seed: int = 0, n_check: int = 200) -> RetrievalIndex:
         import faiss
 
-        v = _normalise(vectors)
-        if len(ids) != len(v):
-            raise DataError(f"{len(ids)} ids for {len(v)} vectors")
-        index = faiss.IndexFlatIP(v.shape[1])
-        index.add(v)
-        return cls(index, [str(i) for i in ids], feature, model_id)
+        if kind not in INDEX_KINDS:
+            raise DataError(f"unknown index kind {kind!r} (use one of {', '.join(INDEX_KINDS)})")
+        if getattr(vectors, "ndim", 0) != 2:
+            raise DataError(f"retrieval vectors must be (N, C); got shape {np.shape(vectors)}")
+        n, dim = vectors.shape
+        if len(ids) != n:
+            raise DataError(f"{len(ids)} ids for {n} vectors")
+        if kind == "auto":
+            kind = "flat" if n <= AUTO_FLAT_MAX else "ivf"
+        rng = np.random.default_rng(seed)
+        stats: dict[str, Any] = {"n": int(n), "dim": int(dim)}
+        t0 = time.perf_counter()
+        if kind == "flat":
+            index = faiss.IndexFlatIP(dim)
+        elif kind == "ivf":
+            nlist = _ivf_lists(n)
+            # 8-bit codes find a shortlist fast; the full vectors re-rank it exactly (RFlat), so
+            # near-ties among the top 10 are ordered as exact search orders them
+            index = faiss.index_factory(dim, f"IVF{nlist},SQ8,RFlat", faiss.METRIC_INNER_PRODUCT)
+            index.k_factor = 4
+            sample = np.sort(rng.choice(n, size=min(n, max(50 * nlist, 20_000)), replace=False))
+            index.train(_normalise(vectors[sample]))
+            stats.update(nlist=nlist, train_sample=int(len(sample)))
+        else:
+            index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = 80
+            stats.update(M=32, efConstruction=80)
+        for block in _normalised_chunks(vectors):
+            index.add(block)
+        stats["build_seconds"] = round(time.perf_counter() - t0, 3)
+        out = cls(index, [str(i) for i in ids], feature, model_id, kind, stats)
+        if kind != "flat":
+            out._tune(vectors, rng, target_recall, n_check)
+        return out
+
+    def _tune(self, vectors: np.ndarray, rng: np.random.Generator, target: float, n_check: int) -> None:
+        """Pick the smallest search breadth whose recall@10 against exact search reaches ``target``."""
+        n = len(vectors)
+        rows = np.sort(rng.choice(n, size=min(n, n_check), replace=False))
+        queries = _normalise(vectors[rows])
+        k = min(10, n - 1)
+        # the query's own row is a trivial hit: recall counts its 10 other exact neighbours
+        exact = _drop_self(exact_neighbours(vectors, queries, k + 1), rows, k)
+        name = "nprobe" if self.kind == "ivf" else "efSearch"
+        limit = self.stats.get("nlist", 4096) if self.kind == "ivf" else 4096
+        value, recall = 1 if self.kind == "ivf" else 16, 0.0
+        while True:
+            self._set_breadth(value)
+            recall = recall_at_k(_drop_self(self.index.search(queries, k + 1)[1], rows, k), exact)
+            if recall >= target or value >= limit:
+                break
+            value = min(value * 2, limit)
+        self.stats.update({name: int(value), "recall_at_10_vs_exact": round(recall, 4),
+                           "recall_queries": int(len(rows)), "target_recall": target})
+
+    def _set_breadth(self, value: int) -> None:
+        import faiss
+
+        if self.kind == "ivf":
+            faiss.extract_index_ivf(self.index).nprobe = int(value)
+        elif self.kind == "hnsw":
+            self.index.hnsw.efSearch = int(value)
 
     @classmethod
-    def from_features(cls, features: FeatureSet, feature: str = "cls") -> RetrievalIndex:
-        return cls.build(features.ids, feature_vectors(features, feature), feature=feature, model_id=features.model_id)
+    def from_features(cls, features: FeatureSet, feature: str = "cls", *, kind: str = "flat") -> RetrievalIndex:
+        return cls.build(features.ids, feature_vectors(features, feature), feature=feature, model_id=features.model_id,
+                         kind=kind)
 
     @property
     def dim(self) -> int:
@@ -84,7 +235,7 @@ class RetrievalIndex:
         out.mkdir(parents=True, exist_ok=True)
         atomic_save(out / INDEX_FILE, lambda tmp: faiss.write_index(self.index, str(tmp)))
         meta = {"ids": self.ids, "feature": self.feature, "model_id": self.model_id, "dim": self.dim,
-                "metric": "cosine (inner product of L2-normalised vectors)"}
+                "metric": "cosine (inner product of L2-normalised vectors)", "kind": self.kind, "stats": self.stats}
         atomic_write_text(out / META_FILE, json.dumps(meta, indent=1))
         return out
 
@@ -102,7 +253,12 @@ class RetrievalIndex:
             raise StoreError(located(root, f"unreadable retrieval index ({exc})")) from None
         if index.ntotal != len(meta["ids"]):
             raise StoreError(located(root, f"index holds {index.ntotal} vectors but {len(meta['ids'])} ids"))
-        return cls(index, list(meta["ids"]), meta.get("feature", "cls"), meta.get("model_id"))
+        out = cls(index, list(meta["ids"]), meta.get("feature", "cls"), meta.get("model_id"), meta.get("kind", "flat"),
+                  meta.get("stats") or {})
+        breadth = out.stats.get("nprobe", out.stats.get("efSearch"))
+        if breadth:
+            out._set_breadth(int(breadth))  # the tuned search breadth, whatever FAISS serialised
+        return out
 
     def search(self, vectors: np.ndarray, k: int = 10, *, exclude: Sequence[str | None] | None = None
                ) -> list[list[tuple[str, float]]]:
@@ -122,10 +278,11 @@ class RetrievalIndex:
 
     def vector(self, scan_id: str) -> np.ndarray:
         """The stored (normalised) vector of one indexed scan."""
-        try:
-            row = self.ids.index(scan_id)
-        except ValueError:
-            raise StoreError(f"scan {scan_id!r} is not in the index") from None
+        if getattr(self, "_rows", None) is None or len(self._rows) != len(self.ids):
+            self._rows = {sid: i for i, sid in enumerate(self.ids)}
+        row = self._rows.get(scan_id)
+        if row is None:
+            raise StoreError(f"scan {scan_id!r} is not in the index")
         return self.index.reconstruct(row)
 
     def similarity_matrix(self) -> np.ndarray:
@@ -211,4 +368,4 @@ def _prefixed(prefix: str, fn):
     return lambda *a: {f"{prefix}{k}": v for k, v in fn(*a).items()}
 
 
-__all__ = ["RetrievalIndex", "feature_vectors", "fit"]
+__all__ = ["INDEX_KINDS", "RetrievalIndex", "exact_neighbours", "feature_vectors", "fit", "recall_at_k"]
