@@ -269,7 +269,7 @@ class GenerationWriter:
         return self.pack_number(self._new_pack_name), first
 
     def add(self, row: int, record: dict[str, Any], cls: np.ndarray, registers: np.ndarray, *,
-            patch: np.ndarray | None = None, pack_ref: tuple[str, int, tuple[int, int, int]] | None = None,
+            patch: np.ndarray | None = None, pack_ref: tuple[str | None, int, tuple[int, int, int]] | None = None,
             mean_patch: np.ndarray | None = None, meta: dict[str, Any] | None = None,
             spec: dict[str, Any] | None = None) -> None:
         """Row ``row``: a new patch grid (written to this generation's pack) or a reference
@@ -285,12 +285,14 @@ class GenerationWriter:
         if patch is not None:
             grid = tuple(int(v) for v in patch.shape[:3])
             pack, first = self._write_patch(patch) if patch.size else (0, 0)
-            self.mean_patch[row] = patch.reshape(-1, self.dim).mean(axis=0) if patch.size else 0.0
+            if patch.size:  # an empty grid leaves the (sparse, zero) row untouched
+                self.mean_patch[row] = patch.reshape(-1, self.dim).mean(axis=0)
         else:
             assert pack_ref is not None  # noqa: S101 - an internal call contract, not user input
             name, first, grid = pack_ref
-            pack = self.pack_number(name)
-            self.mean_patch[row] = mean_patch if mean_patch is not None else 0.0
+            pack = self.pack_number(name) if name is not None else 0
+            if mean_patch is not None and grid[0] * grid[1] * grid[2]:
+                self.mean_patch[row] = mean_patch
         self.patch_index[row] = (pack, first, *grid)
         if spec and record.get("spec_fingerprint"):
             self.specs.setdefault(str(record["spec_fingerprint"]), spec)
@@ -572,7 +574,7 @@ def _write(out_store: EmbeddingStore, chosen: dict[str, _Candidate], failed: lis
             gen = gens[str(c.store.path)]
             record = gen.record(c.row)
             pack, first, d, h, w = (int(v) for v in gen.array("patch_index")[c.row])
-            name = _pack_for(out_store.path, gen, pack, linked)
+            name = _pack_for(out_store.path, gen, pack, linked) if d * h * w else None  # an empty grid has no rows
             spec = gen.specs.get(str(record.get("spec_fingerprint")))
             writer.add(row, record, gen.cls[c.row], np.asarray(gen.array("registers")[c.row]),
                        pack_ref=(name, first, (d, h, w)), mean_patch=gen.array("mean_patch")[c.row],
