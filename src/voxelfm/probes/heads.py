@@ -43,7 +43,7 @@ class MLPHead(nn.Module):
 
 
 def few_query_attention(attn: nn.MultiheadAttention, q: torch.Tensor, tokens: torch.Tensor,
-                        pad: torch.Tensor | None, training: bool) -> torch.Tensor:
+                        pad: torch.Tensor | None, training: bool, proj: nn.Linear | None = None) -> torch.Tensor:
     """``attn(q, tokens, tokens)`` computed without projecting every token to keys and values.
 
     With few queries (Q) and many tokens (N), ``q_h · (W_k t + b_k)`` equals ``(W_kᵀ q_h) · t``
@@ -52,6 +52,10 @@ def few_query_attention(attn: nn.MultiheadAttention, q: torch.Tensor, tokens: to
     products per head: exactly the same result (the tests compare against
     ``nn.MultiheadAttention``) at a fraction of the cost, which is what makes a Q-Former probe on
     thousands of patch tokens cheap on CPU.
+
+    With ``proj``, ``tokens`` are raw inputs and the attended tokens are ``proj(tokens)``; the
+    projection is folded the same way (into the query for the scores, after pooling for the
+    values), so no token is ever projected: N x C work per query head instead of N x C x H.
     """
     b, nq, h = q.shape
     heads = attn.num_heads
@@ -60,13 +64,19 @@ def few_query_attention(attn: nn.MultiheadAttention, q: torch.Tensor, tokens: to
     b_q, _b_k, b_v = attn.in_proj_bias.split(h) if attn.in_proj_bias is not None else (None, None, None)
     qp = F.linear(q, w_q, b_q).view(b, nq, heads, d).transpose(1, 2)  # (B, heads, Q, d)
     u = torch.einsum("bhqd,hdc->bhqc", qp, w_k.view(heads, d, h)) / d**0.5  # query folded into key space
+    if proj is not None:  # fold the token projection too (its bias adds a per-query constant)
+        u = torch.einsum("bhqc,ci->bhqi", u, proj.weight)
     scores = torch.einsum("bhqc,bnc->bhqn", u, tokens)
     if pad is not None:
         scores = scores.masked_fill(pad[:, None, None, :], float("-inf"))
     weights = torch.softmax(scores, dim=-1)
     if training and attn.dropout > 0:
         weights = F.dropout(weights, attn.dropout)
-    pooled = torch.einsum("bhqn,bnc->bhqc", weights, tokens)  # (B, heads, Q, H)
+    pooled = torch.einsum("bhqn,bnc->bhqc", weights, tokens)  # (B, heads, Q, H) (or C with proj)
+    if proj is not None:
+        pooled = torch.einsum("bhqi,ci->bhqc", pooled, proj.weight)
+        if proj.bias is not None:
+            pooled = pooled + weights.sum(-1, keepdim=True) * proj.bias
     values = torch.einsum("bhqc,hdc->bhqd", pooled, w_v.view(heads, d, h))
     if b_v is not None:
         values = values + weights.sum(-1, keepdim=True) * b_v.view(heads, 1, d)
@@ -88,9 +98,10 @@ class _CrossAttentionLayer(nn.Module):
             hidden = int(dim * mlp_ratio)
             self.ffn = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
-    def forward(self, q: torch.Tensor, kv: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, kv: torch.Tensor, pad: torch.Tensor | None,
+                proj: nn.Linear | None = None) -> torch.Tensor:
         if not self.residual:
-            return few_query_attention(self.attn, q, kv, pad, self.training)
+            return few_query_attention(self.attn, q, kv, pad, self.training, proj)
         kv = self.norm_kv(kv)
         q = q + few_query_attention(self.attn, self.norm_q(q), kv, pad, self.training)
         return q + self.ffn(self.norm_ffn(q))
@@ -106,20 +117,27 @@ class QFormerHead(nn.Module):
     schedule (benchmarks/README.md, probes); several independently initialised queries find it
     reliably at almost the same cost. More layers (pre-norm residual blocks with an FFN) and an
     additive projection of the normalised patch positions are options.
+
+    ``token_norm`` layer-normalises every input token before the projection (scale-free inputs).
+    Off by default: a token that stands out by its norm is often exactly the finding, and
+    normalising it away stopped the head from finding a one-token signal in the tests.
+    ``query_std`` is the standard deviation of the initial queries, and ``dropout`` applies to the
+    projected tokens and to the pooled output.
     """
 
     def __init__(
         self, in_dim: int, out_dim: int = 1, hidden_dim: int = 256, num_queries: int = 4, num_layers: int = 1,
         num_heads: int = 4, dropout: float = 0.5, attn_dropout: float = 0.1, residual: bool | None = None,
-        use_positions: bool = False, mlp_ratio: float = 2.0,
+        use_positions: bool = False, mlp_ratio: float = 2.0, token_norm: bool = False, query_std: float = 1.0,
     ) -> None:
         super().__init__()
         if hidden_dim % num_heads:
             raise ConfigError(f"Q-Former hidden_dim {hidden_dim} is not divisible by num_heads {num_heads}")
         residual = num_layers > 1 if residual is None else residual
+        self.token_norm = nn.LayerNorm(in_dim) if token_norm else None
         self.token_proj = nn.Linear(in_dim, hidden_dim)
         self.pos_proj = nn.Linear(3, hidden_dim) if use_positions else None
-        self.queries = nn.Parameter(torch.randn(1, num_queries, hidden_dim))
+        self.queries = nn.Parameter(torch.randn(1, num_queries, hidden_dim) * query_std)
         self.drop_tokens = nn.Dropout(dropout)
         self.layers = nn.ModuleList(
             _CrossAttentionLayer(hidden_dim, num_heads, attn_dropout, residual, mlp_ratio) for _ in range(num_layers)
@@ -132,14 +150,21 @@ class QFormerHead(nn.Module):
             x = x.flatten(1, 3)
         if x.dim() != 3:
             raise ConfigError(f"the Q-Former needs patch tokens (B, N, C); got shape {tuple(x.shape)}")
+        if self.token_norm is not None:
+            x = self.token_norm(x)
+        pad = None if mask is None else ~mask
+        q = self.queries.expand(x.shape[0], -1, -1)
+        if len(self.layers) == 1 and not self.layers[0].residual and self.pos_proj is None:
+            # The original single bare attention: fold the token projection into it (dropout on
+            # the input features instead of the projected ones) and never project a token.
+            q = self.layers[0](q, self.drop_tokens(x), pad, proj=self.token_proj)
+            return self.out(self.drop_out(q.mean(1)))
         tokens = self.token_proj(x)
         if self.pos_proj is not None:
             if pos is None:
                 raise ConfigError("this Q-Former uses positions but none were given")
             tokens = tokens + self.pos_proj(pos)
         tokens = self.drop_tokens(tokens)
-        pad = None if mask is None else ~mask
-        q = self.queries.expand(x.shape[0], -1, -1)
         for layer in self.layers:
             q = layer(q, tokens, pad)
         return self.out(self.drop_out(q.mean(1)))

@@ -103,6 +103,41 @@ def text_metrics(generated: Sequence[str], references: Sequence[str]) -> dict[st
     return {"bleu": float(bleu.score), "rouge_l": float(np.mean(rouge)) if rouge else float("nan")}
 
 
+def _words(text: str) -> list[str]:
+    import re
+
+    return re.findall(r"[a-z0-9]+(?:[-'][a-z0-9]+)*", text.lower())
+
+
+def _sentences(text: str) -> list[str]:
+    import re
+
+    return [" ".join(_words(s)) for s in re.split(r"(?<=[.!?])\s+|\n+", text) if _words(s)]
+
+
+def language_check(generated: Sequence[str], train_references: Sequence[str]) -> dict[str, float]:
+    """Does generated text use the references' language? Shares over the generated reports.
+
+    * ``known_words``: share of generated words that occur in some training reference;
+    * ``known_sentences``: share of generated sentences that occur verbatim (case and punctuation
+      aside) in some training reference;
+    * ``all_known``: share of reports all of whose sentences are known;
+    * ``empty``: share of empty reports.
+    """
+    vocab = {w for t in train_references for w in _words(t)}
+    known = {s for t in train_references for s in _sentences(t)}
+    words = [w for t in generated for w in _words(t)]
+    sentences = [_sentences(t) for t in generated]
+    flat = [x for ss in sentences for x in ss]
+    n = max(len(generated), 1)
+    return {
+        "known_words": float(np.mean([w in vocab for w in words])) if words else 0.0,
+        "known_sentences": float(np.mean([x in known for x in flat])) if flat else 0.0,
+        "all_known": float(sum(1 for ss in sentences if ss and all(x in known for x in ss)) / n),
+        "empty": float(sum(1 for ss in sentences if not ss) / n),
+    }
+
+
 def majority_labels(train_texts: Sequence[str], n: int, extractor: FindingExtractor) -> np.ndarray:
     """Majority-class baseline: each finding predicted present iff > 50 % of training reports have it."""
     train = label_matrix(train_texts, extractor)
@@ -155,6 +190,7 @@ def evaluate_reports(
         "scan_ids": ids,
     }
     if train_references is not None:
+        result["language"] = language_check(gen_texts, train_references)
         base = majority_labels(train_references, len(ids), extractor)
         result["baseline_majority"] = finding_metrics(y_true, base, names,
                                                       n_bootstrap=n_bootstrap, seed=seed)

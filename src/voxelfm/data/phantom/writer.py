@@ -114,8 +114,12 @@ def _check_settings(out: Path, settings: dict[str, Any], overwrite: bool) -> Non
 
 def write_cohort(out_dir: str | os.PathLike[str], n: int, seed: int = 0, format: str = "nifti",
                  size: str = "small", *, config: PrevalenceConfig | None = None, workers: int | None = None,
-                 overwrite: bool = False, progress: Callable[[int, int], None] | None = None) -> Path:
+                 overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
+                 split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> Path:
     """Generate ``n`` scans into ``out_dir`` (resumable); returns the path of ``labels.csv``.
+
+    ``split_fractions``: train/val/test shares of the patients (a larger test share gives
+    tighter confidence intervals on a small cohort).
 
     ``progress(done, total)`` is called after every finished scan (including resumed ones).
     A custom ``config`` is not part of the resume check: use a fresh folder when changing it.
@@ -133,9 +137,13 @@ def write_cohort(out_dir: str | os.PathLike[str], n: int, seed: int = 0, format:
     if out.exists() and not out.is_dir():
         raise ConfigError(located(out, "exists and is not a folder"))
     out.mkdir(parents=True, exist_ok=True)
-    _check_settings(out, {"version": STATE_VERSION, "n": n, "seed": seed, "format": format, "size": size,
-                          "custom_config": config is not None}, overwrite)
-    plans = assign_splits(plan_cohort(n, seed), seed)
+    settings = {"version": STATE_VERSION, "n": n, "seed": seed, "format": format, "size": size,
+                "custom_config": config is not None}
+    fractions = tuple(float(f) for f in split_fractions)
+    if fractions != (0.7, 0.15, 0.15):  # recorded only when not the default: older cohorts still resume
+        settings["split_fractions"] = list(fractions)
+    _check_settings(out, settings, overwrite)
+    plans = assign_splits(plan_cohort(n, seed), seed, fractions)
     todo = [p for p in plans if not _done(out, p, format)]
     finished = len(plans) - len(todo)
     if progress:
