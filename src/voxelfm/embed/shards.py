@@ -244,13 +244,12 @@ class GenerationWriter:
                                      shape=(count, n_registers, dim))
         self.patch_index = np.zeros((count, 5), dtype=np.int64)
         self.times = np.zeros(count, dtype=np.float64)
-        self.offsets = np.zeros(count + 1, dtype=np.int64)
-        self._records = open(self.tmp / "records.jsonl", "wb")  # noqa: SIM115 - closed in commit/abort
+        self.lines: list[bytes | None] = [None] * count  # record lines, written in row order at commit
         self.packs: list[str] = []
         self._new_pack: Any = None
         self._new_pack_rows = 0
         self.specs: dict[str, Any] = {}
-        self.ids: list[str] = []
+        self.ids: list[str | None] = [None] * count
 
     def pack_number(self, name: str) -> int:
         if name not in self.packs:
@@ -275,7 +274,7 @@ class GenerationWriter:
         """Row ``row``: a new patch grid (written to this generation's pack) or a reference
         ``(pack name, first row, (d, h, w))`` to rows of an existing pack of this store."""
         scan_id = str(record["scan_id"])
-        self.ids.append(scan_id)
+        self.ids[row] = scan_id
         self.cls[row] = np.asarray(cls, dtype=np.float32).reshape(-1)
         if registers.size:
             if registers.shape != self.registers.shape[1:]:
@@ -300,15 +299,45 @@ class GenerationWriter:
         clean["status"], clean["error"], clean["grid_shape"] = "ok", None, list(grid)
         clean["meta"] = meta or {}
         self.times[row] = float(record.get("time") or 0.0)
-        line = (json.dumps(clean, default=str) + "\n").encode("utf-8")
-        self.offsets[row + 1] = self.offsets[row] + len(line)
-        self._records.write(line)
+        self.lines[row] = (json.dumps(clean, default=str) + "\n").encode("utf-8")
+
+    def add_rows(self, rows: np.ndarray, gen: Consolidated, src_rows: np.ndarray, pack_names: list[str | None]) -> None:
+        """Copy rows ``src_rows`` of another generation to ``rows`` in bulk (arrays block by block,
+        record lines verbatim); ``pack_names[i]`` is pack ``i`` of ``gen`` under this store's packs."""
+        numbers = np.array([self.pack_number(n) if n is not None else 0 for n in pack_names] or [0], dtype=np.int64)
+        records = (gen.dir / "records.jsonl").read_bytes()
+        offsets = np.array(gen.array("offsets")).tolist()
+        registers = gen.array("registers")
+        if registers.shape[1:] != self.registers.shape[1:] and len(rows):
+            raise StoreError(located(gen.dir, f"registers of shape {registers.shape[1:]}, expected "
+                                              f"{self.registers.shape[1:]}; they cannot share a generation"))
+        step = 65_536
+        for lo in range(0, len(rows), step):
+            dst, src = rows[lo:lo + step], src_rows[lo:lo + step]
+            self.cls[dst] = gen.cls[src]
+            self.mean_patch[dst] = gen.array("mean_patch")[src]
+            if self.registers.shape[1]:
+                self.registers[dst] = registers[src]
+            index = np.array(gen.array("patch_index")[src])
+            index[:, 0] = numbers[index[:, 0]] if len(pack_names) else 0
+            self.patch_index[dst] = index
+            self.times[dst] = gen.array("times")[src]
+        for dst, src in zip(rows.tolist(), src_rows.tolist(), strict=True):
+            self.ids[dst] = gen.ids[src]
+            self.lines[dst] = records[offsets[src]:offsets[src + 1]]
+        for fp, spec in gen.specs.items():
+            self.specs.setdefault(fp, spec)
 
     def commit(self, failed: Sequence[dict[str, Any]], info: dict[str, Any]) -> str:
         """Finish the files, rename the directory into place and point ``CURRENT`` at it."""
-        if len(self.ids) != self.count:
-            raise StoreError(located(self.tmp, f"{len(self.ids)} rows written for {self.count} expected"))
-        self._records.close()
+        missing = sum(1 for line in self.lines if line is None)
+        if missing:
+            raise StoreError(located(self.tmp, f"{missing} of {self.count} rows were not written"))
+        offsets = np.zeros(self.count + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([len(line) for line in self.lines])  # type: ignore[arg-type]
+        with open(self.tmp / "records.jsonl", "wb") as handle:
+            for lo in range(0, self.count, 65_536):
+                handle.write(b"".join(self.lines[lo:lo + 65_536]))  # type: ignore[arg-type]
         if self._new_pack is not None:
             self._new_pack.flush()
             os.fsync(self._new_pack.fileno())
@@ -318,7 +347,7 @@ class GenerationWriter:
         del self.cls, self.mean_patch, self.registers
         np.save(self.tmp / "patch_index.npy", self.patch_index)
         np.save(self.tmp / "times.npy", self.times)
-        np.save(self.tmp / "offsets.npy", self.offsets)
+        np.save(self.tmp / "offsets.npy", offsets)
         (self.tmp / "ids.txt").write_text("".join(i + "\n" for i in self.ids), encoding="utf-8")
         (self.tmp / "failed.jsonl").write_text("".join(json.dumps(r, default=str) + "\n" for r in failed), encoding="utf-8")
         (self.tmp / "specs.json").write_text(json.dumps(self.specs))
@@ -335,8 +364,6 @@ class GenerationWriter:
         return self.generation
 
     def abort(self) -> None:
-        with contextlib.suppress(Exception):
-            self._records.close()
         if self._new_pack is not None:
             with contextlib.suppress(Exception):
                 self._new_pack.close()
@@ -351,6 +378,7 @@ class _Candidate:
     store: EmbeddingStore
     record: dict[str, Any]
     row: int | None  # a row of the store's generation, or None for a live entry
+    gen: Consolidated | None = None  # that generation (opened once per store)
 
     @property
     def time(self) -> float:
@@ -371,13 +399,13 @@ def _candidates(store: EmbeddingStore) -> tuple[list[_Candidate], list[dict[str,
     oks: list[_Candidate] = []
     failed: list[dict[str, Any]] = []
     if cons is not None:
-        times = cons.array("times")
+        times = np.array(cons.array("times")).tolist()  # plain floats: memmap scalar access is slow
         for row, scan_id in enumerate(cons.ids):
             newer = live.get(scan_id)
             if newer is not None and float(newer.get("time") or 0.0) > float(times[row]):
                 continue
             live.pop(scan_id, None)
-            oks.append(_Candidate(scan_id, store, {"scan_id": scan_id, "time": float(times[row])}, row))
+            oks.append(_Candidate(scan_id, store, {"scan_id": scan_id, "time": float(times[row])}, row, cons))
         failed += [r for r in cons.failed_records() if r["scan_id"] not in live]
     for scan_id, record in live.items():
         if record.get("status") == "ok":
@@ -387,20 +415,10 @@ def _candidates(store: EmbeddingStore) -> tuple[list[_Candidate], list[dict[str,
     return oks, failed
 
 
-def _content(candidate: _Candidate) -> tuple[dict[str, Any], VoxelFeatures | None]:
-    """The full record and, for a live entry, its features."""
-    if candidate.row is not None:
-        cons = Consolidated.open(candidate.store.path)
-        assert cons is not None  # noqa: S101
-        return cons.record(candidate.row), None
-    return candidate.record, candidate.store.get(candidate.scan_id)
-
-
 def _digest(candidate: _Candidate) -> str:
     """A hash of the arrays of one candidate: identical duplicates are kept once."""
-    if candidate.row is not None:
-        cons = Consolidated.open(candidate.store.path)
-        assert cons is not None  # noqa: S101
+    if candidate.row is not None and candidate.gen is not None:
+        cons = candidate.gen
         arrays = [cons.cls[candidate.row], cons.patch(candidate.row), cons.array("registers")[candidate.row]]
     else:
         feats = candidate.store.get(candidate.scan_id)
@@ -527,11 +545,10 @@ def _write(out_store: EmbeddingStore, chosen: dict[str, _Candidate], failed: lis
     ids = sorted(chosen)
     if not ids and not failed:
         raise StoreError(located(out_store.path, "nothing to compact: no embeddings in the store or its sources"))
-    gens = {}
+    gens: dict[str, Consolidated] = {}
     for c in chosen.values():
-        key = str(c.store.path)
-        if c.row is not None and key not in gens:
-            gens[key] = Consolidated.open(c.store.path)
+        if c.gen is not None:
+            gens.setdefault(str(c.store.path), c.gen)
     # dims, registers and models: from the generation info or the live records
     models: dict[str, int] = {}
     dim, n_reg = None, None
@@ -560,25 +577,25 @@ def _write(out_store: EmbeddingStore, chosen: dict[str, _Candidate], failed: lis
         n_reg = int(first_live.store.get(first_live.scan_id).registers.shape[0]) if first_live else 0
     writer = GenerationWriter(out_store.path, len(ids), int(dim or 0), n_reg)
     linked: dict[tuple[str, int], str] = {}
+    bulk: dict[str, tuple[list[int], list[int]]] = {}  # generation rows, copied in bulk per source store
     try:
         for row, sid in enumerate(ids):
             c = chosen[sid]
-            if c.row is None:
-                feats = c.store.get(sid)
-                meta = {"patch_geometry": feats.patch_geometry.to_dict() if feats.patch_geometry else None,
-                        "input_geometry": feats.input_geometry.to_dict() if feats.input_geometry else None}
-                writer.add(row, c.record, feats.cls, np.asarray(feats.registers, np.float32), patch=np.asarray(feats.patch),
-                           meta=meta, spec=feats.spec)
-                report.from_entries += 1
+            if c.row is not None:
+                dst, src = bulk.setdefault(str(c.store.path), ([], []))
+                dst.append(row)
+                src.append(c.row)
                 continue
-            gen = gens[str(c.store.path)]
-            record = gen.record(c.row)
-            pack, first, d, h, w = (int(v) for v in gen.array("patch_index")[c.row])
-            name = _pack_for(out_store.path, gen, pack, linked) if d * h * w else None  # an empty grid has no rows
-            spec = gen.specs.get(str(record.get("spec_fingerprint")))
-            writer.add(row, record, gen.cls[c.row], np.asarray(gen.array("registers")[c.row]),
-                       pack_ref=(name, first, (d, h, w)), mean_patch=gen.array("mean_patch")[c.row],
-                       meta=record.get("meta"), spec=spec)
+            feats = c.store.get(sid)
+            meta = {"patch_geometry": feats.patch_geometry.to_dict() if feats.patch_geometry else None,
+                    "input_geometry": feats.input_geometry.to_dict() if feats.input_geometry else None}
+            writer.add(row, c.record, feats.cls, np.asarray(feats.registers, np.float32), patch=np.asarray(feats.patch),
+                       meta=meta, spec=feats.spec)
+            report.from_entries += 1
+        for key, (dst, src) in bulk.items():
+            gen = gens[key]
+            names: list[str | None] = [_pack_for(out_store.path, gen, i, linked) for i in range(len(gen.packs))]
+            writer.add_rows(np.asarray(dst, dtype=np.int64), gen, np.asarray(src, dtype=np.int64), names)
         report.generation = writer.commit(failed, {"models": models, "sources": sources})
     except BaseException:
         writer.abort()
