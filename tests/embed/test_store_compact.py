@@ -146,25 +146,34 @@ def test_cli_store_compact_and_info(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.distributed
 def test_two_processes_with_shards_equal_one_process(model_dir: Path, scans_dir: Path, tmp_path: Path) -> None:
-    """`--shard 0/2` and `--shard 1/2` in two processes (as on two nodes), merged by `store compact`,
-    give the same ids and bit-identical features as one process."""
+    """`--shard 0/2` and `--shard 1/2` in two processes (as on two nodes with their own disks), merged
+    by `store compact OUT node0 node1`, and a 2-rank `torchrun` writing one shared store, compacted
+    in place, give the same ids and bit-identical features as one process."""
     common = [str(scans_dir), "--model", str(model_dir), "--workers", "0", "--no-progress", "--device", "cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, "-m", "voxelfm.cli.main", "embed", *common, "--out",
-                               str(tmp_path / f"node{i}"), "--shard", f"{i}/2"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
-    single = subprocess.run([sys.executable, "-m", "voxelfm.cli.main", "embed", *common, "--out",
-                             str(tmp_path / "single")], env=env, capture_output=True, text=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    embed = [sys.executable, "-m", "voxelfm.cli.main", "embed", *common]
+    commands = [[*embed, "--out", str(tmp_path / f"node{i}"), "--shard", f"{i}/2"] for i in range(2)]
+    commands.append([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                     "voxelfm.cli.main", "embed", *common, "--out", str(tmp_path / "torchrun")])
+    procs = [subprocess.Popen(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in commands]
+    single = subprocess.run([*embed, "--out", str(tmp_path / "single")], env=env, capture_output=True, text=True)
     outputs = [p.communicate(timeout=300)[0] for p in procs]
-    assert single.returncode == 2, single.stdout + single.stderr  # the corrupt scan fails in both layouts
-    assert sorted(p.returncode for p in procs) == [0, 2], outputs
+    assert single.returncode == 2, single.stdout + single.stderr  # the corrupt scan fails in every layout
+    assert sorted(p.returncode for p in procs[:2]) == [0, 2], outputs
+    assert procs[2].returncode != 0 and "1 input(s) failed" in outputs[2], outputs[2]  # rank 0 holds the bad scan
+    assert sorted(p.name for p in (tmp_path / "torchrun").glob("manifest*")) == [
+        "manifest-0-of-2.jsonl", "manifest-1-of-2.jsonl"]
     compact(tmp_path / "merged", [tmp_path / "node0", tmp_path / "node1"])
-    merged, one = EmbeddingStore(tmp_path / "merged"), EmbeddingStore(tmp_path / "single")
-    assert merged.ids() == one.ids() == ["case0", "case1", "case2"] and merged.ids("failed") == ["broken"]
-    np.testing.assert_array_equal(merged.cls_matrix()[1], one.cls_matrix()[1])
-    for scan_id in one.ids():
-        a, b = merged.get(scan_id), one.get(scan_id)
-        np.testing.assert_array_equal(a.patch, b.patch)
-        np.testing.assert_array_equal(a.registers, b.registers)
-        assert a.patch_geometry.to_dict() == b.patch_geometry.to_dict() and a.spec == b.spec
+    compact(tmp_path / "torchrun")
+    one = EmbeddingStore(tmp_path / "single")
+    for other in (EmbeddingStore(tmp_path / "merged"), EmbeddingStore(tmp_path / "torchrun")):
+        assert other.ids() == one.ids() == ["case0", "case1", "case2"] and other.ids("failed") == ["broken"]
+        np.testing.assert_array_equal(other.cls_matrix()[1], one.cls_matrix()[1])
+        for scan_id in one.ids():
+            a, b = other.get(scan_id), one.get(scan_id)
+            np.testing.assert_array_equal(a.patch, b.patch)
+            np.testing.assert_array_equal(a.registers, b.registers)
+            assert a.patch_geometry.to_dict() == b.patch_geometry.to_dict() and a.spec == b.spec
