@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
         workers: Annotated[int, typer.Option("--workers", help="Reader/preprocessing worker processes (0: in the main process).")] = 2,
         shard: Annotated[str | None, typer.Option("--shard", help="i/n: embed every n-th scan starting at i (default: torchrun RANK/WORLD_SIZE).")] = None,
         device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, ...")] = "auto",
-        dtype: Annotated[str, typer.Option("--dtype", help="fp32 (paper parity) or bf16 (autocast).")] = "fp32",
+        dtype: Annotated[str, typer.Option("--dtype", help="fp32 (paper parity), bf16 (autocast), or auto (bf16 where the CPU has AMX/AVX512-BF16 or the GPU supports it and the first scan's features match fp32 to cosine 0.999).")] = "fp32",
         max_patches: Annotated[int | None, typer.Option("--max-patches", help="Override the spec's patch budget.")] = None,
         spec_file: Annotated[Path | None, typer.Option("--spec", help="Preprocess spec JSON/YAML (default: the model's).")] = None,
         slab_thickness: Annotated[int | None, typer.Option("--slab-thickness", help="2.5d slab thickness in patches (default 4).")] = None,
@@ -91,7 +91,8 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
         if workers < 0:
             raise ConfigError(f"--workers must be >= 0, got {workers}")
-        resolve_dtype(dtype)
+        if dtype != "auto":
+            resolve_dtype(dtype)
         shard_spec = parse_shard(shard)
         jobs = shard_jobs(collect_jobs(inputs), shard_spec)
         store = EmbeddingStore(out, shard=shard_spec)
@@ -114,6 +115,12 @@ def _embed_locked(store: Any, jobs: list[Any], model: Path, out: Path, shard_spe
     spec = load_spec(spec_file) if spec_file else net.spec  # a PreprocessSpec or a comparator's NativeSpec
     if max_patches is not None:
         spec = spec.replace(max_patches=max_patches)
+    if dtype == "auto":  # measured on the first readable scan (voxelfm.embed.precision)
+        from voxelfm.embed.precision import choose_dtype_for_jobs
+
+        choice = choose_dtype_for_jobs(net, jobs, spec, device=dev, mode=mode)
+        dtype = choice.name
+        console.print(f"--dtype auto: {choice.name} ({choice.reason})", highlight=False, soft_wrap=True)
     console.print(f"model {net.model_id} ({model}) on {dev}; spec {spec.fingerprint()}; "
                   f"{len(jobs)} scans; mode {mode}; {workers} workers", highlight=False)
 
