@@ -9,7 +9,7 @@ and finally run to the end. The result is compared with an uninterrupted referen
 * pretrain: checkpoints stored / corrupted, stray ``.tmp`` files, metric steps lost / duplicated,
   and the largest difference of the final teacher weights from the reference run.
 
-    python benchmarks/soak_kill.py --work /tmp/voxelfm-soak --n 12 --embed-kills 6 --pretrain-kills 6
+    python benchmarks/soak_kill.py --work /tmp/voxelfm-soak --n 16 --embed-kills 10 --pretrain-kills 10 --steps 20
 
 Uses a tiny phantom cohort (``voxelfm phantom --size tiny``), a random vit-tiny model for
 embedding and a 2-block ViT for pretraining, so the whole soak takes a few minutes on a CPU.
@@ -213,11 +213,11 @@ def soak_pretrain(work: Path, rng: random.Random, kills: int, span: tuple[float,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/voxelfm-soak"))
-    parser.add_argument("--n", type=int, default=12, help="phantom scans")
-    parser.add_argument("--embed-kills", type=int, default=6)
-    parser.add_argument("--pretrain-kills", type=int, default=6)
-    parser.add_argument("--steps", type=int, default=12, help="pretraining steps")
-    parser.add_argument("--span", type=float, nargs=2, default=(0.5, 1.2),
+    parser.add_argument("--n", type=int, default=16, help="phantom scans")
+    parser.add_argument("--embed-kills", type=int, default=10)
+    parser.add_argument("--pretrain-kills", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=20, help="pretraining steps")
+    parser.add_argument("--span", type=float, nargs=2, default=(0.3, 0.9),
                         help="kill between these fractions of the reference run's duration after the start")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

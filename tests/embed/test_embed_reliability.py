@@ -254,3 +254,19 @@ def test_source_fingerprints_of_files_and_folders(tmp_path: Path) -> None:
     os.utime(folder / "1.dcm", ns=(1, 1))
     assert source_fingerprint(folder) != first
     assert source_fingerprint(tmp_path / "missing.nii.gz") is None
+
+
+def test_taking_the_lock_removes_half_written_entries_of_dead_writers(tmp_path: Path) -> None:
+    store = EmbeddingStore(tmp_path / "store")
+    store.entries_dir.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = store.entries_dir / f".case0.safetensors.tmp-{int(dead.stdout)}"
+    live = store.entries_dir / ".case1.safetensors.tmp-1"  # pid 1 runs: a write in progress elsewhere
+    stale.write_bytes(b"half")
+    live.write_bytes(b"half")
+    sharded = EmbeddingStore(tmp_path / "store", shard=(0, 2))
+    with sharded.lock():  # another shard may be writing from another host: only old files go
+        assert stale.exists()
+    with store.lock():
+        pass
+    assert not stale.exists() and live.exists()

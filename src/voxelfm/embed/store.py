@@ -95,6 +95,7 @@ class EmbeddingStore:
         self.entries_dir = self.path / ENTRIES
         self.manifest_path = self.path / manifest_name(shard)
         self.lock_path = self.path / lock_name(shard)
+        self.sharded = shard is not None and shard[1] > 1
         self._lock_depth = 0
         self._cache: tuple[tuple[Any, ...], dict[str, dict[str, Any]]] | None = None
 
@@ -244,6 +245,7 @@ class EmbeddingStore:
             os.pwrite(fd, (json.dumps(holder) + "\n").encode("utf-8"), 0)
             HELD_LOCK_FDS.add(fd)
             self._lock_depth = 1
+            self._remove_stray_temporaries()
             try:
                 yield
             finally:
@@ -252,6 +254,30 @@ class EmbeddingStore:
                 os.ftruncate(fd, 0)  # an empty lock file reads as "free" even to tools that only look
         finally:
             os.close(fd)  # closing releases the flock
+
+    def _remove_stray_temporaries(self) -> None:
+        """Delete half-written entries (``.<id>.safetensors.tmp-<pid>``) left by killed writers.
+
+        Only files whose writer pid no longer runs here; in a sharded store, where another shard may
+        write from another host, only those untouched for 10 minutes as well.
+        """
+        if not self.entries_dir.is_dir():
+            return
+        removed = 0
+        for path in self.entries_dir.glob(".*.safetensors.tmp-*"):
+            pid = path.name.rsplit("-", 1)[-1]
+            try:
+                stale = not pid.isdigit() or not pid_alive(int(pid))
+                if stale and self.sharded:
+                    stale = time.time() - path.stat().st_mtime > 600
+                if stale:
+                    path.unlink()
+                    removed += 1
+            except OSError:
+                continue
+        if removed:
+            log.info("%s: removed %d half-written entr%s of an interrupted run", self.path, removed,
+                     "y" if removed == 1 else "ies")
 
     @staticmethod
     def _read_holder(fd: int) -> dict[str, Any] | None:
