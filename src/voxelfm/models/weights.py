@@ -58,6 +58,72 @@ def load_state_dict_strict(model: torch.nn.Module, state: Mapping[str, torch.Ten
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
 
 
+class _LazyState(Mapping[str, torch.Tensor]):
+    """The tensors of an open safetensors file, read one at a time (shapes without reading)."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.names = list(handle.keys())
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.handle.get_tensor(name)
+
+    def __iter__(self) -> Any:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def _load_safetensors_into(model: torch.nn.Module, path: Path, *, model_id: bool = False) -> str | None:
+    """Copy a safetensors file into ``model``'s parameters one tensor at a time (never a second full
+    copy of the weights), with :func:`load_state_dict_strict`'s checks; the file's model id if asked."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        state = _LazyState(handle)
+        shapes = {k: torch.empty(tuple(handle.get_slice(k).get_shape()), device="meta") for k in state}
+        own = model.state_dict()
+        missing = sorted(set(own) - set(shapes))
+        unexpected = sorted(set(shapes) - set(own))
+        mismatched = [k for k in set(own) & set(shapes) if tuple(own[k].shape) != tuple(shapes[k].shape)]
+        if missing or unexpected or mismatched:
+            load_state_dict_strict(model, shapes, path)  # raises the CheckpointError that lists them
+        with torch.no_grad(), open(path, "rb", buffering=0) as raw:
+            header_len = int.from_bytes(raw.read(8), "little")  # safe_open has validated the header
+            entries = json.loads(raw.read(header_len))
+            for name in state:
+                _read_into(raw, own[name], entries[name], 8 + header_len)
+        return compute_model_id(state) if model_id else None
+
+
+_SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                       "U8": torch.uint8, "BOOL": torch.bool}
+
+
+def _read_into(raw: Any, target: torch.Tensor, entry: dict[str, Any], base: int) -> None:
+    """Read one tensor's bytes with plain reads (no memory map, whose pages would count as a second
+    resident copy), straight into ``target`` when the dtypes match, else through a cast."""
+    start, end = (int(v) for v in entry["data_offsets"])
+    dtype = _SAFETENSORS_DTYPES.get(str(entry["dtype"]))
+    if dtype is None:
+        raise ValueError(f"unsupported tensor dtype {entry['dtype']}")
+    raw.seek(base + start)
+    if dtype == target.dtype and target.is_contiguous() and target.device.type == "cpu" and dtype != torch.bfloat16:
+        view = memoryview(target.numpy()).cast("B")
+        if len(view) != end - start:
+            raise ValueError(f"tensor of {end - start} bytes for a parameter of {len(view)}")
+        got = raw.readinto(view)
+        if got != len(view):
+            raise ValueError("file ends inside a tensor")
+        return
+    data = bytearray(end - start)
+    if raw.readinto(data) != len(data):
+        raise ValueError("file ends inside a tensor")
+    target.copy_(torch.frombuffer(data, dtype=dtype).reshape(target.shape) if data else torch.zeros_like(target))
+
+
 _CARD_TEMPLATE = """# {title}
 
 {description}
@@ -217,7 +283,6 @@ def read_weights_file(path: str | os.PathLike[str]) -> Any:
 def load_model(directory: str | os.PathLike[str], device: str | torch.device | None = None) -> Any:
     """Load a model directory written by :func:`save_model` (any registered backbone; eval mode, float32)."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     from voxelfm.models.backbones.registry import backbone_class
     from voxelfm.models.backbones.spec import load_spec
@@ -234,8 +299,9 @@ def load_model(directory: str | os.PathLike[str], device: str | torch.device | N
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(located(weights, "missing"))
-    try:
-        state = load_file(str(weights), device="cpu")
+    model = cls(config)
+    try:  # straight into the parameters, one tensor at a time: the weights are never held twice
+        file_id = _load_safetensors_into(model, weights, model_id=not data.get("model_id"))
     except (SafetensorError, OSError, ValueError) as exc:
         kind = _file_kind(weights)
         if kind in ("a torch.save zip archive", "a Python pickle"):
@@ -243,15 +309,13 @@ def load_model(directory: str | os.PathLike[str], device: str | torch.device | N
                                           "weights-only checkpoint (voxelfm convert-checkpoint reads "
                                           "such files safely)")) from None
         raise CheckpointError(located(weights, f"not a readable safetensors file ({kind}; {exc})")) from exc
-    model = cls(config)
-    load_state_dict_strict(model, state, weights)
     spec_path = directory / SPEC_FILE
     model.spec = load_spec(spec_path) if spec_path.is_file() else model.default_spec()
     try:
         model.check_spec(model.spec)
     except ConfigError as exc:
         raise CheckpointError(located(spec_path, str(exc))) from exc
-    model.model_id = str(data.get("model_id") or compute_model_id(state))
+    model.model_id = str(data.get("model_id") or file_id)
     model.eval()
     if device is not None:
         model.to(device)
