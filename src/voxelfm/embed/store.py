@@ -220,8 +220,12 @@ class EmbeddingStore:
         time). The lock is an ``fcntl.flock`` that the kernel drops when its holder dies, so a lock
         file left by a killed run is stale by construction and is simply taken over.
         """
-        import fcntl
-
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no advisory locks to take
+            log.warning("%s: this platform has no fcntl; the store is not locked against a second writer", self.path)
+            yield
+            return
         if self._lock_depth:  # this instance holds it already (the CLI, then run_embedding)
             self._lock_depth += 1
             try:
