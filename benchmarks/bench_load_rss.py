@@ -2,7 +2,7 @@
 
 Saves a seeded ``--preset`` model directory, then for each stage starts a child that imports
 voxelfm, loads the model and (for ``forward``) runs one fp32 forward over a ``--grid`` patch grid,
-and reports the child's peak RSS (``ru_maxrss``) beside the RSS after imports and the size of the
+and reports the child's peak RSS (``VmHWM``) beside the RSS after imports and the size of the
 weights. Usage::
 
     nice -n 10 .venv/bin/python benchmarks/bench_load_rss.py --preset vit-base --grid 8 8 8
@@ -18,14 +18,17 @@ import tempfile
 from pathlib import Path
 
 CHILD = r"""
-import json, resource, sys, time, torch
+import json, sys, time, torch
 torch.set_num_threads(int(sys.argv[3]))
 from voxelfm.models import load_model
-after_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def hwm():  # this process's peak RSS (VmHWM; ru_maxrss would carry the parent's peak across exec)
+    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM"))
+    return int(line.split()[1]) / 2**20
+after_imports = hwm()
 t0 = time.perf_counter()
 model = load_model(sys.argv[1])
 load_s = time.perf_counter() - t0
-out = {"after_imports_gib": after_imports / 2**20, "load_s": load_s,
+out = {"after_imports_gib": after_imports, "load_s": load_s,
        "weights_gib": sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30}
 if sys.argv[2] != "load":
     d, h, w = json.loads(sys.argv[2])
@@ -35,7 +38,7 @@ if sys.argv[2] != "load":
     with torch.inference_mode():
         model(x)
     out["forward_s"] = time.perf_counter() - t0
-out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+out["peak_rss_gib"] = hwm()
 print(json.dumps(out))
 """
 

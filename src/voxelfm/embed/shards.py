@@ -61,6 +61,26 @@ _RECORD_KEYS = ("scan_id", "source", "source_fingerprint", "status", "error", "m
                 "mode", "grid_shape", "embed_dim", "seconds", "time")
 
 
+def release_pages(*arrays: Any) -> None:
+    """Drop the resident pages of memory-mapped arrays (written ones are flushed first).
+
+    Pages of a file mapping count in the process's RSS until the kernel reclaims them; a
+    compaction or index build that streams through gigabytes of maps releases each block when
+    done with it, so its resident memory stays near one block instead of the whole file.
+    """
+    import mmap
+
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    for array in arrays:
+        handle = getattr(array, "_mmap", None)
+        if handle is None or advice is None:
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            if array.flags.writeable:
+                array.flush()
+            handle.madvise(advice)
+
+
 def current_path(store_path: str | os.PathLike[str]) -> Path:
     return Path(store_path) / CONSOLIDATED / CURRENT
 
@@ -300,6 +320,8 @@ class GenerationWriter:
         clean["meta"] = meta or {}
         self.times[row] = float(record.get("time") or 0.0)
         self.lines[row] = (json.dumps(clean, default=str) + "\n").encode("utf-8")
+        if row % 65_536 == 65_535:
+            release_pages(self.cls, self.mean_patch, self.registers)
 
     def add_rows(self, rows: np.ndarray, gen: Consolidated, src_rows: np.ndarray, pack_names: list[str | None]) -> None:
         """Copy rows ``src_rows`` of another generation to ``rows`` in bulk (arrays block by block,
@@ -315,13 +337,16 @@ class GenerationWriter:
         for lo in range(0, len(rows), step):
             dst, src = rows[lo:lo + step], src_rows[lo:lo + step]
             self.cls[dst] = gen.cls[src]
-            self.mean_patch[dst] = gen.array("mean_patch")[src]
+            index = np.array(gen.array("patch_index")[src])
+            grids = index[:, 2] * index[:, 3] * index[:, 4] > 0  # rows without a grid keep a sparse zero row
+            if grids.any():
+                self.mean_patch[dst[grids]] = gen.array("mean_patch")[src[grids]]
             if self.registers.shape[1]:
                 self.registers[dst] = registers[src]
-            index = np.array(gen.array("patch_index")[src])
             index[:, 0] = numbers[index[:, 0]] if len(pack_names) else 0
             self.patch_index[dst] = index
             self.times[dst] = gen.array("times")[src]
+            release_pages(self.cls, self.mean_patch, self.registers, gen.cls, gen.array("mean_patch"), registers)
         for dst, src in zip(rows.tolist(), src_rows.tolist(), strict=True):
             self.ids[dst] = gen.ids[src]
             self.lines[dst] = records[offsets[src]:offsets[src + 1]]
@@ -651,4 +676,4 @@ def _clean(store: EmbeddingStore, folded_manifests: list[Path]) -> int:
     return removed
 
 
-__all__ = ["CONSOLIDATED", "CompactReport", "Consolidated", "GenerationWriter", "compact"]
+__all__ = ["CONSOLIDATED", "CompactReport", "Consolidated", "GenerationWriter", "compact", "release_pages"]
