@@ -240,12 +240,23 @@ class StepBatches(torch.utils.data.Dataset):
 def micro_batches(builder: MicroBatchBuilder, *, start_step: int, end_step: int, rank: int, world_size: int,
                   accum: int, num_workers: int = 0) -> torch.utils.data.DataLoader:
     """A DataLoader over this rank's micro-batches for steps ``[start_step, end_step)``, in order."""
+    import functools
+    import os
+
     dataset = StepBatches(builder, rank, world_size, accum)
     indices = range(start_step * accum, end_step * accum)
+    # workers end with the trainer, even after a kill -9 (no orphans holding volumes in memory)
+    init = functools.partial(_worker_exits_with, os.getpid()) if num_workers else None
     return torch.utils.data.DataLoader(
         dataset, batch_size=None, sampler=indices, num_workers=num_workers,
-        persistent_workers=False, prefetch_factor=2 if num_workers else None,
+        persistent_workers=False, prefetch_factor=2 if num_workers else None, worker_init_fn=init,
     )
+
+
+def _worker_exits_with(parent: int, _worker_id: int) -> None:
+    from voxelfm.core.processes import exit_with_parent
+
+    exit_with_parent(parent)
 
 
 def build_data(config: Mapping[str, Any], *, world_size: int = 1) -> MicroBatchBuilder:
