@@ -79,3 +79,16 @@ def test_training_resumes_past_a_truncated_checkpoint(tmp_path: Path) -> None:
         trainer = Trainer(config, tmp_path / "run")
     assert trainer.start_step == 2
     assert not list(checkpoint_dir(tmp_path / "run").glob(".*.tmp-*"))
+
+
+def test_export_skips_an_unreadable_newest_checkpoint(tmp_path: Path) -> None:
+    from voxelfm.ssl import export
+
+    index = make_prepared(tmp_path / "prepared", n=4)
+    config = load_config(None, tiny_overrides(index, **{"train.max_steps": 4, "checkpointing.period": 2}))
+    with single_thread():
+        Trainer(config, tmp_path / "run").fit()
+    newest = list_checkpoints(tmp_path / "run")[-1][1]
+    newest.write_bytes(b"")
+    out = export(tmp_path / "run", tmp_path / "model", max_patches=64)
+    assert (out / "model.safetensors").is_file()

@@ -56,7 +56,7 @@ def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, 
     derived spec.
     """
     from voxelfm.models import VisionTransformer3D, save_model
-    from voxelfm.ssl.checkpoint import latest_checkpoint, load_checkpoint, teacher_backbone_state
+    from voxelfm.ssl.checkpoint import load_checkpoint, resume_checkpoint, teacher_backbone_state
     from voxelfm.ssl.config import load_config
     from voxelfm.ssl.meta_arch import vit_config
 
@@ -65,13 +65,15 @@ def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, 
     if not config_path.is_file():
         raise CheckpointError(located(run_dir, "not a pretraining run directory (no config.yaml)"))
     config = load_config(config_path)
-    path = Path(checkpoint) if checkpoint is not None else latest_checkpoint(run_dir)
-    if path is None:
+    # the newest checkpoint that reads (an unreadable newer one is skipped with a warning)
+    found = (Path(checkpoint), None) if checkpoint is not None else resume_checkpoint(run_dir)
+    if found is None:
         raise CheckpointError(located(run_dir, "has no checkpoint yet"))
+    path, data = found
     part = default_part(config) if part is None else part
     if part not in ("teacher", "student"):
         raise CheckpointError(located(run_dir, f"export part must be teacher|student, got {part!r}"))
-    data = load_checkpoint(path)
+    data = load_checkpoint(path) if data is None else data
     if part == "teacher":
         state = teacher_backbone_state(data["model"])
     else:  # no drop path at inference: the student backbone loads into the teacher's architecture
