@@ -33,6 +33,7 @@ from typing import Any
 import pandas as pd
 
 from voxelfm.core.atomic import atomic_write_text
+from voxelfm.core.config_check import check_known_keys
 from voxelfm.core.errors import ConfigError, VoxelFMError, located
 from voxelfm.probes.config import DEFAULT_HEADS, TASKS
 from voxelfm.probes.data import FeatureSet
@@ -89,10 +90,10 @@ class Suite:
     @classmethod
     def from_dict(cls, raw: dict[str, Any], base: Path | None = None, source: str = "suite") -> Suite:
         base = base or Path.cwd()
-        known = {"labels", "stores", "tasks", "split_column", "split_dir", "reference", "config"}
-        unknown = set(raw) - known
-        if unknown:
-            raise ConfigError(located(source, f"unknown key(s) {sorted(unknown)}; known: {sorted(known)}"))
+        if not isinstance(raw, dict):
+            raise ConfigError(located(source, f"a suite must be a mapping, got {type(raw).__name__}"))
+        check_known_keys(raw, ("labels", "stores", "tasks", "split_column", "split_dir", "reference", "config"),
+                         what="suite key", source=source)
         for key in ("labels", "stores", "tasks"):
             if key not in raw:
                 raise ConfigError(located(source, f"missing required key {key!r}"))
@@ -108,9 +109,8 @@ class Suite:
                 raise ConfigError(located(source, f"task #{i + 1} needs a 'task' key"))
             if t["task"] not in TASKS:
                 raise ConfigError(located(source, f"task #{i + 1}: unknown task {t['task']!r}; choose from {list(TASKS)}"))
-            extra = set(t) - {"name", "task", "targets", "heads", "config", "fractions", "fraction_seeds", "head", "target"}
-            if extra:
-                raise ConfigError(located(source, f"task #{i + 1}: unknown key(s) {sorted(extra)}"))
+            check_known_keys(t, ("name", "task", "targets", "heads", "config", "fractions", "fraction_seeds", "head",
+                                 "target"), what="task key", source=f"{source}: task #{i + 1}")
             targets = t.get("targets", t.get("target", []))
             heads = t.get("heads", [t["head"]] if "head" in t else [None])
             tasks.append(TaskEntry(
