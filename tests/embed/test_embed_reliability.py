@@ -141,8 +141,9 @@ ORPHAN_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("how", ["prctl", "watchdog"])
-def test_reader_workers_exit_when_embed_is_killed(how: str, model_dir: Path, scans_dir: Path, tmp_path: Path) -> None:
+def test_reader_workers_exit_when_embed_is_killed(model_dir: Path, scans_dir: Path, tmp_path: Path) -> None:
+    # (the watchdog fallback alone, without prctl: tests/core/test_processes.py)
+    how = "prctl"
     script, pid_file, store = tmp_path / "run.py", tmp_path / "pids.txt", tmp_path / "store"
     script.write_text(ORPHAN_SCRIPT)
     proc = subprocess.Popen(
