@@ -185,6 +185,9 @@ def test_a_second_writer_gets_a_one_line_error_naming_the_holder(model, scans_di
         # another shard has its own manifest and lock
         EmbeddingStore(tmp_path / "store", shard=(1, 2)).lock().__enter__()
     assert EmbeddingStore(tmp_path / "store").ids(None) == []  # the refused run wrote nothing
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(StoreError, match="a_file: cannot open the store for writing"):
+        run_embedding(model, jobs, tmp_path / "a_file", workers=0)
     assert run_embedding(model, jobs, tmp_path / "store", workers=0).done == 3
 
 
