@@ -12,7 +12,7 @@ from voxelfm.report.train import ReportTrainConfig
     ({"use_cls": "yes"}, "use_cls='yes': expected true or false"),
     ({"stage2_mode": "half"}, "stage2_mode='half': expected one of 'lora', 'full'"),
     ({"lora_dropout": 1.0}, "lora_dropout=1.0: expected a number >= 0 and < 1"),
-    ({"stage1_minutes": "5"}, "stage1_minutes='5': expected a number > 0 or null"),
+    ({"stage1_minutes": "5"}, "stage1_minutes='5': expected a number >= 0 or null"),
     ({"lora_targets": ["q_proj", 3]}, "lora_targets=['q_proj', 3]: expected a list of strings"),
 ])
 def test_bad_report_training_values_are_one_line_errors(values, message) -> None:

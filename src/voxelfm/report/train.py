@@ -60,7 +60,7 @@ REPORT_TRAIN_RULES: dict[str, Rule] = {
     "stage2_mode": Rule(choices=("lora", "full")), "min_lr": Rule(low=0), "warmup_frac": Rule(low=0, high=1),
     "weight_decay": Rule(low=0), "batch_size": Rule(low=1), "grad_accum": Rule(low=1), "lora_r": Rule(low=1),
     "lora_alpha": _POSITIVE, "lora_dropout": Rule(low=0, high=1, high_open=True), "noise_std": Rule(low=0),
-    "stage1_minutes": _POSITIVE, "stage2_minutes": _POSITIVE, "lm_dtype": Rule(choices=("float32", "bfloat16")),
+    "stage1_minutes": Rule(low=0), "stage2_minutes": Rule(low=0), "lm_dtype": Rule(choices=("float32", "bfloat16")),
     "dtype": Rule(choices=("auto", "float32", "bfloat16")), "max_val_examples": Rule(low=0), "log_every": Rule(low=1),
 }
 
