@@ -18,7 +18,8 @@ Stages, each timed (wall and CPU seconds) with the process's memory after it:
    and recall@10 against exact search for ``--queries`` new vectors (half fresh draws, half
    near-duplicates of indexed scans).
 
-Vectors: a mixture of 2,000 Gaussian clusters in a 64-d latent space mapped linearly to 864-d plus
+Vectors: a mixture of 2,000 Gaussian clusters (within-cluster spread ``--spread`` × the spread of
+the centres; at 1 neighbouring clusters overlap) in a 64-d latent space mapped linearly to 864-d plus
 isotropic noise (embeddings have a low intrinsic dimension; isotropic random 864-d vectors have no
 neighbour structure at all), and 1 % planted near-duplicates (a copy of another scan + small
 noise). Seeded: the same arguments give the same vectors.
@@ -77,14 +78,14 @@ class Stage:
 class Generator:
     """Seeded clustered vectors with planted near-duplicates, generated block by block."""
 
-    def __init__(self, dim: int, seed: int, clusters: int = 2000, latent: int = 64) -> None:
+    def __init__(self, dim: int, seed: int, clusters: int = 2000, latent: int = 64, spread: float = 0.6) -> None:
         rng = np.random.default_rng(seed)
-        self.seed, self.dim, self.latent = seed, dim, latent
+        self.seed, self.dim, self.latent, self.spread = seed, dim, latent, spread
         self.centres = rng.normal(size=(clusters, latent)).astype(np.float32)
         self.mix = (rng.normal(size=(latent, dim)) / np.sqrt(latent)).astype(np.float32)
 
     def draw(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        z = self.centres[rng.integers(0, len(self.centres), n)] + 0.35 * rng.normal(size=(n, self.latent)).astype(np.float32)
+        z = self.centres[rng.integers(0, len(self.centres), n)] + self.spread * rng.normal(size=(n, self.latent)).astype(np.float32)
         return (z @ self.mix + 0.15 * rng.normal(size=(n, self.dim)).astype(np.float32)).astype(np.float32)
 
     def block(self, start: int, n: int) -> np.ndarray:
@@ -169,6 +170,8 @@ def main() -> None:
     parser.add_argument("--latency-queries", type=int, default=300)
     parser.add_argument("--block", type=int, default=50_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--spread", type=float, default=0.6,
+                        help="within-cluster spread relative to the spread of cluster centres (1: clusters overlap)")
     parser.add_argument("--dir", type=Path, default=None, help="work directory (default: a temporary one, removed)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -183,7 +186,7 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
     results: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "cpus": os.cpu_count(),
                      "faiss_threads": faiss.omp_get_max_threads()}
-    gen = Generator(args.dim, args.seed)
+    gen = Generator(args.dim, args.seed, spread=args.spread)
     try:
         if args.entry_n:
             bench_entries(root, args.entry_n, args.dim, results)
