@@ -1,4 +1,4 @@
-"""Wall time of ``voxelfm demo`` per stage (and in total), from a fresh output directory.
+"""Wall and CPU time of ``voxelfm demo`` per stage (and in total), from a fresh output directory.
 
     nice -n 10 .venv/bin/python benchmarks/bench_demo.py --size small --out /tmp/demo-small
 
@@ -45,8 +45,11 @@ def main() -> None:
     for row in results["tasks"]:
         values = "  ".join(f"{k}={v['value']:.3f}" if v["value"] is not None else f"{k}=n/a"
                            for k, v in row["values"].items())
-        diff = row.get("difference") or {}
-        d = f"  diff={diff['value']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]" if diff.get("low") is not None else ""
+        d = ""
+        for key, label in (("difference", "pre-rnd"), ("baseline_difference", "pre-hist")):
+            diff = row.get(key) or {}
+            if diff.get("low") is not None:
+                d += f"  {label}={diff['value']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]"
         print(f"{row['category']:18s} {row['task'][:40]:40s} {row['metric']:22s} {values}{d}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

@@ -7,6 +7,13 @@ test prediction, 1,000-resample bootstrap) for each head and thread count, and p
 AUROC so a fast-but-broken probe would show. The machine is shared: compare ratios within a run.
 
     .venv/bin/python benchmarks/bench_probes.py --n 1000 --grid 8 --dim 384 --epochs 10
+
+``--seeds K`` instead checks that the probes *learn*: K independently drawn data sets at the demo's
+scale (default 256 scans, 146/50/60 split as ``voxelfm demo --size small``), each probe trained
+with the demo's recipe and scored once on test, and prints for each seed the test AUROC of the MLP
+on CLS and the Q-Former on patch tokens:
+
+    .venv/bin/python benchmarks/bench_probes.py --seeds 4 --n 256 --grid 8 --dim 192
 """
 
 from __future__ import annotations
@@ -21,9 +28,10 @@ import torch
 from voxelfm.probes import FeatureSet, run_probe
 
 
-def make(n: int, grid: int, dim: int, seed: int = 0) -> tuple[FeatureSet, pd.DataFrame]:
+def make(n: int, grid: int, dim: int, seed: int = 0, split: tuple[float, float] = (0.7, 0.85),
+         prevalence: float = 0.3) -> tuple[FeatureSet, pd.DataFrame]:
     rng = np.random.default_rng(seed)
-    y = (rng.random(n) < 0.3).astype(int)
+    y = (rng.random(n) < prevalence).astype(int)
     direction = rng.normal(size=dim).astype(np.float32)
     direction /= np.linalg.norm(direction)
     patches = rng.normal(size=(n, grid, grid, grid, dim)).astype(np.float32)
@@ -31,9 +39,41 @@ def make(n: int, grid: int, dim: int, seed: int = 0) -> tuple[FeatureSet, pd.Dat
     patches[np.arange(n), where[:, 0], where[:, 1], where[:, 2]] += 8.0 * direction * y[:, None]
     cls = rng.normal(size=(n, dim)).astype(np.float32) + 3.0 * direction * y[:, None]
     ids = [f"s{i:05d}" for i in range(n)]
-    split = np.where(np.arange(n) < 0.7 * n, "train", np.where(np.arange(n) < 0.85 * n, "val", "test"))
+    split = np.where(np.arange(n) < split[0] * n, "train", np.where(np.arange(n) < split[1] * n, "val", "test"))
     labels = pd.DataFrame({"scan_id": ids, "finding": y, "split": split})
     return FeatureSet(ids, cls, list(patches)), labels
+
+
+#: The classification recipe of ``voxelfm demo`` (voxelfm.demo.stages.probes.classification_options).
+def demo_recipe() -> dict:
+    from voxelfm.demo.stages.probes import classification_options
+
+    return classification_options(hidden_dim=128, seed=4, bootstrap=200)
+
+
+def head_width(head: str) -> int:
+    """The demo's head widths (voxelfm.demo.config.ProbeConfig)."""
+    from voxelfm.demo.config import ProbeConfig
+
+    return ProbeConfig.qformer_hidden_dim if head == "qformer" else ProbeConfig.hidden_dim
+
+
+def learn_check(args: argparse.Namespace) -> None:
+    """Per seed: test AUROC of MLP on CLS and Q-Former on patches with the demo's recipe."""
+    learned = {"mlp": 0, "qformer": 0}
+    print(f"{'seed':>4s} {'head':8s} {'wall s':>7s} {'test AUROC [95% CI]':>26s}", flush=True)
+    for seed in range(args.seeds):
+        feats, labels = make(args.n, args.grid, args.dim, seed=seed, split=(0.57, 0.77), prevalence=args.prevalence)
+        for head in ("mlp", "qformer"):
+            start = time.perf_counter()
+            cfg = demo_recipe()
+            cfg["head_params"] = {"hidden_dim": head_width(head)}
+            res = run_probe("classification", feats, labels, target="finding", head=head, config=cfg, figures=False)
+            auc = res.metrics["auroc"]
+            learned[head] += int(auc.value >= 0.8)
+            print(f"{seed:4d} {head:8s} {time.perf_counter() - start:7.1f} {auc.format():>26s}", flush=True)
+    for head, k in learned.items():
+        print(f"{head}: test AUROC >= 0.8 in {k} of {args.seeds} seeds")
 
 
 def main() -> None:
@@ -46,7 +86,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[2, 1])
     ap.add_argument("--queries", type=int, default=None, help="Q-Former queries (default: the head's default)")
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--seeds", type=int, default=0, help="learning check over this many data seeds")
+    ap.add_argument("--prevalence", type=float, default=0.3)
     args = ap.parse_args()
+    if args.seeds:
+        learn_check(args)
+        return
     t0 = time.perf_counter()
     feats, labels = make(args.n, args.grid, args.dim)
     print(f"data: {args.n} scans x {args.grid ** 3} tokens x {args.dim} dims "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from voxelfm.demo.document import SECTIONS, compose_report
 from voxelfm.demo.figures import (
@@ -22,21 +23,23 @@ def _est(v: float) -> dict:
 
 def _results() -> dict:
     tasks = [
-        TaskRow(cat, f"{cat} task", "metric", True,
-                {"pretrained": Estimate.from_any(_est(0.8)), "random": Estimate.from_any(_est(0.6))},
-                Estimate(0.2, 0.1, 0.3, 20)).to_dict()
+        TaskRow(cat, f"{cat} task", "AUROC", True,
+                {"pretrained": Estimate.from_any(_est(0.8)), "random": Estimate.from_any(_est(0.6)),
+                 "histogram": Estimate.from_any(_est(0.85))},
+                Estimate(0.2, 0.1, 0.3, 20), baseline_difference=Estimate(-0.05, -0.09, -0.01, 20)).to_dict()
         for cat in CATEGORIES
     ]
     return {
         "schema_version": SCHEMA_VERSION, "voxelfm_version": "0", "created": "now", "size": "tiny",
         "device": "cpu", "config": {}, "data": {"n_scans": 10, "n_patients": 8, "splits": {"train": 6}},
-        "backbones": {"pretrained": {"model_id": "m1"}, "random": {"model_id": "m2"}},
+        "backbones": {"pretrained": {"model_id": "m1", "pretrain_steps": 100}, "random": {"model_id": "m2"},
+                      "histogram": {"model_id": "h"}},
         "tasks": tasks, "heads": [], "inference_modes": [],
         "data_fraction": {"points": []},
         "per_finding_f1": [{"finding": "lung_nodule", "probe": _est(0.7), "report": _est(0.5), "support": 4}],
         "report_generation": {"lm": "tiny"},
         "examples": {"reports": [{"scan_id": "s1", "reference": "Nodule.", "generated": "No nodule."}]},
-        "timings": {"cohort": 1.5}, "notes": ["a note"],
+        "timings": {"cohort": 1.5}, "cpu_seconds": {"cohort": 2.5}, "notes": ["a note"],
     }
 
 
@@ -69,3 +72,22 @@ def test_every_section_is_rendered_with_data_or_a_reason() -> None:
     assert "Not available in this run: data-fraction sweep" in html
     assert html.count("data:image/png;base64,") == 4
     assert "No nodule." in html
+    # The first screen says what beat what, with CIs, and what the test set cannot detect.
+    about = html.split('<section id="about">')[1].split("</section>")[0]
+    assert "for 100 steps" in about
+    assert "Pretrained vs random init: clearly better on 7 of 7 metrics" in about
+    assert "Pretrained vs the HU-histogram baseline: clearly better on 0 of 7 metrics, clearly worse on 7" in about
+    assert "better on classification task (AUROC) 0.200 [0.100, 0.300]" in about
+    assert "worse on classification task (AUROC) -0.050 [-0.090, -0.010]" in about
+    assert "HU histogram (no network) 0.850 [0.800, 0.900]" in about
+    assert "about 0.143 (median minimum detectable difference" in about  # 2.8 x 0.2 / 3.92
+    assert 'class="num bad"' in html  # pretrained worse than the baseline, CI excludes 0
+    assert "HU histogram (no network)" in html.split('id="fig2-table"')[1]
+
+
+def test_detectable_difference_from_a_paired_ci() -> None:
+    from voxelfm.demo.document import detectable_difference
+
+    assert detectable_difference(Estimate(0.0, -0.0392, 0.0392)) == pytest.approx(0.056)
+    assert detectable_difference(Estimate(0.1)) is None
+    assert detectable_difference(None) is None

@@ -1,4 +1,5 @@
-"""`voxelfm demo --size tiny` end to end: every stage's outputs, every report section, resume."""
+"""`voxelfm demo --size tiny` end to end: every stage's outputs, every report section, resume, and
+the same numbers from a second run (every stage is budgeted in steps, not minutes)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,26 @@ from voxelfm.demo.results import BACKBONES, CATEGORIES, validate_results
 from voxelfm.demo.stages import default_stages
 
 
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    return run_demo(out, size="tiny", device="cpu")
+
+
+def _metrics(results: dict) -> dict:
+    """Every number of results.json that the run computed (not timings, dates or paths)."""
+    keep = ("tasks", "heads", "inference_modes", "data_fraction", "per_finding_f1", "report_generation", "data")
+    out = {k: results[k] for k in keep}
+    metrics = dict(out["report_generation"].get("metrics") or {})
+    out["report_generation"] = {**out["report_generation"],
+                                "metrics": {k: v for k, v in metrics.items() if not k.startswith("seconds")}}
+    return out
+
+
 @pytest.mark.slow
-def test_tiny_demo_end_to_end(tmp_path: Path) -> None:
-    out = tmp_path / "demo"
-    result = run_demo(out, size="tiny", device="cpu")
+def test_tiny_demo_end_to_end(tiny_run) -> None:  # type: ignore[no-untyped-def]
+    result = tiny_run
+    out = result.out
     assert set(result.timings) == {s.name for s in default_stages()}
 
     # Every stage left outputs that pass its own check.
@@ -45,6 +62,11 @@ def test_tiny_demo_end_to_end(tmp_path: Path) -> None:
     assert len(finite) >= len(CATEGORIES)
     assert results["heads"] and results["inference_modes"] and results["data_fraction"]["points"]
     assert set(results["timings"]) >= {"cohort", "pretrain", "embed", "probes", "reportgen"}
+    assert set(results["cpu_seconds"]) >= {"cohort", "pretrain", "embed", "probes", "reportgen"}
+    assert "histogram" in results["backbones"]
+    assert all("histogram" in r["values"] for r in rows)
+    lang = json.loads((out / "reportgen" / "pretrained" / "metrics.json").read_text())["language"]
+    assert set(lang) == {"known_words", "known_sentences", "all_known", "empty"}
 
     html = result.report_html.read_text()
     for sid, _ in SECTIONS:
@@ -60,6 +82,15 @@ def test_tiny_demo_end_to_end(tmp_path: Path) -> None:
     markers = {s.name: Pipeline.read_marker(Pipeline(default_stages()), ctx, s.name) for s in default_stages()}
     assert all(m is not None for m in markers.values())
     assert layout.report_html(out).stat().st_size > 50_000
+
+
+@pytest.mark.slow
+def test_tiny_demo_is_deterministic(tiny_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Same size and seed: the same metrics, exactly, from a fresh second run."""
+    again = run_demo(tmp_path / "again", size="tiny", device="cpu")
+    first = json.loads(tiny_run.results_json.read_text())
+    second = json.loads(again.results_json.read_text())
+    assert _metrics(first) == _metrics(second)
 
 
 def test_unknown_size_is_a_clear_error(tmp_path: Path) -> None:

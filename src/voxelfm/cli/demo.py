@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
     @guarded
     def demo(
         out: Path = typer.Option(Path("voxelfm-demo"), "--out", "-o", help="Output directory (re-running resumes)."),
-        size: str = typer.Option("small", "--size", help="tiny | small (< 20 min on 2 CPU cores) | standard (GPU)."),
+        size: str = typer.Option("small", "--size", help="tiny | small (about 20 min on 2 idle CPU cores) | standard (GPU)."),
         device: str = typer.Option("auto", "--device", help="cpu | cuda | auto."),
         force: list[str] = typer.Option(
             [], "--force", help="Re-run this stage and every later one (repeatable): "
@@ -23,7 +23,8 @@ def register(app: typer.Typer) -> None:
         verbose: bool = typer.Option(False, "--verbose", "-v"),
     ) -> None:
         """Generate a synthetic CT cohort, pretrain a backbone, embed, run all seven task
-        categories on pretrained vs random-init features, and write OUT/report.html + results.json."""
+        categories on pretrained vs random-init vs HU-histogram features, and write OUT/report.html
+        + results.json. Every stage is budgeted in steps, so the same size gives the same numbers."""
         setup_logging(verbose)
         from voxelfm.demo import run_demo
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-BACKBONE_NAMES = ("pretrained", "random")
+#: Backbones with a model directory (pretrained, and the same architecture at random init).
+MODEL_BACKBONES = ("pretrained", "random")
+#: The non-learned baseline: HU histograms on the same patch grid (voxelfm.embed.histogram).
+BASELINE = "histogram"
+#: Every "backbone" whose features go through the probes, in table order.
+BACKBONE_NAMES = (*MODEL_BACKBONES, BASELINE)
 MODES = ("3d", "2.5d")
 
 

@@ -279,13 +279,22 @@ def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(data, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
-def read_timings(ctx: DemoContext, stages: Sequence[Stage]) -> dict[str, float]:
-    """Wall time of the run that produced each finished stage's outputs (from the markers)."""
+def read_timings(ctx: DemoContext, stages: Sequence[Stage], key: str = "seconds") -> dict[str, float]:
+    """Wall time (``key="seconds"``) or CPU time (``"cpu_seconds"``) of the run that produced each
+    finished stage's outputs (from the markers)."""
     timings: dict[str, float] = {}
     for stage in stages:
         path = Pipeline.marker_path(ctx, stage.name)
         try:
-            timings[stage.name] = float(json.loads(path.read_text())["seconds"])
-        except (OSError, KeyError, ValueError, json.JSONDecodeError):
+            timings[stage.name] = float(json.loads(path.read_text())[key])
+        except (OSError, KeyError, TypeError, ValueError, json.JSONDecodeError):
             continue
     return timings
+
+
+def read_summary(ctx: DemoContext, name: str) -> dict[str, Any]:
+    """The summary a finished stage recorded in its marker (empty when there is none)."""
+    try:
+        return dict(json.loads(Pipeline.marker_path(ctx, name).read_text()).get("summary") or {})
+    except (OSError, ValueError, AttributeError, json.JSONDecodeError):
+        return {}

@@ -20,8 +20,9 @@ Layout (``schema_version`` 1)::
     }
 
 A ``TaskRow`` is ``{"category", "task", "metric", "higher_is_better", "values": {backbone:
-Estimate}, "difference": Estimate | null}`` where ``difference`` is pretrained − random from a
-paired bootstrap on the same test scans. An ``Estimate`` is ``{"value", "low", "high", "n"}``
+Estimate}, "difference": Estimate | null, "baseline_difference": Estimate | null}`` where
+``difference`` is pretrained − random and ``baseline_difference`` pretrained − HU histogram, each
+from a paired bootstrap on the same test scans. An ``Estimate`` is ``{"value", "low", "high", "n"}``
 (95% CI; ``low``/``high`` may be null when a CI is undefined, e.g. one class in the test set).
 """
 
@@ -45,7 +46,9 @@ CATEGORIES: tuple[str, ...] = (
     "report generation",
 )
 
-BACKBONES: tuple[str, ...] = ("pretrained", "random")
+#: Every feature source compared: the SSL backbone, its random-init twin, and the non-learned
+#: HU-histogram baseline (voxelfm.embed.histogram).
+BACKBONES: tuple[str, ...] = ("pretrained", "random", "histogram")
 
 REQUIRED_KEYS: tuple[str, ...] = (
     "schema_version", "voxelfm_version", "created", "size", "device", "config", "data", "backbones",
@@ -121,6 +124,7 @@ class TaskRow:
     difference: Estimate | None = None
     p_value: float | None = None  # two-sided paired-bootstrap p-value of a zero difference
     detail: str = ""
+    baseline_difference: Estimate | None = None  # pretrained − HU-histogram baseline (paired)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -132,11 +136,13 @@ class TaskRow:
             "difference": None if self.difference is None else self.difference.to_dict(),
             "p_value": _num(self.p_value),
             "detail": self.detail,
+            "baseline_difference": None if self.baseline_difference is None else self.baseline_difference.to_dict(),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TaskRow:
         diff = data.get("difference")
+        base = data.get("baseline_difference")
         return cls(
             category=str(data["category"]),
             task=str(data["task"]),
@@ -146,6 +152,7 @@ class TaskRow:
             difference=None if diff is None else Estimate.from_any(diff),
             p_value=_num(data.get("p_value")),
             detail=str(data.get("detail", "")),
+            baseline_difference=None if base is None else Estimate.from_any(base),
         )
 
 

@@ -33,7 +33,7 @@ class CohortStage(Stage):
 
             def generate(overwrite: bool) -> None:
                 write_cohort(layout.cohort_dir(ctx.out), n=cfg.n_scans, seed=cfg.seed, format=cfg.format,
-                             size=cfg.phantom_size, overwrite=overwrite,
+                             size=cfg.phantom_size, overwrite=overwrite, split_fractions=cfg.split_fractions,
                              progress=lambda done, _total: progress.update(task, completed=done))
 
             try:

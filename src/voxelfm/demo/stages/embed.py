@@ -1,8 +1,10 @@
-"""Stage 3: embed every scan with both backbones (full 3D), and with the pretrained one in 2.5D.
+"""Stage 3: embed every scan with both backbones (full 3D), with the pretrained one in 2.5D, and
+with the non-learned HU-histogram baseline.
 
 Both backbones share one preprocessing spec, so each scan is read and preprocessed once and its
-grid goes through all three extractions (:func:`voxelfm.embed.features_from_preprocessed`) into
-three :class:`voxelfm.embed.EmbeddingStore` directories — a third of the I/O and preprocessing of
+grid goes through all four extractions (:func:`voxelfm.embed.features_from_preprocessed`, and
+:func:`voxelfm.embed.histogram.histogram_features` on the same patch grid) into four
+:class:`voxelfm.embed.EmbeddingStore` directories — a third of the I/O and preprocessing of
 three ``voxelfm embed`` runs, which dominate on CPU for a tiny backbone. Resuming and failure
 records follow ``voxelfm embed``: scans already stored by the same model, spec and mode are
 skipped; a scan that fails is recorded with its reason and the others go on. The 2.5D store feeds
@@ -20,12 +22,19 @@ from voxelfm.demo import layout
 from voxelfm.demo.pipeline import CheckResult, DemoContext, Stage
 
 #: (backbone, mode) pairs the demo embeds.
-EMBEDDINGS: tuple[tuple[str, str], ...] = (("pretrained", "3d"), ("random", "3d"), ("pretrained", "2.5d"))
+EMBEDDINGS: tuple[tuple[str, str], ...] = (("pretrained", "3d"), ("random", "3d"), ("pretrained", "2.5d"),
+                                           (layout.BASELINE, "3d"))
+
+
+def baseline_id() -> str:
+    from voxelfm.embed.histogram import MODEL_ID
+
+    return MODEL_ID
 
 
 class EmbedStage(Stage):
     name = "embed"
-    title = "Embed every scan (both backbones, 3D and 2.5D)"
+    title = "Embed every scan (both backbones, 3D and 2.5D, and the HU-histogram baseline)"
     inputs = ("cohort", "pretrain")
     config_parts = ("embed",)
 
@@ -37,23 +46,26 @@ class EmbedStage(Stage):
 
         from voxelfm.core.errors import ConfigError, VoxelFMError, located
         from voxelfm.embed import EmbeddingStore, features_from_preprocessed, read_manifest_csv
+        from voxelfm.embed.histogram import histogram_features
         from voxelfm.io import load_ct
         from voxelfm.models import load_model
         from voxelfm.preprocess import preprocess
 
         jobs = read_manifest_csv(layout.cohort_dir(ctx.out) / "labels.csv")
         cfg = ctx.config.embed
-        models = {b: load_model(layout.model_dir(ctx.out, b), device=ctx.device) for b in layout.BACKBONE_NAMES}
+        models = {b: load_model(layout.model_dir(ctx.out, b), device=ctx.device) for b in layout.MODEL_BACKBONES}
         spec = models["pretrained"].spec
         if any(m.spec != spec for m in models.values()):
             raise ConfigError("the demo backbones have different preprocessing specs")
         fingerprint = spec.fingerprint()
+        patch_size = int(models["pretrained"].config.patch_size)
+        ids = {b: models[b].model_id if b in models else baseline_id() for b, _ in EMBEDDINGS}
         stores = {(b, m): EmbeddingStore(layout.store_dir(ctx.out, b, m)) for b, m in EMBEDDINGS}
-        done = {(b, m): stores[(b, m)].done(models[b].model_id, fingerprint, m) for b, m in EMBEDDINGS}
+        done = {(b, m): stores[(b, m)].done(ids[b], fingerprint, m) for b, m in EMBEDDINGS}
         counts = {f"{b}-{m}": {"done": 0, "skipped": 0, "failed": 0} for b, m in EMBEDDINGS}
         with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), console=ctx.console) as progress:
-            bar = progress.add_task("scans (3 embeddings each)", total=len(jobs))
+            bar = progress.add_task(f"scans ({len(EMBEDDINGS)} embeddings each)", total=len(jobs))
             for job in jobs:
                 todo = [key for key in EMBEDDINGS if job.scan_id not in done[key]]
                 for key in EMBEDDINGS:
@@ -69,13 +81,16 @@ class EmbedStage(Stage):
                 prep_seconds = time.perf_counter() - start
                 for backbone, mode in todo:
                     t0 = time.perf_counter()
-                    store, model = stores[(backbone, mode)], models[backbone]
+                    store, model = stores[(backbone, mode)], models.get(backbone)
                     failure = error
                     if pre is not None:
                         try:
-                            feats = features_from_preprocessed(model, pre, mode=mode, device=ctx.device,
-                                                               slab_thickness=cfg.slab_thickness,
-                                                               slab_overlap=cfg.slab_overlap)
+                            if model is None:  # the non-learned baseline, on the backbones' patch grid
+                                feats = histogram_features(pre, patch_size)
+                            else:
+                                feats = features_from_preprocessed(model, pre, mode=mode, device=ctx.device,
+                                                                   slab_thickness=cfg.slab_thickness,
+                                                                   slab_overlap=cfg.slab_overlap)
                             store.write(job.scan_id, feats, source=job.source,
                                         seconds=prep_seconds + time.perf_counter() - t0)
                         except VoxelFMError as exc:
@@ -84,7 +99,7 @@ class EmbedStage(Stage):
                             failure = located(job.source, f"{type(exc).__name__}: {exc}")
                     key = f"{backbone}-{mode}"
                     if failure is not None:
-                        store.record_failure(job.scan_id, job.source, failure, model_id=model.model_id,
+                        store.record_failure(job.scan_id, job.source, failure, model_id=ids[backbone],
                                              spec_fingerprint=fingerprint, mode=mode)
                         counts[key]["failed"] += 1
                         ctx.console.print(f"[yellow]{job.scan_id} failed ({key}):[/] {failure}")
@@ -114,7 +129,8 @@ def check_stores(ctx: DemoContext) -> CheckResult:
     for backbone, mode in EMBEDDINGS:
         path = layout.store_dir(ctx.out, backbone, mode)
         try:
-            model_id = str(read_model_config(layout.model_dir(ctx.out, backbone))["model_id"])
+            model_id = (baseline_id() if backbone == layout.BASELINE
+                        else str(read_model_config(layout.model_dir(ctx.out, backbone))["model_id"]))
         except (VoxelFMError, OSError, KeyError) as exc:
             res.problems.append(f"{layout.model_dir(ctx.out, backbone)}: config unreadable ({exc})")
             continue

@@ -2,9 +2,11 @@
 
 1. :func:`voxelfm.ssl.prepare_volumes` caches the *training-split* scans as isotropic HU volumes
    (validation and test scans are never seen by pretraining, so the probes' test scans stay unseen);
-2. :func:`voxelfm.ssl.pretrain` runs DINO + iBOT + KoLeo with the single-machine recipe
-   (``cpu_tiny``) for ``max_steps`` steps or ``max_minutes``, whichever comes first;
-3. :func:`voxelfm.ssl.export` writes the teacher backbone as a model directory;
+2. :func:`voxelfm.ssl.pretrain` runs the packaged single-machine recipe
+   (``recipe``) for exactly ``max_steps`` steps (no wall-clock cap: the backbone, and every number
+   downstream of it, must not depend on how busy the machine was);
+3. :func:`voxelfm.ssl.export` writes the recipe's backbone as a model directory (the student for
+   ``cpu_small``, whose teacher stays frozen at random init);
 4. the baseline is the same architecture at random initialisation (``voxelfm.models.build_model``),
    saved with the same preprocessing spec, so both backbones see exactly the same pixels.
 """
@@ -30,12 +32,12 @@ def demo_spec(ctx: DemoContext) -> Any:
 
 class PretrainStage(Stage):
     name = "pretrain"
-    title = "Pretrain a backbone (DINO + iBOT + KoLeo) and save its random-init twin"
+    title = "Pretrain a backbone (self-supervised) and save its random-init twin"
     inputs = ("cohort",)
     config_parts = ("pretrain",)
 
     def outputs(self, ctx: DemoContext) -> list[Path]:
-        return [layout.pretrain_run_dir(ctx.out)] + [layout.model_dir(ctx.out, b) for b in layout.BACKBONE_NAMES]
+        return [layout.pretrain_run_dir(ctx.out)] + [layout.model_dir(ctx.out, b) for b in layout.MODEL_BACKBONES]
 
     def run(self, ctx: DemoContext) -> dict[str, Any]:
         import pandas as pd
@@ -65,7 +67,7 @@ class PretrainStage(Stage):
             f"train.max_steps={cfg.max_steps}",
             f"train.seed={cfg.seed}",
             f"train.device={ctx.device}",
-            *([f"train.max_minutes={cfg.max_minutes}"] if cfg.max_minutes is not None else []),
+            "train.max_minutes=null",
             *cfg.overrides,
         ]
         pretrain(packaged_config(cfg.recipe), overrides, out_dir=run_dir)
@@ -82,7 +84,8 @@ class PretrainStage(Stage):
         })
         metrics = read_metrics(run_dir)
         last = metrics[-1] if metrics else {}
-        return {"prepared": counts, "steps": last.get("step"), "final_loss": last.get("total_loss"),
+        return {"prepared": counts, "steps": last.get("step"), "planned_steps": cfg.max_steps,
+                "final_loss": last.get("total_loss"),
                 "pretrained_model_id": read_model_config(pre_dir)["model_id"]}
 
     def check(self, ctx: DemoContext) -> CheckResult:
@@ -98,7 +101,7 @@ def check_models(ctx: DemoContext) -> CheckResult:
 
     res = CheckResult()
     models = {}
-    for backbone in layout.BACKBONE_NAMES:
+    for backbone in layout.MODEL_BACKBONES:
         path = layout.model_dir(ctx.out, backbone)
         try:
             models[backbone] = load_model(path, device="cpu")

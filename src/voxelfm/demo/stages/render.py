@@ -17,7 +17,7 @@ from voxelfm.core.atomic import atomic_write_text
 from voxelfm.core.errors import DataError, located
 from voxelfm.demo import layout
 from voxelfm.demo.document import SECTIONS, compose_report
-from voxelfm.demo.pipeline import CheckResult, DemoContext, Stage, read_timings
+from voxelfm.demo.pipeline import CheckResult, DemoContext, Stage, read_summary, read_timings
 from voxelfm.demo.results import SCHEMA_VERSION, validate_results
 
 
@@ -43,7 +43,8 @@ class RenderStage(Stage):
     def run(self, ctx: DemoContext) -> dict[str, Any]:
         from voxelfm.demo import pictures
 
-        results = assemble_results(ctx, read_timings(ctx, self.upstream_stages))
+        results = assemble_results(ctx, read_timings(ctx, self.upstream_stages),
+                                   read_timings(ctx, self.upstream_stages, "cpu_seconds"))
         problems = validate_results(results)
         if problems:
             raise DataError(located(layout.results_json(ctx.out), "incomplete results: " + "; ".join(problems)))
@@ -83,7 +84,8 @@ def check_report_html(html: str) -> list[str]:
     return problems
 
 
-def assemble_results(ctx: DemoContext, timings: dict[str, float]) -> dict[str, Any]:
+def assemble_results(ctx: DemoContext, timings: dict[str, float],
+                     cpu_seconds: dict[str, float] | None = None) -> dict[str, Any]:
     """Merge every stage's summary into the ``results.json`` document."""
     import pandas as pd
 
@@ -93,18 +95,31 @@ def assemble_results(ctx: DemoContext, timings: dict[str, float]) -> dict[str, A
     labels = pd.read_csv(layout.cohort_dir(out) / "labels.csv")
     probes = _read_json(layout.probes_summary(out))
     reportgen = _read_json(layout.reportgen_summary(out))
+    from voxelfm.embed.histogram import FEATURE_NAMES, MODEL_ID
+
+    pretrain = read_summary(ctx, "pretrain")
     backbones = {}
-    for name in layout.BACKBONE_NAMES:
+    for name in layout.MODEL_BACKBONES:
         cfg = _read_json(layout.model_dir(out, name) / "config.json")
         backbones[name] = {
             "model_id": cfg.get("model_id"),
             "preset": ctx.config.pretrain.preset,
             "dir": str(layout.model_dir(out, name).relative_to(out)),
             "description": (
-                "self-supervised pretraining (DINO + iBOT + KoLeo) on the cohort's training scans"
+                f"self-supervised pretraining (voxelfm.ssl recipe {ctx.config.pretrain.recipe}, "
+                f"{ctx.config.pretrain.max_steps} steps) on the cohort's training scans"
                 if name == "pretrained" else "the same architecture with its random initial weights"
             ),
         }
+    backbones["pretrained"]["pretrain_steps"] = ctx.config.pretrain.max_steps
+    backbones["pretrained"]["recipe"] = ctx.config.pretrain.recipe
+    backbones["pretrained"]["pretrain_final_loss"] = pretrain.get("final_loss")
+    backbones[layout.BASELINE] = {
+        "model_id": MODEL_ID, "preset": "none (no network)",
+        "dir": str(layout.store_dir(out, layout.BASELINE).relative_to(out)),
+        "description": f"{len(FEATURE_NAMES)} non-learned features per volume and per patch: HU histogram "
+                       "fractions, mean, SD, 5th/50th/95th percentiles and log volume (voxelfm.embed.histogram)",
+    }
     per_finding = []
     probe_f1 = probes.get("per_finding_f1", {})
     report_f1 = reportgen.get("per_finding_f1", {})
@@ -142,5 +157,6 @@ def assemble_results(ctx: DemoContext, timings: dict[str, float]) -> dict[str, A
             "reports": reportgen.get("examples", []),
         },
         "timings": {k: round(float(v), 2) for k, v in timings.items()},
+        "cpu_seconds": {k: round(float(v), 1) for k, v in (cpu_seconds or {}).items()},
         "notes": list(probes.get("notes", [])) + list(reportgen.get("notes", [])),
     }

@@ -1,8 +1,10 @@
-"""Stage 5: report generation on both backbones (projector + LoRA on a causal LM).
+"""Stage 5: report generation on both backbones and the HU-histogram baseline (projector + LoRA
+on a causal LM).
 
-Uses :mod:`voxelfm.report`: ``train_report_model`` (stage 1 projector, stage 2 LoRA, wall-clock
-capped per stage), ``generate_reports`` on the test scans, ``evaluate_reports`` (rule-based finding
-extraction on reference and generated text, per-finding F1 with bootstrap CIs, BLEU/ROUGE-L).
+Uses :mod:`voxelfm.report`: ``train_report_model`` (stage 1 projector, stage 2 LoRA, each budgeted
+in epochs), ``generate_reports`` on the test scans, ``evaluate_reports`` (rule-based finding
+extraction on reference and generated text, per-finding F1 with bootstrap CIs, BLEU/ROUGE-L, and a
+check that the generated text uses the training references' words and sentences).
 The LM is SmolLM2-135M-Instruct when cached (``voxelfm report get-lm smollm2``), otherwise the
 offline tiny LM trained from scratch (the report says which).
 """
@@ -36,7 +38,7 @@ def finding_vocabulary() -> Any:
 
 class ReportGenStage(Stage):
     name = "reportgen"
-    title = "Report generation on both backbones"
+    title = "Report generation on both backbones and the baseline"
     inputs = ("cohort", "embed")
     config_parts = ("reportgen",)
 
@@ -62,9 +64,9 @@ class ReportGenStage(Stage):
         vocab = finding_vocabulary()
         extractor = RuleBasedExtractor(vocab)
         train_cfg = ReportTrainConfig(
-            stage1_minutes=cfg.stage1_minutes, stage2_minutes=cfg.stage2_minutes,
             stage1_epochs=cfg.stage1_epochs, stage2_epochs=cfg.stage2_epochs, text_field=cfg.text_field,
-            max_val_examples=8, seed=cfg.seed,
+            max_val_examples=8, seed=cfg.seed, num_queries=cfg.num_queries,
+            **({"stage2_lr": cfg.stage2_lr} if cfg.stage2_lr is not None else {}),
         )
         per_backbone: dict[str, dict[str, Any]] = {}
         lm_used = ""
@@ -128,11 +130,19 @@ def summarise(
     def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
         return {"f1": finding_metrics(y_true, y_pred, names, n_bootstrap=0)["macro"]["f1"]}
 
-    diff = paired_bootstrap(macro_f1, [truth, pa], [truth, pb], n_resamples=ctx.config.probes.bootstrap,
-                            seed=ctx.config.reportgen.seed)["f1"]
+    def paired(other: np.ndarray) -> Any:
+        return paired_bootstrap(macro_f1, [truth, pa], [truth, other], n_resamples=ctx.config.probes.bootstrap,
+                                seed=ctx.config.reportgen.seed)["f1"]
+
+    diff = paired(pb)
+    base = paired(per_backbone[layout.BASELINE]["pred"]) if layout.BASELINE in per_backbone else None
+    pre_metrics = per_backbone["pretrained"]["metrics"]
+    chance = pre_metrics.get("baseline_prevalence", {}).get("macro", {}).get("f1")
     row = TaskRow("report generation", "findings extracted from generated reports", "macro F1", True,
                   values, Estimate.from_any(diff.to_dict()), p_value=diff.p_value,
-                  detail="rule-based finding extraction with negation handling")
+                  detail="rule-based finding extraction with negation handling"
+                         + (f"; chance (prevalence) {chance:.3f}" if chance is not None else ""),
+                  baseline_difference=Estimate.from_any(base.to_dict()) if base is not None else None)
     pre = per_backbone["pretrained"]["metrics"]
     per_finding = {
         n: {"f1": Estimate(v["f1"], *v["f1_ci"], n=len(test_ids)).to_dict(), "support": v["support"]}
@@ -142,13 +152,25 @@ def summarise(
     examples = [{"scan_id": s, "reference": refs[s], "generated": gen[s]}
                 for s in test_ids[: ctx.config.n_examples]]
     text = {b: info["metrics"]["text"] for b, info in per_backbone.items()}
+    language = {b: info["metrics"].get("language", {}) for b, info in per_backbone.items()}
     metrics = {
         f"macro F1 ({b})": values[b].to_dict() for b in values
     } | {
         "majority-class baseline macro F1": Estimate(
             pre["baseline_majority"]["macro"]["f1"], *pre["baseline_majority"]["macro"]["f1_ci"]).to_dict(),
-        "BLEU (pretrained)": {"value": text["pretrained"]["bleu"]},
-        "ROUGE-L (pretrained)": {"value": text["pretrained"]["rouge_l"]},
+        "chance (training prevalence) macro F1": Estimate(
+            pre["baseline_prevalence"]["macro"]["f1"], *pre["baseline_prevalence"]["macro"]["f1_ci"]).to_dict(),
+    } | {
+        f"ROUGE-L ({b})": {"value": text[b]["rouge_l"]} for b in text
+    } | {
+        f"BLEU ({b})": {"value": text[b]["bleu"]} for b in text
+    } | {
+        f"generated sentences found in training references ({b})": {"value": language[b].get("known_sentences")}
+        for b in language
+    } | {
+        f"generated words found in training references ({b})": {"value": language[b].get("known_words")}
+        for b in language
+    } | {
         "seconds per report (pretrained)": {"value": pre.get("seconds_per_report")},
     }
     note = None
