@@ -489,7 +489,9 @@ class EmbeddingStore:
             try:
                 data = torch.load(pth, map_location="cpu", weights_only=True)
             except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a cache file"
-                raise StoreError(located(pth, f"cannot be read with torch.load(weights_only=True): {exc}")) from exc
+                # torch's weights_only refusal spans many lines; the error must stay one line.
+                first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+                raise StoreError(located(pth, f"cannot be read with torch.load(weights_only=True): {first[:160]}")) from None
             if not isinstance(data, dict) or "cls" not in data or "patch" not in data:
                 raise StoreError(located(pth, "expected a dict with 'cls' and 'patch' tensors"))
             cls = data["cls"].float().reshape(-1).numpy()

@@ -103,17 +103,20 @@ class FeatureProjector(nn.Module):
 
     @classmethod
     def load(cls, directory: str | Path, name: str = "projector") -> FeatureProjector:
-        """Inverse of :meth:`save` (safetensors only)."""
-        from safetensors.torch import load_file
+        """Inverse of :meth:`save` (safetensors only; a pickle or a damaged file is one CheckpointError)."""
+        from voxelfm.models.weights import load_state_dict_strict, read_weights_file
 
         base = Path(directory)
         cfg_path, weights = base / f"{name}.json", base / f"{name}.safetensors"
         if not cfg_path.is_file() or not weights.is_file():
             raise CheckpointError(located(base, f"missing {name}.json or {name}.safetensors"))
-        config = ProjectorConfig(**json.loads(cfg_path.read_text()))
-        model = cls(config)
         try:
-            model.load_state_dict(load_file(str(weights)))
-        except RuntimeError as exc:
-            raise CheckpointError(located(weights, f"does not fit the projector config: {exc}")) from exc
+            fields = json.loads(cfg_path.read_text())
+            config = ProjectorConfig(**fields)
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ConfigError) as exc:
+            raise ConfigError(located(cfg_path, f"not a projector config ({exc})")) from None
+        model = cls(config)
+        state = read_weights_file(weights)  # the .safetensors name means it is never unpickled
+        # One line listing missing/unexpected/mismatched keys instead of torch's multi-line report.
+        load_state_dict_strict(model, state, weights)
         return model
