@@ -34,6 +34,7 @@ import numpy as np
 
 from voxelfm.core.errors import CTReadError, GeometryError, located
 from voxelfm.core.geometry import Geometry
+from voxelfm.io.discover import has_dicom_magic
 from voxelfm.io.validate import check_shape, describe_exception
 
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
@@ -109,15 +110,6 @@ def _try_header(path: Path) -> tuple[Any | None, str | None]:
         return None, describe_exception(exc, limit=120)
 
 
-def _has_dicom_magic(path: Path) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:] == b"DICM"
-
-
 def _name_pattern(name: str) -> str:
     """File name with every digit run replaced: ``IM0004`` and ``IM0012`` share ``IM#``."""
     return re.sub(r"[0-9]+", "#", name.lower())
@@ -133,7 +125,7 @@ def _lost_reason(path: Path, why: str) -> str:
         return why
     if size == 0:
         return "empty file"
-    if _has_dicom_magic(path):
+    if has_dicom_magic(path):
         return f"truncated or corrupt DICOM header ({why})"
     return f"not readable as DICOM, {size} bytes: truncated or not an image"
 
@@ -247,7 +239,7 @@ def _lost_slices(files: list[Path], rejected: list[tuple[Path, str]]) -> list[tu
         if path.parent not in folders:
             continue
         if ((path.parent, _name_pattern(path.name)) in patterns or path.suffix.lower() in DICOM_SUFFIXES
-                or _has_dicom_magic(path)):
+                or has_dicom_magic(path)):
             lost.append((path, why))
     return lost
 

@@ -34,7 +34,7 @@ def _image_suffix(name: str) -> str | None:
     return next((s for s in IMAGE_SUFFIXES if lower.endswith(s)), None)
 
 
-def _has_dicom_magic(path: Path) -> bool:
+def has_dicom_magic(path: Path) -> bool:
     """'DICM' at byte 128: every DICOM file voxelfm can read has it (pydicom refuses the others)."""
     try:
         with open(path, "rb") as handle:
@@ -48,7 +48,7 @@ def _is_dicom_dir(files: list[Path]) -> bool:
     """True when any candidate file is DICOM, wherever it sits in the listing (no header parse:
     reading 132 bytes per file until the first hit keeps this cheap)."""
     candidates = (f for f in files if _image_suffix(f.name) is None and f.suffix.lower() not in _NOT_DICOM)
-    return any(_has_dicom_magic(f) for f in candidates)
+    return any(has_dicom_magic(f) for f in candidates)
 
 
 def label_map_reason(path: Path) -> str | None:

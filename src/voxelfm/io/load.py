@@ -429,13 +429,14 @@ def _no_dicom_hint(folder: Path) -> str:
     """What a folder without readable DICOM holds instead (error path only)."""
     from collections import Counter
 
-    from voxelfm.io.dicom import DICOM_SUFFIXES, _has_dicom_magic, _iter_files, _name_pattern
+    from voxelfm.io.dicom import DICOM_SUFFIXES, _iter_files, _name_pattern
+    from voxelfm.io.discover import has_dicom_magic
 
     files = _iter_files(folder)
     images = [f for f in files if _suffix(f) in (*ITK_SUFFIXES, *ARRAY_SUFFIXES, *TORCH_SUFFIXES)]
     empty = [f for f in files if f.stat().st_size == 0 and "#" in _name_pattern(f.name)]
     numbered = Counter(_name_pattern(f.name) for f in empty)  # IM0001, IM0002, ... all empty
-    broken = [f for f in files if f.suffix.lower() in DICOM_SUFFIXES or _has_dicom_magic(f)
+    broken = [f for f in files if f.suffix.lower() in DICOM_SUFFIXES or has_dicom_magic(f)
               or (f in empty and numbered[_name_pattern(f.name)] > 1)]
     if broken:
         names = ", ".join(f.name for f in broken[:3]) + (" ..." if len(broken) > 3 else "")

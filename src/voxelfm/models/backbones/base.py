@@ -146,3 +146,22 @@ class NativeBackbone(nn.Module):
         if x.ndim != len(expected) + 1 or any(e is not None and e != s for e, s in zip(expected, shape, strict=True)):
             want = ", ".join("*" if e is None else str(e) for e in expected)
             raise InputValidationError(f"{self.name} expects input (B, {want}), got {tuple(x.shape)}")
+
+
+def keys_under(state: dict[str, Any], marker: str, roots: tuple[str, ...]) -> dict[str, Any]:
+    """The entries of a released state dict that belong to one encoder, renamed to its own keys.
+
+    When any key contains ``marker`` (the encoder's attribute inside the whole released model,
+    e.g. ``"vision_encoder."``), only those keys are kept, with everything up to the marker cut
+    off; otherwise the file is taken as the bare encoder. Keys not starting with ``roots`` are dropped.
+    """
+    prefixed = any(marker in key for key in state)
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        if prefixed and marker not in key:
+            continue
+        name = key.split(marker, 1)[1] if prefixed else key
+        if name.startswith(roots):
+            out[name] = value
+    return out
+

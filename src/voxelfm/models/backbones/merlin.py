@@ -13,7 +13,6 @@ Parameter names follow the released checkpoint (``encode_image.i3_resnet.*``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +20,7 @@ from torch import nn
 
 from voxelfm.core.errors import ConfigError, InputValidationError
 from voxelfm.core.geometry import Geometry
-from voxelfm.models.backbones.base import ConfigMixin, NativeBackbone
+from voxelfm.models.backbones.base import ConfigMixin, NativeBackbone, keys_under
 from voxelfm.models.backbones.grid import patch_grid
 
 
@@ -131,16 +130,4 @@ _ROOTS = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.", "classif
 
 def convert_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Merlin's released ``.pt`` (``encode_image.i3_resnet.*`` + text keys, or unprefixed) → encoder keys."""
-    out: dict[str, Any] = {}
-    marker = "i3_resnet."
-    has_prefixed = any(marker in k for k in state)
-    for key, value in state.items():
-        if has_prefixed:
-            if marker not in key:
-                continue
-            name = key.split(marker, 1)[1]
-        else:
-            name = key
-        if name.startswith(_ROOTS) and not name.startswith("fc."):
-            out[name] = value
-    return out
+    return keys_under(state, "i3_resnet.", _ROOTS)

@@ -12,7 +12,6 @@ original hands the tokens to a Perceiver; the paper's pooling is not public).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +19,7 @@ from torch import nn
 
 from voxelfm.core.errors import ConfigError, InputValidationError
 from voxelfm.core.geometry import Geometry
-from voxelfm.models.backbones.base import ConfigMixin, NativeBackbone
+from voxelfm.models.backbones.base import ConfigMixin, NativeBackbone, keys_under
 from voxelfm.models.backbones.grid import patch_grid
 
 
@@ -179,16 +178,4 @@ _ROOTS = ("to_patch_embedding.", "pos_embedding.", "transformer.")
 
 def convert_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """RadFM's ``pytorch_model.bin`` (whole model) or a bare ViT state dict → the vision encoder's keys."""
-    out: dict[str, Any] = {}
-    marker = "vision_encoder."
-    has_prefixed = any(marker in k for k in state)
-    for key, value in state.items():
-        if has_prefixed:
-            if marker not in key:
-                continue
-            name = key.split(marker, 1)[1]
-        else:
-            name = key
-        if name.startswith(_ROOTS):
-            out[name] = value
-    return out
+    return keys_under(state, "vision_encoder.", _ROOTS)
