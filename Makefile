@@ -21,7 +21,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 venv: $(VENV)/.installed
 
 demo: venv
-	-$(BIN)/voxelfm report get-lm smollm2
+	@if [ "$(SIZE)" = "standard" ]; then $(BIN)/voxelfm report get-lm smollm2 || true; fi
 	$(BIN)/voxelfm demo --out $(OUT) --size $(SIZE)
 
 test: venv
