@@ -21,6 +21,7 @@ A backbone is a ``torch.nn.Module`` with:
 
 from __future__ import annotations
 
+import abc
 import contextlib
 from dataclasses import asdict, fields, replace
 from typing import Any, ClassVar
@@ -70,8 +71,12 @@ def _autocast(x: torch.Tensor, dtype: torch.dtype | None) -> contextlib.Abstract
     return torch.autocast(device_type=x.device.type, dtype=dtype)
 
 
-class NativeBackbone(nn.Module):
-    """Base of the comparator networks: native spec, preparation, inference wrapper."""
+class NativeBackbone(nn.Module, metaclass=abc.ABCMeta):
+    """Base of the comparator networks: native spec, preparation, inference wrapper.
+
+    A network implements the four abstract members: ``embed_dim``, ``features``,
+    ``patch_geometry`` and ``expected_input``.
+    """
 
     name: ClassVar[str] = ""
     config_class: ClassVar[type] = object
@@ -85,8 +90,9 @@ class NativeBackbone(nn.Module):
 
     # -- the interface --------------------------------------------------------------------------
     @property
+    @abc.abstractmethod
     def embed_dim(self) -> int:
-        raise NotImplementedError
+        """Width of ``cls``."""
 
     def default_spec(self) -> NativeSpec:
         return NativeSpec(self.name)
@@ -109,12 +115,13 @@ class NativeBackbone(nn.Module):
     def input_tensor(self, pre: PreprocessedVolume) -> torch.Tensor:
         return torch.from_numpy(pre.array)[None]
 
+    @abc.abstractmethod
     def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``cls`` (B, C), ``patch`` (B, d, h, w, C) and extras, in the network's own dtype."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def patch_geometry(self, input_geometry: Geometry, grid: tuple[int, int, int]) -> Geometry:
-        raise NotImplementedError
+        """World geometry of the patch grid, given the native input's geometry."""
 
     def describe(self) -> str:
         return f"{type(self).__name__} {self.config.to_dict()}"
@@ -136,9 +143,9 @@ class NativeBackbone(nn.Module):
         self.check_input(x)
         return self.features(x)
 
+    @abc.abstractmethod
     def expected_input(self) -> tuple[int | None, ...]:
         """Expected ``(C, *spatial)`` of one input; ``None`` where any size fits (checked in check_input)."""
-        raise NotImplementedError
 
     def check_input(self, x: torch.Tensor) -> None:
         expected = self.expected_input()
