@@ -8,7 +8,6 @@ repeat scans; scan-level streams (acquisition, pose, inspiration, texture, noise
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -23,9 +22,15 @@ from voxelfm.data.phantom.anatomy import build_anatomy
 from voxelfm.data.phantom.canvas import Canvas
 from voxelfm.data.phantom.constants import FINDINGS, SIZES
 from voxelfm.data.phantom.patient import Patient, PrevalenceConfig, sample_patient
-from voxelfm.data.phantom.render import Scene, add_metal_streaks, coronary_calcium_score, render
+from voxelfm.data.phantom.render import (
+    add_metal_streaks,
+    build_scene,
+    coronary_calcium_score,
+    render,
+)
 from voxelfm.data.phantom.reports import write_report
 from voxelfm.data.phantom.survival import linear_predictor, sample_survival
+from voxelfm.data.phantom.workers import default_workers, pool_context
 
 #: Probability that a patient has 1, 2 or 3 scans (repeat acquisitions for retrieval).
 SCANS_PER_PATIENT = {1: 0.75, 2: 0.20, 3: 0.05}
@@ -113,7 +118,8 @@ def make_patient(patient_index: int, seed: int, config: PrevalenceConfig | None 
     return sample_patient(rng, patient_id_of(patient_index), config or PrevalenceConfig())
 
 
-def _check_size(size: str) -> None:
+def check_size(size: str) -> None:
+    """Raise :class:`ConfigError` unless ``size`` names a preset of :data:`SIZES`."""
     if size not in SIZES:
         raise ConfigError(located("phantom", f"unknown size {size!r}; choose one of {', '.join(SIZES)}"))
 
@@ -127,7 +133,7 @@ def generate_scan(patient_index: int = 0, scan_index: int = 0, *, seed: int = 0,
     and the acquisition stays identical, which is how tests check that a finding changes the
     image where its label says).
     """
-    _check_size(size)
+    check_size(size)
     if patient_index < 0 or scan_index < 0:
         raise ConfigError(located("generate_scan", f"indices must be >= 0, got patient {patient_index}, scan {scan_index}"))
     if format not in ("nifti", "dicom"):
@@ -151,13 +157,12 @@ def _generate(plan: ScanPlan, patient: Patient, seed: int, size: str, format: st
     ref = build_anatomy(patient, 1.0, emph)
     geometry, pose = plan_geometry(acq, anat, rng)
     canvas = Canvas(geometry, pose)
-    scene = Scene(anat, ref, patient, preset, rng)
-    render(canvas, scene)
+    rendered = render(canvas, build_scene(canvas, anat, ref, patient, preset, rng))
     labels = canvas.labels
-    add_metal_streaks(canvas.hu, canvas, scene)
+    add_metal_streaks(canvas.hu, canvas, patient, rendered.metal_centres)
     hu = apply_scanner(canvas.hu, geometry, acq, anat, rng)
     del canvas
-    m = scene.measurements
+    m = rendered.measurements
 
     volume = CTVolume(array=hu, geometry=geometry, source=f"phantom:{plan.scan_id}", modality="CT",
                       series_uid=None, metadata={
@@ -214,46 +219,29 @@ def _row(plan: ScanPlan, patient: Patient, acq, m: dict[str, Any], geometry, pos
     return row
 
 
-def _generate_plan(args: tuple[ScanPlan, int, str, PrevalenceConfig | None, str]) -> PhantomScan:
+def generate_planned(args: tuple[ScanPlan, int, str, PrevalenceConfig | None, str]) -> PhantomScan:
+    """Generate the scan of ``(plan, seed, size, config, format)`` (one picklable argument: a pool job)."""
     plan, seed, size, config, format = args
     return _generate(plan, make_patient(plan.patient_index, seed, config), seed, size, format)
-
-
-#: Approximate peak memory of one worker per size (GB), measured with ``generate_scan``.
-PEAK_MEMORY_GB = {"tiny": 0.3, "small": 0.6, "standard": 3.5}
-
-
-def default_workers(n: int, size: str = "small") -> int:
-    """Worker processes for ``n`` scans: one per core, within half the physical memory."""
-    if n < 4:
-        return 1
-    try:
-        mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
-    except (ValueError, OSError, AttributeError):
-        mem_gb = 8.0
-    by_memory = int(0.5 * mem_gb / PEAK_MEMORY_GB.get(size, 1.0))
-    return max(1, min(os.cpu_count() or 1, n // 2, by_memory))
 
 
 def generate_cohort(n: int, seed: int = 0, size: str = "small", *, config: PrevalenceConfig | None = None,
                     workers: int | None = None, format: str = "nifti",
                     progress: Callable[[PhantomScan], None] | None = None) -> Cohort:
     """Generate ``n`` scans in memory with patient-level train/val/test splits (70/15/15)."""
-    _check_size(size)
+    check_size(size)
     plans = assign_splits(plan_cohort(n, seed), seed)
     jobs = [(p, seed, size, config, format) for p in plans]
     workers = default_workers(n, size) if workers is None else max(1, workers)
     scans: list[PhantomScan] = []
     if workers == 1:
         for job in jobs:
-            scans.append(_generate_plan(job))
+            scans.append(generate_planned(job))
             if progress:
                 progress(scans[-1])
     else:
-        from voxelfm.data.phantom.writer import pool_context
-
         with ProcessPoolExecutor(max_workers=workers, mp_context=pool_context()) as pool:
-            for scan in pool.map(_generate_plan, jobs):
+            for scan in pool.map(generate_planned, jobs):
                 scans.append(scan)
                 if progress:
                     progress(scan)

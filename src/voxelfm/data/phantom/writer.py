@@ -17,10 +17,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -29,24 +27,16 @@ from voxelfm.core.errors import ConfigError, located
 from voxelfm.data.phantom.cohort import (
     PhantomScan,
     ScanPlan,
-    _check_size,
-    _generate_plan,
     assign_splits,
-    default_workers,
+    check_size,
+    generate_planned,
     plan_cohort,
 )
 from voxelfm.data.phantom.patient import PrevalenceConfig
+from voxelfm.data.phantom.workers import default_workers, pool_context
 
 FORMATS = ("nifti", "dicom")
 STATE_VERSION = 1
-
-
-def pool_context():
-    """``fork`` (fast, works from any script) unless torch is loaded: its thread pools make fork
-    unsafe, so then ``spawn`` (the caller's main module must be import-safe, as the CLI is)."""
-    if "torch" in sys.modules or sys.platform != "linux":
-        return get_context("spawn")
-    return get_context("fork")
 
 
 def _uid(*parts: object) -> str:
@@ -83,7 +73,7 @@ def _write_scan(scan: PhantomScan, out: Path, format: str, seed: int, plan: Scan
 
 def _job(args: tuple[ScanPlan, int, str, PrevalenceConfig | None, str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
     plan, seed, size, config, format, out = args
-    scan = _generate_plan((plan, seed, size, config, format))
+    scan = generate_planned((plan, seed, size, config, format))
     row = _write_scan(scan, Path(out), format, seed, plan)
     state = {"row": row, "report": scan.report}
     atomic_write_text(Path(out) / ".phantom" / "rows" / f"{plan.scan_id}.json", json.dumps(state))
@@ -130,7 +120,7 @@ def write_cohort(out_dir: str | os.PathLike[str], n: int, seed: int = 0, format:
 
     if format not in FORMATS:
         raise ConfigError(located("phantom", f"--format must be one of {FORMATS}, got {format!r}"))
-    _check_size(size)
+    check_size(size)
     if n < 1:
         raise ConfigError(located("phantom", f"--n must be >= 1, got {n}"))
     out = Path(out_dir)
