@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from voxelfm.core.errors import InputValidationError
+from voxelfm.core.errors import ConfigError, InputValidationError
 from voxelfm.core.types import VoxelFeatures
+from voxelfm.preprocess.spec import PreprocessSpec
 
 #: Bin edges in HU. Narrow bins where chest CT has its tissue classes (lung parenchyma, fat,
 #: soft tissue, calcification); the first and last bins also take everything beyond the edges.
@@ -92,4 +93,33 @@ def histogram_features(pre: Any, patch_size: int) -> VoxelFeatures:
     )
 
 
-__all__ = ["FEATURE_NAMES", "HU_EDGES", "MODEL_ID", "histogram_features"]
+class HistogramBaseline:
+    """The baseline as an embedder for :func:`voxelfm.embed.run_embeddings`: features of scans
+    preprocessed with a VoxelFM ``spec``, tokens on that spec's patch grid (``spec.patch_size``).
+
+    It has the parts of the backbone interface a batch run uses (``name``, ``model_id``, ``spec``,
+    ``default_spec``, ``check_spec``, ``supports_slabs``) and :meth:`features` in place of a network.
+    """
+
+    name = "hu-histogram"
+    model_id = MODEL_ID
+    supports_slabs = False
+
+    def __init__(self, spec: PreprocessSpec) -> None:
+        self.check_spec(spec)
+        self.spec = spec
+
+    def default_spec(self) -> PreprocessSpec:
+        return self.spec
+
+    def check_spec(self, spec: Any) -> None:
+        if not isinstance(spec, PreprocessSpec):
+            raise ConfigError("the HU-histogram baseline needs a VoxelFM PreprocessSpec (its tokens sit on that "
+                              f"spec's patch grid), got {type(spec).__name__}")
+
+    def features(self, pre: Any) -> VoxelFeatures:
+        """Histogram features of one preprocessed volume (always mode ``3d``)."""
+        return histogram_features(pre, int(self.spec.patch_size))
+
+
+__all__ = ["FEATURE_NAMES", "HU_EDGES", "MODEL_ID", "HistogramBaseline", "histogram_features"]
