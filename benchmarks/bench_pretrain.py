@@ -146,11 +146,14 @@ def _hu_histograms(volumes: list, spec) -> np.ndarray:
 PROBES = ("logreg", "knn")
 
 
-def _oof_scores(features: np.ndarray, labels: np.ndarray, probe: str, repeats: int, seed: int) -> np.ndarray:
+def _oof_scores(features: np.ndarray, labels: np.ndarray, probe: str, repeats: int, seed: int,
+                groups: np.ndarray | None = None) -> np.ndarray:
     """Out-of-fold probabilities of a probe on standardised features, averaged over ``repeats``
-    differently shuffled stratified 5-fold splits (averaging removes most of the split noise)."""
+    differently shuffled stratified 5-fold splits (averaging removes most of the split noise).
+    ``groups`` (e.g. patient ids): a patient's scans stay in one fold (StratifiedGroupKFold), so a
+    repeat scan cannot leak its patient's label into the training folds."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -158,8 +161,12 @@ def _oof_scores(features: np.ndarray, labels: np.ndarray, probe: str, repeats: i
     clf = LogisticRegression(C=0.1, max_iter=3000) if probe == "logreg" else KNeighborsClassifier(n_neighbors=10, metric="cosine")
     out = np.zeros(len(labels))
     for r in range(repeats):
-        folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed + r)
-        out += cross_val_predict(make_pipeline(StandardScaler(), clf), features, labels, cv=folds, method="predict_proba")[:, 1]
+        if groups is None:
+            folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed + r)
+        else:
+            folds = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed + r)
+        out += cross_val_predict(make_pipeline(StandardScaler(), clf), features, labels, groups=groups, cv=folds,
+                                 method="predict_proba")[:, 1]
     return out / repeats
 
 
@@ -227,12 +234,14 @@ def bench_cohort(cohort: Path, work: Path, minutes: float, spacing: float, max_p
         print(json.dumps({"n_scans": len(labels), "n_findings": 0, "note": f"no finding has >= {min_positives} positives and negatives"}))
         return
     y = labels[findings].to_numpy().astype(int)
+    # Repeat scans of one patient stay in one fold.
+    groups = labels["patient_id"].to_numpy() if "patient_id" in labels and labels["patient_id"].duplicated().any() else None
     scores = {}  # (model, feature set, probe) -> (scans, findings) out-of-fold scores
     for name, sets in {**feats, "hu_histogram": {"hist32": histograms}}.items():
         for feature, x in sets.items():
             for probe in PROBES if name != "hu_histogram" else ("logreg",):
                 scores[name, feature, probe] = np.stack(
-                    [_oof_scores(x, y[:, j], probe, repeats, seed) for j in range(len(findings))], axis=1)
+                    [_oof_scores(x, y[:, j], probe, repeats, seed, groups) for j in range(len(findings))], axis=1)
     for j, finding in enumerate(findings):
         row = {"finding": finding, "positives": int(y[:, j].sum())}
         row.update({"_".join(k): round(auroc(y[:, j], v[:, j]), 3) for k, v in scores.items()})

@@ -106,7 +106,8 @@ def export_command(
     checkpoint: Annotated[Path | None, typer.Option(help="A specific checkpoint (default: the newest).")] = None,
     max_patches: Annotated[int, typer.Option(help="Token budget written into the model's preprocessing spec.")] = 25000,
 ) -> None:
-    """Write the teacher backbone of a run as a model directory."""
+    """Write a run's backbone as a model directory: the EMA teacher, or the student when the
+    teacher stayed frozen at random init (e.g. ``cpu_small``)."""
     from voxelfm.ssl.export import export
 
     export(run_dir, out_dir, checkpoint=checkpoint, max_patches=max_patches)
