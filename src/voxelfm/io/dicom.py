@@ -79,7 +79,9 @@ class SeriesInfo:
         }
 
 
-def _iter_files(folder: Path) -> list[Path]:
+def list_files(folder: Path) -> list[Path]:
+    """Every file under ``folder`` (or ``folder`` itself if it is a file), hidden ones skipped, in a
+    stable order (sorted names, depth first)."""
     if folder.is_file():
         return [folder]
     files = []
@@ -90,7 +92,7 @@ def _iter_files(folder: Path) -> list[Path]:
     return files
 
 
-def _read_header(path: Path) -> Any | None:
+def read_header(path: Path) -> Any | None:
     """pydicom dataset without pixel data, or None for non-DICOM files."""
     return _try_header(path)[0]
 
@@ -110,7 +112,7 @@ def _try_header(path: Path) -> tuple[Any | None, str | None]:
         return None, describe_exception(exc, limit=120)
 
 
-def _name_pattern(name: str) -> str:
+def name_pattern(name: str) -> str:
     """File name with every digit run replaced: ``IM0004`` and ``IM0012`` share ``IM#``."""
     return re.sub(r"[0-9]+", "#", name.lower())
 
@@ -183,7 +185,7 @@ def scan_folder(folder: str | os.PathLike[str]) -> list[SeriesInfo]:
     folder = Path(folder)
     groups: dict[str, list[tuple[Path, Any]]] = defaultdict(list)
     rejected: list[tuple[Path, str]] = []
-    for path in _iter_files(folder):
+    for path in list_files(folder):
         ds, why = _try_header(path)
         if ds is None:
             rejected.append((path, _lost_reason(path, why or "unreadable")))
@@ -232,13 +234,13 @@ def scan_folder(folder: str | os.PathLike[str]) -> list[SeriesInfo]:
 
 def _lost_slices(files: list[Path], rejected: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
     """The rejected files that look like slices of the series made of ``files``."""
-    patterns = {(f.parent, _name_pattern(f.name)) for f in files}
+    patterns = {(f.parent, name_pattern(f.name)) for f in files}
     folders = {f.parent for f in files}
     lost = []
     for path, why in rejected:
         if path.parent not in folders:
             continue
-        if ((path.parent, _name_pattern(path.name)) in patterns or path.suffix.lower() in DICOM_SUFFIXES
+        if ((path.parent, name_pattern(path.name)) in patterns or path.suffix.lower() in DICOM_SUFFIXES
                 or has_dicom_magic(path)):
             lost.append((path, why))
     return lost
@@ -332,16 +334,9 @@ def _vec(ds: Any, name: str, n: int, path: Path) -> np.ndarray:
     return values
 
 
-def read_series(
-    info: SeriesInfo, folder: object, *, allow_missing_slices: bool = False,
-) -> tuple[np.ndarray, Geometry, list[str]]:
-    """Assemble the slices of one series into an (array, geometry, warnings) triple.
-
-    The geometry's direction columns are (row, column, normal) of the acquisition; callers
-    reorient to the canonical layout. Slices that cannot be read (``info.lost``, or pixel data
-    that does not decode) refuse the series unless ``allow_missing_slices``: then they are left
-    out with a warning naming them (a gap in the middle is interpolated under the usual rules).
-    """
+def _read_headers(info: SeriesInfo, folder: object, allow_missing_slices: bool) -> tuple[list[tuple[Path, Any]], list[tuple[Path, str]]]:
+    """Headers of the series' files, and the files that look like its slices but cannot be read
+    (refused unless ``allow_missing_slices``)."""
     lost = list(info.lost)
     headers = []
     for path in info.files:
@@ -355,6 +350,11 @@ def read_series(
                                   f"be read, so slices would be missing: {_describe_lost(lost, folder)}; {MISSING_HINT}"))
     if not headers:
         raise CTReadError(located(folder, f"series {info.uid}: no readable slice ({_describe_lost(lost, folder)})"))
+    return headers, lost
+
+
+def _common_frame(info: SeriesInfo, folder: object, headers: list[tuple[Path, Any]]) -> tuple[np.ndarray, int, int, np.ndarray]:
+    """Orientation, matrix size and pixel spacing shared by every slice: ``(iop, rows, cols, spacing)``."""
     path0, ds0 = headers[0]
     iop0 = _vec(ds0, "ImageOrientationPatient", 6, path0)
     rows0, cols0 = _int_attr(ds0, "Rows"), _int_attr(ds0, "Columns")
@@ -373,20 +373,111 @@ def read_series(
             raise GeometryError(located(folder, f"series {info.uid} mixes matrix sizes ({path.name}: {ds.Rows}x{ds.Columns} vs {rows0}x{cols0})"))
         if "PixelSpacing" not in ds or np.max(np.abs(_vec(ds, "PixelSpacing", 2, path) - spacing0)) > 1e-4:
             raise GeometryError(located(folder, f"series {info.uid} mixes pixel spacings ({path.name})"))
-    check_shape((len(headers), rows0, cols0), folder)
-    row_dir, col_dir = iop0[:3], iop0[3:]
+    return iop0, rows0, cols0, spacing0
+
+
+def _slice_axes(iop: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row, column and normal unit vectors from ImageOrientationPatient (re-orthonormalised)."""
+    row_dir, col_dir = iop[:3], iop[3:]
     if abs(np.linalg.norm(row_dir) - 1) > 1e-2 or abs(np.linalg.norm(col_dir) - 1) > 1e-2 or abs(row_dir @ col_dir) > 1e-2:
-        raise GeometryError(located(path0, f"ImageOrientationPatient {iop0.tolist()} is not two orthonormal vectors"))
+        raise GeometryError(located(path, f"ImageOrientationPatient {iop.tolist()} is not two orthonormal vectors"))
     row_dir = row_dir / np.linalg.norm(row_dir)
     col_dir = col_dir - (col_dir @ row_dir) * row_dir
     col_dir = col_dir / np.linalg.norm(col_dir)
-    normal = np.cross(row_dir, col_dir)
+    return row_dir, col_dir, np.cross(row_dir, col_dir)
+
+
+def _decode_slices(files: list[Path], shape: tuple[int, int], allow_missing_slices: bool,
+                   lost: list[tuple[Path, str]]) -> tuple[np.ndarray, list[int]]:
+    """HU of every slice that decodes, and the indices of those slices (undecodable ones are
+    refused, or appended to ``lost`` with ``allow_missing_slices``)."""
+    volume = np.empty((len(files), *shape), dtype=np.float32)
+    keep = []
+    for k, path in enumerate(files):
+        try:
+            volume[len(keep)] = _slice_hu(path)
+            keep.append(k)
+        except _UndecodableSlice as exc:
+            if not allow_missing_slices:
+                raise CTReadError(located(path, f"cannot decode pixel data ({exc}); {MISSING_HINT}")) from exc
+            lost.append((path, f"pixel data: {exc}"))
+    return volume[: len(keep)], keep
+
+
+def _untilt_stack(volume: np.ndarray, positions: np.ndarray, dist: np.ndarray, axes: tuple[np.ndarray, ...],
+                  pixel: tuple[float, float], info: SeriesInfo, folder: object, warnings: list[str]) -> np.ndarray:
+    """Gantry tilt: slice origins drift in-plane along the stack; shift the slices back onto an
+    orthogonal grid (with a warning), refuse drifts beyond 45 degrees."""
+    row_dir, col_dir, normal = axes
+    dy, dx = pixel
+    inplane = positions - positions[0] - np.outer(dist - dist[0], normal)
+    offsets_ij = np.stack([inplane @ row_dir / dx, inplane @ col_dir / dy], axis=1)  # in pixels
+    drift_mm = np.linalg.norm(inplane, axis=1)
+    # Below 5 % of a pixel the drift is rounding in the headers, not tilt.
+    if drift_mm.max() > 0.05 * min(dx, dy) and len(volume) > 1:
+        extent = dist[-1] - dist[0]
+        angle = float(np.degrees(np.arctan2(drift_mm[-1], extent))) if extent > 0 else 90.0
+        if angle > 45.0:
+            raise GeometryError(located(folder, f"series {info.uid}: slice positions are not along the slice normal (tilt {angle:.1f} deg)"))
+        volume = _untilt(volume, offsets_ij)
+        warnings.append(
+            f"gantry tilt of about {angle:.2f} deg (slice origins drift {drift_mm.max():.2f} mm in-plane): "
+            "slices shifted onto an orthogonal grid (linear interpolation)"
+        )
+    return volume
+
+
+def _even_spacing(volume: np.ndarray, dist: np.ndarray, header: tuple[Path, Any], pixel: tuple[float, float],
+                  info: SeriesInfo, folder: object, warnings: list[str]) -> tuple[np.ndarray, float]:
+    """Slice spacing from the positions; an uneven stack (a missing slice) is resampled onto an
+    even grid with a warning, a gap over ``MAX_GAP_FACTOR`` spacings is refused."""
+    path0, ds0 = header
+    if len(volume) == 1:
+        header_dz = _number(ds0, "SpacingBetweenSlices", path0, 0.0) or _number(ds0, "SliceThickness", path0, 0.0)
+        dz = abs(header_dz) or min(pixel)
+        warnings.append(f"single slice: slice spacing {dz:g} mm taken from the header, not from positions")
+        return volume, dz
+    gaps = np.diff(dist)
+    dz = float(np.median(gaps))
+    if np.max(np.abs(gaps - dz)) <= UNIFORM_TOL * dz + 1e-3:
+        # Uniform up to header rounding: the mean gap is the most accurate spacing.
+        return volume, float((dist[-1] - dist[0]) / (len(dist) - 1))
+    worst = float(gaps.max())
+    if worst > MAX_GAP_FACTOR * dz:
+        raise GeometryError(
+            located(folder, f"series {info.uid} is incomplete: a gap of {worst:.4g} mm between slices "
+                    f"(typical spacing {dz:.4g} mm, gaps {np.round(gaps, 3).tolist()[:8]}...)")
+        )
+    check_shape((int(round((dist[-1] - dist[0]) / dz)) + 1, *volume.shape[1:]), folder)
+    n_slices = len(volume)
+    volume, n_new = _regularise(volume, dist - dist[0], dz)
+    warnings.append(
+        f"non-uniform slice spacing (gaps {gaps.min():.4g}..{worst:.4g} mm, e.g. a missing slice): "
+        f"resampled {n_slices} slices onto {n_new} at {dz:.4g} mm (linear interpolation)"
+    )
+    return volume, dz
+
+
+def read_series(
+    info: SeriesInfo, folder: object, *, allow_missing_slices: bool = False,
+) -> tuple[np.ndarray, Geometry, list[str]]:
+    """Assemble the slices of one series into an (array, geometry, warnings) triple.
+
+    The geometry's direction columns are (row, column, normal) of the acquisition; callers
+    reorient to the canonical layout. Slices that cannot be read (``info.lost``, or pixel data
+    that does not decode) refuse the series unless ``allow_missing_slices``: then they are left
+    out with a warning naming them (a gap in the middle is interpolated under the usual rules).
+    """
+    headers, lost = _read_headers(info, folder, allow_missing_slices)
+    iop0, rows0, cols0, spacing0 = _common_frame(info, folder, headers)
+    check_shape((len(headers), rows0, cols0), folder)
+    axes = _slice_axes(iop0, headers[0][0])
     positions = np.stack([_vec(ds, "ImagePositionPatient", 3, path) for path, ds in headers])
-    dist = positions @ normal
+    dist = positions @ axes[2]
     order = np.argsort(dist, kind="stable")
     positions, dist = positions[order], dist[order]
     files = [headers[i][0] for i in order]
-    dy, dx = float(spacing0[0]), float(spacing0[1])  # PixelSpacing = [row spacing, column spacing]
+    pixel = (float(spacing0[0]), float(spacing0[1]))  # PixelSpacing = [row spacing, column spacing]
     warnings: list[str] = []
 
     gaps = np.diff(dist)
@@ -397,71 +488,21 @@ def read_series(
                     "multi-phase or duplicated data: name one series or separate them")
         )
 
-    volume = np.empty((len(files), rows0, cols0), dtype=np.float32)
-    keep = []
-    for k, path in enumerate(files):
-        try:
-            volume[len(keep)] = _slice_hu(path)
-            keep.append(k)
-        except _UndecodableSlice as exc:
-            if not allow_missing_slices:
-                raise CTReadError(located(path, f"cannot decode pixel data ({exc}); {MISSING_HINT}")) from exc
-            lost.append((path, f"pixel data: {exc}"))
+    volume, keep = _decode_slices(files, (rows0, cols0), allow_missing_slices, lost)
     if not keep:
         raise CTReadError(located(folder, f"series {info.uid}: no slice could be decoded ({_describe_lost(lost, folder)})"))
-    if len(keep) < len(files):
-        volume = volume[: len(keep)]
-        positions, dist = positions[keep], dist[keep]
-        files = [files[k] for k in keep]
-        gaps = np.diff(dist)
+    positions, dist = positions[keep], dist[keep]
     if lost:
         warnings.append(f"{len(lost)} unreadable file(s) left out of series {info.uid} (allow_missing_slices): "
                         f"{_describe_lost(lost, folder)}")
-
-    # Gantry tilt: slice origins drift in-plane along the stack.
-    inplane = positions - positions[0] - np.outer(dist - dist[0], normal)
-    offsets_ij = np.stack([inplane @ row_dir / dx, inplane @ col_dir / dy], axis=1)  # in pixels
-    drift_mm = np.linalg.norm(inplane, axis=1)
-    # Below 5 % of a pixel the drift is rounding in the headers, not tilt.
-    if drift_mm.max() > 0.05 * min(dx, dy) and len(files) > 1:
-        extent = dist[-1] - dist[0]
-        angle = float(np.degrees(np.arctan2(drift_mm[-1], extent))) if extent > 0 else 90.0
-        if angle > 45.0:
-            raise GeometryError(located(folder, f"series {info.uid}: slice positions are not along the slice normal (tilt {angle:.1f} deg)"))
-        volume = _untilt(volume, offsets_ij)
-        warnings.append(
-            f"gantry tilt of about {angle:.2f} deg (slice origins drift {drift_mm.max():.2f} mm in-plane): "
-            "slices shifted onto an orthogonal grid (linear interpolation)"
-        )
-
-    if len(files) == 1:
-        header_dz = _number(ds0, "SpacingBetweenSlices", path0, 0.0) or _number(ds0, "SliceThickness", path0, 0.0)
-        dz = abs(header_dz) or min(dx, dy)
-        warnings.append(f"single slice: slice spacing {dz:g} mm taken from the header, not from positions")
-    else:
-        dz = float(np.median(gaps))
-        if np.max(np.abs(gaps - dz)) <= UNIFORM_TOL * dz + 1e-3:
-            # Uniform up to header rounding: the mean gap is the most accurate spacing.
-            dz = float((dist[-1] - dist[0]) / (len(dist) - 1))
-        else:
-            worst = float(gaps.max())
-            if worst > MAX_GAP_FACTOR * dz:
-                raise GeometryError(
-                    located(folder, f"series {info.uid} is incomplete: a gap of {worst:.4g} mm between slices "
-                            f"(typical spacing {dz:.4g} mm, gaps {np.round(gaps, 3).tolist()[:8]}...)")
-                )
-            check_shape((int(round((dist[-1] - dist[0]) / dz)) + 1, rows0, cols0), folder)
-            volume, n_new = _regularise(volume, dist - dist[0], dz)
-            warnings.append(
-                f"non-uniform slice spacing (gaps {gaps.min():.4g}..{worst:.4g} mm, e.g. a missing slice): "
-                f"resampled {len(files)} slices onto {n_new} at {dz:.4g} mm (linear interpolation)"
-            )
+    volume = _untilt_stack(volume, positions, dist, axes, pixel, info, folder, warnings)
+    volume, dz = _even_spacing(volume, dist, headers[0], pixel, info, folder, warnings)
     check_shape(volume.shape, folder)
     geometry = Geometry(
         shape=volume.shape,
-        spacing=(dz, dy, dx),
+        spacing=(dz, *pixel),
         origin=tuple(positions[0]),
-        direction=np.stack([row_dir, col_dir, normal], axis=1),
+        direction=np.stack(axes, axis=1),
     )
     return volume, geometry, warnings
 

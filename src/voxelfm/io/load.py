@@ -429,15 +429,15 @@ def _no_dicom_hint(folder: Path) -> str:
     """What a folder without readable DICOM holds instead (error path only)."""
     from collections import Counter
 
-    from voxelfm.io.dicom import DICOM_SUFFIXES, _iter_files, _name_pattern
+    from voxelfm.io.dicom import DICOM_SUFFIXES, list_files, name_pattern
     from voxelfm.io.discover import has_dicom_magic
 
-    files = _iter_files(folder)
+    files = list_files(folder)
     images = [f for f in files if _suffix(f) in (*ITK_SUFFIXES, *ARRAY_SUFFIXES, *TORCH_SUFFIXES)]
-    empty = [f for f in files if f.stat().st_size == 0 and "#" in _name_pattern(f.name)]
-    numbered = Counter(_name_pattern(f.name) for f in empty)  # IM0001, IM0002, ... all empty
+    empty = [f for f in files if f.stat().st_size == 0 and "#" in name_pattern(f.name)]
+    numbered = Counter(name_pattern(f.name) for f in empty)  # IM0001, IM0002, ... all empty
     broken = [f for f in files if f.suffix.lower() in DICOM_SUFFIXES or has_dicom_magic(f)
-              or (f in empty and numbered[_name_pattern(f.name)] > 1)]
+              or (f in empty and numbered[name_pattern(f.name)] > 1)]
     if broken:
         names = ", ".join(f.name for f in broken[:3]) + (" ..." if len(broken) > 3 else "")
         return f" that can be read: {len(broken)} DICOM-looking file(s) are empty, truncated or unreadable ({names})"
@@ -470,9 +470,9 @@ def _load_dicom_zip(path: Path, series_uid: str | None, allow_missing: bool = Fa
 
 def _load_single_dicom_or_fail(path: Path, series_uid: str | None) -> CTVolume:
     """A lone file without a known suffix: accept it if it is a DICOM CT slice."""
-    from voxelfm.io.dicom import _read_header
+    from voxelfm.io.dicom import read_header
 
-    if _read_header(path) is None:
+    if read_header(path) is None:
         raise CTReadError(
             located(path, "not a supported CT source (expected a DICOM folder or file, .zip, .nii, .nii.gz, "
                     ".mha, .mhd, .nrrd, .npy, .npz or .pt)")

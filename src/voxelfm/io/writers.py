@@ -20,6 +20,8 @@ from voxelfm.core.types import CTVolume
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+#: Stored pixel type -> (RescaleIntercept, lowest and highest stored value, numpy type).
+PIXEL_ENCODINGS = {"uint16": (-1024.0, 0, 65535, np.uint16), "int16": (0.0, -32768, 32767, np.int16)}
 
 
 def write_nifti(array: np.ndarray, geometry: Geometry, path: str | os.PathLike[str]) -> Path:
@@ -95,7 +97,6 @@ def write_dicom_series(
     numbers from the last k-slice, as many scanners do. Files are named
     ``{instance_prefix}{instance:05d}.dcm``.
     """
-    from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import generate_uid
 
     folder = Path(folder)
@@ -107,70 +108,91 @@ def write_dicom_series(
         raise InputValidationError(located(folder, "volume contains NaN/inf values"))
     if slice_order not in ("ascending", "descending"):
         raise InputValidationError(located(folder, f"slice_order must be 'ascending' or 'descending', got {slice_order!r}"))
-    if pixel_dtype == "uint16":
-        intercept, lo, hi, dtype = -1024.0, 0, 65535, np.uint16
-    elif pixel_dtype == "int16":
-        intercept, lo, hi, dtype = 0.0, -32768, 32767, np.int16
-    else:
+    if pixel_dtype not in PIXEL_ENCODINGS:
         raise InputValidationError(located(folder, f"pixel_dtype must be 'uint16' or 'int16', got {pixel_dtype!r}"))
+    intercept, lo, hi, dtype = PIXEL_ENCODINGS[pixel_dtype]
 
-    series_uid = series_uid or generate_uid()
-    study_uid = study_uid or generate_uid()
-    frame_uid = frame_of_reference_uid or generate_uid()
     now = _dt.datetime.now()
-    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    row_dir = geometry.direction[:, 0]
-    col_dir = geometry.direction[:, 1]
-    dz, dy, dx = geometry.spacing
+    tags = {
+        "SeriesInstanceUID": series_uid or generate_uid(),
+        "StudyInstanceUID": study_uid or generate_uid(),
+        "FrameOfReferenceUID": frame_of_reference_uid or generate_uid(),
+        "PatientID": patient_id,
+        "PatientName": patient_name,
+        "Date": now.strftime("%Y%m%d"),
+        "Time": now.strftime("%H%M%S"),
+        "Modality": modality,
+        "ImageType": list(image_type),
+        "SeriesDescription": series_description,
+        "SeriesNumber": int(series_number),
+    }
     stored = np.clip(np.rint(array.astype(np.float64) - intercept), lo, hi).astype(dtype)
     n_slices = array.shape[0]
     folder.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     for k in range(n_slices):
         instance = k + 1 if slice_order == "ascending" else n_slices - k
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
-        sop_uid = generate_uid()
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = EXPLICIT_VR_LITTLE_ENDIAN
         path = folder / f"{instance_prefix}{instance:05d}.dcm"
-        ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID = CT_IMAGE_STORAGE
-        ds.SOPInstanceUID = sop_uid
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.FrameOfReferenceUID = frame_uid
-        ds.PatientID = patient_id
-        ds.PatientName = patient_name
-        ds.StudyDate = ds.SeriesDate = ds.ContentDate = date
-        ds.StudyTime = ds.SeriesTime = ds.ContentTime = time
-        ds.Modality = modality
-        ds.ImageType = list(image_type)
-        ds.SeriesDescription = series_description
-        ds.SeriesNumber = int(series_number)
-        ds.InstanceNumber = int(instance)
-        ds.PositionReferenceIndicator = ""
-        position = geometry.index_to_world(np.array([k, 0.0, 0.0]))
-        ds.ImagePositionPatient = [_ds_number(v) for v in position]
-        ds.ImageOrientationPatient = [_ds_number(v) for v in (*row_dir, *col_dir)]
-        ds.PixelSpacing = [_ds_number(dy), _ds_number(dx)]
-        ds.SliceThickness = _ds_number(dz)
-        ds.SpacingBetweenSlices = _ds_number(dz)
-        ds.SliceLocation = _ds_number(float(position @ np.cross(row_dir, col_dir)))
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows, ds.Columns = int(array.shape[1]), int(array.shape[2])
-        ds.BitsAllocated = 16
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 0 if dtype is np.uint16 else 1
-        ds.RescaleIntercept = _ds_number(intercept)
-        ds.RescaleSlope = "1"
-        ds.RescaleType = "HU"
-        ds.WindowCenter = "40"
-        ds.WindowWidth = "400"
-        ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
+        ds = _slice_dataset(path, tags, geometry, k, instance, stored[k], intercept)
         with atomic_path(path) as tmp:
             ds.save_as(tmp, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def _slice_dataset(path: Path, tags: dict, geometry: Geometry, k: int, instance: int, stored: np.ndarray,
+                   intercept: float):
+    """The DICOM dataset of k-slice ``k``: the series ``tags``, its position and its stored pixels."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
+    sop_uid = generate_uid()
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = EXPLICIT_VR_LITTLE_ENDIAN
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = CT_IMAGE_STORAGE
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = tags["StudyInstanceUID"]
+    ds.SeriesInstanceUID = tags["SeriesInstanceUID"]
+    ds.FrameOfReferenceUID = tags["FrameOfReferenceUID"]
+    ds.PatientID = tags["PatientID"]
+    ds.PatientName = tags["PatientName"]
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = tags["Date"]
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = tags["Time"]
+    ds.Modality = tags["Modality"]
+    ds.ImageType = tags["ImageType"]
+    ds.SeriesDescription = tags["SeriesDescription"]
+    ds.SeriesNumber = tags["SeriesNumber"]
+    ds.InstanceNumber = int(instance)
+    ds.PositionReferenceIndicator = ""
+    _set_geometry(ds, geometry, k)
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = int(stored.shape[0]), int(stored.shape[1])
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0 if stored.dtype == np.uint16 else 1
+    ds.RescaleIntercept = _ds_number(intercept)
+    ds.RescaleSlope = "1"
+    ds.RescaleType = "HU"
+    ds.WindowCenter = "40"
+    ds.WindowWidth = "400"
+    ds.PixelData = np.ascontiguousarray(stored).tobytes()
+    return ds
+
+
+def _set_geometry(ds, geometry: Geometry, k: int) -> None:
+    """Position, orientation, spacing and slice location of k-slice ``k`` (LPS, mm)."""
+    row_dir = geometry.direction[:, 0]
+    col_dir = geometry.direction[:, 1]
+    dz, dy, dx = geometry.spacing
+    position = geometry.index_to_world(np.array([k, 0.0, 0.0]))
+    ds.ImagePositionPatient = [_ds_number(v) for v in position]
+    ds.ImageOrientationPatient = [_ds_number(v) for v in (*row_dir, *col_dir)]
+    ds.PixelSpacing = [_ds_number(dy), _ds_number(dx)]
+    ds.SliceThickness = _ds_number(dz)
+    ds.SpacingBetweenSlices = _ds_number(dz)
+    ds.SliceLocation = _ds_number(float(position @ np.cross(row_dir, col_dir)))
