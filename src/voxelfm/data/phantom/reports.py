@@ -14,6 +14,9 @@ import numpy as np
 
 from voxelfm.data.phantom.constants import FINDINGS
 
+#: One organ system's sentences: (findings lines, impression lines).
+Section = tuple[list[str], list[str]]
+
 
 def _pick(rng: np.random.Generator, options: list[str]) -> str:
     return options[int(rng.integers(len(options)))]
@@ -27,10 +30,8 @@ def _side_phrase(side: str) -> str:
     return {"left": "left", "right": "right", "bilateral": "bilateral"}[side]
 
 
-def write_report(findings: dict[str, int], params: dict[str, Any], measurements: dict[str, Any],
-                 technique: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-    """Text of one report: ``{findings (text), impression, report (both), labels (positive names)}``."""
-    f = findings
+def _technique(technique: dict[str, Any], rng: np.random.Generator) -> Section:
+    """How the scan was acquired."""
     lines: list[str] = []
     impression: list[str] = []
     lines.append(_pick(rng, [
@@ -38,7 +39,13 @@ def write_report(findings: dict[str, int], params: dict[str, Any], measurements:
         f"Non-enhanced thoracic CT was acquired with {technique['thickness_mm']:g} mm slice thickness.",
         "Examination performed without intravenous contrast.",
     ]))
-    # Trachea and airways
+    return lines, impression
+
+
+def _airways(f: dict[str, int], rng: np.random.Generator) -> Section:
+    """Trachea and bronchi."""
+    lines: list[str] = []
+    impression: list[str] = []
     if f["bronchiectasis"]:
         lines.append(_pick(rng, ["Cylindrical bronchiectasis is seen in the lower lobes.",
                                  "Bronchial dilatation consistent with bronchiectasis in both lower lobes."]))
@@ -49,7 +56,13 @@ def write_report(findings: dict[str, int], params: dict[str, Any], measurements:
     if not (f["bronchiectasis"] or f["peribronchial_thickening"]):
         lines.append(_pick(rng, ["Trachea and main bronchi are patent.", "The central airways are open.",
                                  "Trachea and both main bronchi are normal in calibre and patent."]))
-    # Mediastinum, heart, vessels
+    return lines, impression
+
+
+def _heart_and_vessels(f: dict[str, int], params: dict[str, Any], measurements: dict[str, Any], rng: np.random.Generator) -> Section:
+    """Heart, pericardium, aortic and coronary calcification."""
+    lines: list[str] = []
+    impression: list[str] = []
     if f["cardiomegaly"]:
         lines.append(_pick(rng, ["The heart is enlarged.", "Cardiomegaly is present.",
                                  f"Cardiac silhouette is enlarged (heart volume about {measurements['heart_volume_ml']:.0f} mL)."]))
@@ -75,6 +88,13 @@ def write_report(findings: dict[str, int], params: dict[str, Any], measurements:
         impression.append("Coronary artery calcification.")
     if not (f["arterial_wall_calcification"] or f["coronary_artery_wall_calcification"]):
         lines.append(_pick(rng, ["No vascular calcification.", "No calcified atherosclerotic plaque is seen."]))
+    return lines, impression
+
+
+def _mediastinum(f: dict[str, int], params: dict[str, Any], measurements: dict[str, Any], rng: np.random.Generator) -> Section:
+    """Lymph nodes, hiatal hernia, medical material."""
+    lines: list[str] = []
+    impression: list[str] = []
     if f["lymphadenopathy"]:
         size = measurements.get("largest_node_mm", 0.0)
         lines.append(_pick(rng, [f"Enlarged mediastinal lymph nodes, the largest {size:.0f} mm in short axis.",
@@ -93,7 +113,13 @@ def write_report(findings: dict[str, int], params: dict[str, Any], measurements:
         lines.append(what)
         impression.append({"pacemaker": "Pacemaker in place.", "port": "Port catheter in place.",
                            "sternotomy": "Post-sternotomy changes."}[params["material"]])
-    # Lungs and pleura
+    return lines, impression
+
+
+def _lungs(f: dict[str, int], params: dict[str, Any], measurements: dict[str, Any], rng: np.random.Generator) -> Section:
+    """Emphysema, nodules, consolidation and ground glass, atelectasis."""
+    lines: list[str] = []
+    impression: list[str] = []
     if f["emphysema"]:
         sev = params["emphysema_severity"]
         grade = "mild" if sev < 0.5 else ("moderate" if sev < 0.8 else "severe")
@@ -127,6 +153,13 @@ def write_report(findings: dict[str, int], params: dict[str, Any], measurements:
     if f["atelectasis"]:
         lines.append(_pick(rng, ["Subsegmental atelectasis in the lower lobes.", "Linear atelectatic bands at the lung bases."]))
         impression.append("Atelectasis.")
+    return lines, impression
+
+
+def _pleura(f: dict[str, int], params: dict[str, Any], measurements: dict[str, Any], rng: np.random.Generator) -> Section:
+    """Pleural effusion."""
+    lines: list[str] = []
+    impression: list[str] = []
     if f["pleural_effusion"]:
         side = _side_phrase(params["effusion_side"])
         amount = _amount(params["effusion_depth"])
@@ -136,6 +169,21 @@ def write_report(findings: dict[str, int], params: dict[str, Any], measurements:
         impression.append(f"{amount.capitalize()} {side} pleural effusion.")
     else:
         lines.append(_pick(rng, ["No pleural effusion.", "No pleural effusion or thickening.", "Pleural spaces are clear."]))
+    return lines, impression
+
+
+def write_report(findings: dict[str, int], params: dict[str, Any], measurements: dict[str, Any],
+                 technique: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    """Text of one report: ``{findings (text), impression, report (both), labels (positive names)}``."""
+    f = findings
+    lines: list[str] = []
+    impression: list[str] = []
+    # The sections draw from ``rng`` in this order (a report is reproducible from its seed).
+    for more, imp in (_technique(technique, rng), _airways(f, rng),
+                      _heart_and_vessels(f, params, measurements, rng), _mediastinum(f, params, measurements, rng),
+                      _lungs(f, params, measurements, rng), _pleura(f, params, measurements, rng)):
+        lines += more
+        impression += imp
     lines.append(_pick(rng, ["Visualised upper abdominal organs are unremarkable.",
                              "Limited views of the upper abdomen show no abnormality.", ""]))
     body = " ".join(line for line in lines if line)
