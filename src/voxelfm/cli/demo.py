@@ -20,14 +20,20 @@ def register(app: typer.Typer) -> None:
             [], "--force", help="Re-run this stage and every later one (repeatable): "
             "cohort, pretrain, embed, probes, reportgen, render."
         ),
+        backbones: str = typer.Option(
+            "", "--backbones", help="Comma-separated comparator backbones to add at random init, reduced for a "
+            "CPU: m3d-clip, ct-clip, merlin, radfm (any subset; none by default)."
+        ),
         verbose: bool = typer.Option(False, "--verbose", "-v"),
     ) -> None:
         """Generate a synthetic CT cohort, pretrain a backbone, embed, run all seven task
         categories on pretrained vs random-init vs HU-histogram features, and write OUT/report.html
-        + results.json. Every stage is budgeted in steps, so the same size gives the same numbers."""
+        + results.json. Every stage is budgeted in steps, so the same size gives the same numbers.
+        ``--backbones`` adds the paper's comparator architectures (random init) to the comparison."""
         setup_logging(verbose)
         from voxelfm.demo import run_demo
 
-        result = run_demo(out, size=size, device=device, force=force, console=console)
+        chosen = tuple(b.strip() for b in backbones.split(",") if b.strip())
+        result = run_demo(out, size=size, device=device, force=force, console=console, backbones=chosen)
         console.print(f"[bold green]report:[/] {result.report_html}")
         console.print(f"[bold green]results:[/] {result.results_json}")

@@ -50,16 +50,17 @@ def resolve_device(device: str) -> str:
 
 def run_demo(
     out: str | Path, *, size: str = "small", device: str = "auto", force: list[str] | tuple[str, ...] = (),
-    console: Console | None = None,
+    console: Console | None = None, backbones: list[str] | tuple[str, ...] = (),
 ) -> DemoResult:
-    """Run (or resume) the demo into ``out``; see the module docstring."""
+    """Run (or resume) the demo into ``out``; see the module docstring. ``backbones`` adds comparator
+    backbones (``m3d-clip``, ``ct-clip``, ``merlin``, ``radfm``) at random init, reduced for a CPU."""
     from voxelfm.demo import layout
     from voxelfm.demo.config import get_config
     from voxelfm.demo.pipeline import DemoContext, Pipeline
     from voxelfm.demo.stages import default_stages
 
     out = Path(out).expanduser().resolve()
-    ctx = DemoContext(out=out, config=get_config(size), device=resolve_device(device),
+    ctx = DemoContext(out=out, config=get_config(size, tuple(backbones)), device=resolve_device(device),
                       console=console or Console(stderr=True))
     pipeline = Pipeline(default_stages())
     records = pipeline.run(ctx, force=tuple(force))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from voxelfm.core.errors import ConfigError
@@ -44,13 +44,32 @@ class PretrainConfig:
 
 
 @dataclass(frozen=True)
-class EmbedConfig:
-    slab_thickness: int | None = None  # 2.5D slab thickness in voxels (None: the embedder's default)
-    slab_overlap: int | None = None
+class ComparatorConfig:
+    """A comparator backbone (``voxelfm.models.backbones``) at random init, reduced for a CPU.
+
+    ``sets``: architecture hyper-parameters as ``voxelfm model init --set`` names them (the original
+    constructor's names); ``spec``: parameters of its own preprocessing recipe (``NativeSpec``)
+    that fit the reduced input. Its field of view stays the original's where the recipe has one
+    (spacing x size), so the reduced network sees the same anatomy at a coarser resolution.
+    """
+
+    name: str
+    sets: dict[str, Any] = field(default_factory=dict)
+    spec: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
 
 
 @dataclass(frozen=True)
-class ProbeConfig:
+class EmbedConfig:
+    slab_thickness: int | None = None  # 2.5D slab thickness in voxels (None: the embedder's default)
+    slab_overlap: int | None = None
+    backbones: tuple[ComparatorConfig, ...] = ()  # comparators added by --backbones (none by default)
+
+
+@dataclass(frozen=True)
+class DemoProbeBudget:
+    """How much probe training the demo affords (not :class:`voxelfm.probes.ProbeConfig`, which it sets per run)."""
+
     epochs: int | None = None  # None: each task's default epochs (voxelfm.probes.config)
     seg_epochs: int = 6
     seg_downsample: int = 8  # segmentation target grid = preprocessed grid / this (CPU budget)
@@ -87,7 +106,7 @@ class DemoConfig:
     cohort: CohortConfig
     pretrain: PretrainConfig
     embed: EmbedConfig
-    probes: ProbeConfig
+    probes: DemoProbeBudget
     reportgen: ReportGenConfig
     n_examples: int = 4  # retrieval / report / segmentation / PCA examples shown in the report
 
@@ -108,7 +127,7 @@ SIZES: dict[str, DemoConfig] = {
         pretrain=PretrainConfig(preset="vit-tiny", max_patches=216, spacing_mm=6.0, max_steps=4,
                                 overrides=("train.batch_size_per_gpu=4",)),
         embed=EmbedConfig(),
-        probes=ProbeConfig(epochs=3, seg_epochs=2, seg_downsample=4, hidden_dim=32, bootstrap=100,
+        probes=DemoProbeBudget(epochs=3, seg_epochs=2, seg_downsample=4, hidden_dim=32, bootstrap=100,
                            fractions=(0.5, 1.0), fraction_seeds=1, regression_epochs=10),
         reportgen=ReportGenConfig(lm="tiny", stage1_epochs=1.0, stage2_epochs=1.0, max_new_tokens=24, n_generate=4),
         n_examples=2,
@@ -118,7 +137,7 @@ SIZES: dict[str, DemoConfig] = {
         cohort=CohortConfig(n_scans=256, split_fractions=(0.55, 0.2, 0.25)),  # 146 / 50 / 60 scans
         pretrain=PretrainConfig(max_steps=200),  # cpu_small's studied length
         embed=EmbedConfig(),
-        probes=ProbeConfig(fraction_seeds=1),
+        probes=DemoProbeBudget(fraction_seeds=1),
         # The tiny LM, trained from scratch on the training impressions: SmolLM2-135M costs ~5 CPU-s
         # per optimizer step and ~2 CPU-s per report on this machine, so learning the reports' language
         # for three feature sources and writing 180 test reports would take ~40 CPU-minutes
@@ -133,7 +152,7 @@ SIZES: dict[str, DemoConfig] = {
                                 overrides=("train.batch_size_per_gpu=32", "crops.global_crops_size=112",
                                            "crops.local_crops_size=56", "crops.local_crops_number=8")),
         embed=EmbedConfig(),
-        probes=ProbeConfig(epochs=20, seg_epochs=60, seg_downsample=4, seg_hidden_dim=64, seg_batch_size=2,
+        probes=DemoProbeBudget(epochs=20, seg_epochs=60, seg_downsample=4, seg_hidden_dim=64, seg_batch_size=2,
                            hidden_dim=256, fractions=(0.2, 0.4, 0.6, 0.8, 1.0), fraction_seeds=3),
         reportgen=ReportGenConfig(stage1_epochs=2.0, stage2_epochs=10.0, max_new_tokens=128, text_field="report"),
         n_examples=6,
@@ -141,8 +160,52 @@ SIZES: dict[str, DemoConfig] = {
 }
 
 
-def get_config(size: str) -> DemoConfig:
-    """The demo config of a named size."""
+#: The comparators ``--backbones`` can add, reduced per demo size (``tiny``: test-sized; the others:
+#: a few CPU-seconds per scan at most). Fields of view: CT-CLIP 360 mm (its 480 x 0.75 mm),
+#: Merlin 336 x 336 x 480 mm (224 x 1.5, 160 x 3 mm); M3D and RadFM resize the whole volume.
+_CPU_COMPARATORS = {
+    "m3d-clip": ComparatorConfig("m3d-clip", {"img_size": [32, 128, 128], "hidden_size": 96, "mlp_dim": 192,
+                                              "num_layers": 2, "num_heads": 4}, {"size": [32, 128, 128]}),
+    "ct-clip": ComparatorConfig("ct-clip", {"dim": 64, "codebook_size": 256, "image_size": 120, "patch_size": 20,
+                                            "temporal_patch_size": 10, "frames": 60, "spatial_depth": 1,
+                                            "temporal_depth": 1, "dim_head": 16, "heads": 4, "dim_latent": 64},
+                                {"size_dhw": [60, 120, 120], "spacing_zyx": [6.0, 3.0, 3.0]}),
+    "merlin": ComparatorConfig("merlin", {"layers": [1, 1, 1, 1], "width": 8, "class_nb": 8, "contrastive_dim": 32,
+                                          "input_size": [96, 96, 64]},
+                               {"size_xyz": [96, 96, 64], "spacing_xyz": [3.5, 3.5, 7.5]}),
+    "radfm": ComparatorConfig("radfm", {"image_size": 128, "image_patch_size": 16, "frames": 64, "dim": 96,
+                                        "depth": 2, "heads": 4, "dim_head": 24, "mlp_dim": 192},
+                              {"size_hw": [128, 128], "max_depth": 32}),
+}
+_TINY_COMPARATORS = {
+    "m3d-clip": ComparatorConfig("m3d-clip", {"img_size": [8, 32, 32], "hidden_size": 24, "mlp_dim": 32,
+                                              "num_layers": 1, "num_heads": 2}, {"size": [8, 32, 32]}),
+    "ct-clip": ComparatorConfig("ct-clip", {"dim": 16, "codebook_size": 32, "image_size": 40, "patch_size": 10,
+                                            "temporal_patch_size": 4, "frames": 16, "spatial_depth": 1,
+                                            "temporal_depth": 1, "dim_head": 8, "heads": 2, "dim_latent": 8},
+                                {"size_dhw": [16, 40, 40], "spacing_zyx": [22.5, 9.0, 9.0]}),
+    "merlin": ComparatorConfig("merlin", {"layers": [1, 1, 1, 1], "width": 4, "class_nb": 3, "contrastive_dim": 5,
+                                          "input_size": [64, 64, 32]},
+                               {"size_xyz": [64, 64, 32], "spacing_xyz": [5.25, 5.25, 15.0]}),
+    "radfm": ComparatorConfig("radfm", {"image_size": 64, "image_patch_size": 16, "frames": 64, "dim": 24,
+                                        "depth": 1, "heads": 2, "dim_head": 8, "mlp_dim": 32},
+                              {"size_hw": [64, 64], "max_depth": 16}),
+}
+COMPARATORS: dict[str, dict[str, ComparatorConfig]] = {
+    "tiny": _TINY_COMPARATORS, "small": _CPU_COMPARATORS, "standard": _CPU_COMPARATORS,
+}
+
+
+def get_config(size: str, backbones: tuple[str, ...] | list[str] = ()) -> DemoConfig:
+    """The demo config of a named size, with the named comparator backbones added (``--backbones``)."""
     if size not in SIZES:
         raise ConfigError(f"unknown demo size {size!r}; choose one of {', '.join(SIZES)}")
-    return SIZES[size]
+    config = SIZES[size]
+    if not backbones:
+        return config
+    known = COMPARATORS[size]
+    unknown = [b for b in backbones if b not in known]
+    if unknown:
+        raise ConfigError(f"unknown comparator backbone(s) {', '.join(map(repr, unknown))}; choose from {', '.join(known)}")
+    chosen = tuple(known[b] for b in dict.fromkeys(backbones))  # in the order given, each once
+    return dataclasses.replace(config, embed=dataclasses.replace(config.embed, backbones=chosen))

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from voxelfm.demo.config import DemoConfig
 
 #: Backbones with a model directory (pretrained, and the same architecture at random init).
 MODEL_BACKBONES = ("pretrained", "random")
@@ -11,6 +15,22 @@ BASELINE = "histogram"
 #: Every "backbone" whose features go through the probes, in table order.
 BACKBONE_NAMES = (*MODEL_BACKBONES, BASELINE)
 MODES = ("3d", "2.5d")
+
+
+def comparator_names(config: DemoConfig) -> tuple[str, ...]:
+    """Comparator backbones added with ``--backbones`` (random init; none by default)."""
+    return tuple(c.name for c in config.embed.backbones)
+
+
+def backbone_names(config: DemoConfig) -> tuple[str, ...]:
+    """Every feature source of a run's comparison, in table order (the comparators last)."""
+    return (*BACKBONE_NAMES, *comparator_names(config))
+
+
+def embeddings(config: DemoConfig) -> tuple[tuple[str, str], ...]:
+    """The stores a run embeds, as ``(backbone, mode)``: every source in 3D, the pretrained one in 2.5D too."""
+    return (("pretrained", "3d"), ("random", "3d"), ("pretrained", "2.5d"), (BASELINE, "3d"),
+            *((name, "3d") for name in comparator_names(config)))
 
 
 def cohort_dir(out: Path) -> Path:

@@ -1,111 +1,82 @@
-"""Stage 3: embed every scan with both backbones (full 3D), with the pretrained one in 2.5D, and
-with the non-learned HU-histogram baseline.
+"""Stage 3: embed every scan with both backbones (full 3D), with the pretrained one in 2.5D, with the
+non-learned HU-histogram baseline, and with any comparator backbones added by ``--backbones``.
 
-Both backbones share one preprocessing spec, so each scan is read and preprocessed once and its
-grid goes through all four extractions (:func:`voxelfm.embed.features_from_preprocessed`, and
-:func:`voxelfm.embed.histogram.histogram_features` on the same patch grid) into four
-:class:`voxelfm.embed.EmbeddingStore` directories — a third of the I/O and preprocessing of
-three ``voxelfm embed`` runs, which dominate on CPU for a tiny backbone. Resuming and failure
-records follow ``voxelfm embed``: scans already stored by the same model, spec and mode are
-skipped; a scan that fails is recorded with its reason and the others go on. The 2.5D store feeds
-the 3D-vs-2.5D comparison (paper Fig. 5): chunked inference over overlapping axial slabs, CLS
-aggregated, patch grids stitched.
+One :func:`voxelfm.embed.run_embeddings` pass fills every store: each scan is read and
+preprocessed once per distinct preprocessing spec (once for the two demo backbones and the
+histogram, which share one; once more per comparator, each through its own recipe), and resuming,
+crash safety and failure records are those of ``voxelfm embed``. The 2.5D store feeds the
+3D-vs-2.5D comparison (paper Fig. 5). Comparators are saved here at random init with reduced,
+CPU-sized hyper-parameters (``voxelfm.demo.config.COMPARATORS``): they show the harness end to
+end, not what the published weights can do.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 from voxelfm.demo import layout
+from voxelfm.demo.config import ComparatorConfig
 from voxelfm.demo.pipeline import CheckResult, DemoContext, Stage
 
-#: (backbone, mode) pairs the demo embeds.
-EMBEDDINGS: tuple[tuple[str, str], ...] = (("pretrained", "3d"), ("random", "3d"), ("pretrained", "2.5d"),
-                                           (layout.BASELINE, "3d"))
 
+def save_comparator(ctx: DemoContext, comparator: ComparatorConfig) -> Path:
+    """Build a comparator at random init (``build_backbone`` with its ``--set`` overrides) and save it
+    with its own preprocessing recipe."""
+    from voxelfm.models import save_model
+    from voxelfm.models.backbones import LICENCES, NativeSpec, build_backbone
 
-def baseline_id() -> str:
-    from voxelfm.embed.histogram import MODEL_ID
-
-    return MODEL_ID
+    model = build_backbone(comparator.name, comparator.sets, seed=comparator.seed)
+    path = layout.model_dir(ctx.out, comparator.name)
+    save_model(model, path, spec=NativeSpec(comparator.name, dict(comparator.spec)), card={
+        "title": f"{comparator.name} at random initialisation, reduced for a CPU (voxelfm demo)",
+        "description": "The comparator's architecture with reduced hyper-parameters and random weights: it shows "
+                       "the comparison harness end to end, not the published model's quality.",
+        "training_data": "none",
+        "licence": f"Random weights (no licence attached); the published weights: {LICENCES[comparator.name]}",
+    })
+    return path
 
 
 class EmbedStage(Stage):
     name = "embed"
-    title = "Embed every scan (both backbones, 3D and 2.5D, and the HU-histogram baseline)"
+    title = "Embed every scan (both backbones, 3D and 2.5D, the HU-histogram baseline, any comparators)"
     inputs = ("cohort", "pretrain")
     config_parts = ("embed",)
 
     def outputs(self, ctx: DemoContext) -> list[Path]:
-        return [layout.store_dir(ctx.out, b, m) for b, m in EMBEDDINGS]
+        models = [layout.model_dir(ctx.out, name) for name in layout.comparator_names(ctx.config)]
+        return [layout.store_dir(ctx.out, b, m) for b, m in layout.embeddings(ctx.config)] + models
 
     def run(self, ctx: DemoContext) -> dict[str, Any]:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-        from voxelfm.core.errors import ConfigError, VoxelFMError, located
-        from voxelfm.embed import EmbeddingStore, features_from_preprocessed, read_manifest_csv
-        from voxelfm.embed.histogram import histogram_features
-        from voxelfm.io import load_ct
+        from voxelfm.embed import EmbedTarget, read_manifest_csv, run_embeddings
+        from voxelfm.embed.histogram import HistogramBaseline
         from voxelfm.models import load_model
-        from voxelfm.preprocess import preprocess
 
-        jobs = read_manifest_csv(layout.cohort_dir(ctx.out) / "labels.csv")
         cfg = ctx.config.embed
-        models = {b: load_model(layout.model_dir(ctx.out, b), device=ctx.device) for b in layout.MODEL_BACKBONES}
-        spec = models["pretrained"].spec
-        if any(m.spec != spec for m in models.values()):
-            raise ConfigError("the demo backbones have different preprocessing specs")
-        fingerprint = spec.fingerprint()
-        patch_size = int(models["pretrained"].config.patch_size)
-        ids = {b: models[b].model_id if b in models else baseline_id() for b, _ in EMBEDDINGS}
-        stores = {(b, m): EmbeddingStore(layout.store_dir(ctx.out, b, m)) for b, m in EMBEDDINGS}
-        done = {(b, m): stores[(b, m)].done(ids[b], fingerprint, m) for b, m in EMBEDDINGS}
-        counts = {f"{b}-{m}": {"done": 0, "skipped": 0, "failed": 0} for b, m in EMBEDDINGS}
+        for comparator in cfg.backbones:
+            save_comparator(ctx, comparator)
+        names = (*layout.MODEL_BACKBONES, *layout.comparator_names(ctx.config))
+        models: dict[str, Any] = {b: load_model(layout.model_dir(ctx.out, b), device=ctx.device) for b in names}
+        # the baseline's tokens sit on the pretrained backbone's patch grid, from the same preprocessing
+        models[layout.BASELINE] = HistogramBaseline(models["pretrained"].spec)
+        embeddings = layout.embeddings(ctx.config)
+        targets = [EmbedTarget(models[b], layout.store_dir(ctx.out, b, m), mode=m) for b, m in embeddings]
+        jobs = read_manifest_csv(layout.cohort_dir(ctx.out) / "labels.csv")
         with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), console=ctx.console) as progress:
-            bar = progress.add_task(f"scans ({len(EMBEDDINGS)} embeddings each)", total=len(jobs))
-            for job in jobs:
-                todo = [key for key in EMBEDDINGS if job.scan_id not in done[key]]
-                for key in EMBEDDINGS:
-                    if key not in todo:
-                        counts[f"{key[0]}-{key[1]}"]["skipped"] += 1
-                start = time.perf_counter()
-                pre, error = None, None
-                if todo:
-                    try:
-                        pre = preprocess(load_ct(job.source), spec)
-                    except VoxelFMError as exc:
-                        error = str(exc)
-                prep_seconds = time.perf_counter() - start
-                for backbone, mode in todo:
-                    t0 = time.perf_counter()
-                    store, model = stores[(backbone, mode)], models.get(backbone)
-                    failure = error
-                    if pre is not None:
-                        try:
-                            if model is None:  # the non-learned baseline, on the backbones' patch grid
-                                feats = histogram_features(pre, patch_size)
-                            else:
-                                feats = features_from_preprocessed(model, pre, mode=mode, device=ctx.device,
-                                                                   slab_thickness=cfg.slab_thickness,
-                                                                   slab_overlap=cfg.slab_overlap)
-                            store.write(job.scan_id, feats, source=job.source,
-                                        seconds=prep_seconds + time.perf_counter() - t0)
-                        except VoxelFMError as exc:
-                            failure = str(exc)
-                        except (RuntimeError, ValueError, MemoryError) as exc:  # e.g. out of memory
-                            failure = located(job.source, f"{type(exc).__name__}: {exc}")
-                    key = f"{backbone}-{mode}"
-                    if failure is not None:
-                        store.record_failure(job.scan_id, job.source, failure, model_id=ids[backbone],
-                                             spec_fingerprint=fingerprint, mode=mode)
-                        counts[key]["failed"] += 1
-                        ctx.console.print(f"[yellow]{job.scan_id} failed ({key}):[/] {failure}")
-                    else:
-                        counts[key]["done"] += 1
-                progress.advance(bar)
+            bar = progress.add_task(f"scans ({len(targets)} embeddings each)", total=len(jobs))
+            summaries = run_embeddings(targets, jobs, device=ctx.device, slab_thickness=cfg.slab_thickness,
+                                       slab_overlap=cfg.slab_overlap,
+                                       on_progress=lambda scan_id, status: progress.advance(bar))
+        counts = {}
+        for target, summary in zip(targets, summaries, strict=True):
+            label = Path(target.store).name
+            for scan_id, reason in summary.failures:
+                ctx.console.print(f"[yellow]{scan_id} failed ({label}):[/] {reason}")
+            counts[label] = {"done": summary.done, "skipped": summary.skipped, "failed": summary.failed}
         return counts
 
     def check(self, ctx: DemoContext) -> CheckResult:
@@ -118,6 +89,7 @@ def check_stores(ctx: DemoContext) -> CheckResult:
 
     from voxelfm.core.errors import VoxelFMError
     from voxelfm.embed import EmbeddingStore
+    from voxelfm.embed.histogram import MODEL_ID as BASELINE_ID
     from voxelfm.models import read_model_config
 
     res = CheckResult()
@@ -126,10 +98,10 @@ def check_stores(ctx: DemoContext) -> CheckResult:
     except (OSError, ValueError, KeyError) as exc:
         res.problems.append(f"cohort labels unreadable ({exc})")
         return res
-    for backbone, mode in EMBEDDINGS:
+    for backbone, mode in layout.embeddings(ctx.config):
         path = layout.store_dir(ctx.out, backbone, mode)
         try:
-            model_id = (baseline_id() if backbone == layout.BASELINE
+            model_id = (BASELINE_ID if backbone == layout.BASELINE
                         else str(read_model_config(layout.model_dir(ctx.out, backbone))["model_id"]))
         except (VoxelFMError, OSError, KeyError) as exc:
             res.problems.append(f"{layout.model_dir(ctx.out, backbone)}: config unreadable ({exc})")
