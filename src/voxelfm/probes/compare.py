@@ -1,14 +1,17 @@
-"""Several stores (backbones) under one protocol: one table with CIs and paired differences.
+"""Paired comparisons of probe runs: the one routine behind ``compare``, ``evaluate`` and the demo.
 
-Every store is probed with the same labels, split, task and config. Differences to a reference
-store use a paired bootstrap over the test units both runs evaluated (same scans, or the same
-retrieval trials), each side with its own metric settings (e.g. its own validation threshold).
+Two runs (e.g. two backbones, two heads, 3D vs 2.5D) are compared with a paired bootstrap
+(:func:`voxelfm.metrics.bootstrap.paired_bootstrap`) over the test units both evaluated (the same
+scans, or the same retrieval trials). Every evaluation group of a task output (the main one and
+prefixed ones such as ``same_patient/``) is resampled on its own units, and each side keeps its own
+metric settings (e.g. the threshold it chose on its own validation predictions).
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,9 +19,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from voxelfm.core.errors import DataError
-from voxelfm.metrics.bootstrap import paired_bootstrap
+from voxelfm.core.errors import DataError, VoxelFMError
+from voxelfm.metrics.bootstrap import DifferenceCI, paired_bootstrap
 from voxelfm.probes.run import ProbeResult, run_probe
+
+log = logging.getLogger(__name__)
+
+DIFFERENCE_COLUMNS = ["metric", "value", "ci_low", "ci_high", "p_value", "n"]
 
 
 @dataclass
@@ -28,20 +35,80 @@ class Comparison:
     results: dict[str, ProbeResult]
 
 
-def _aligned(result: ProbeResult, ids: list[str]) -> tuple[np.ndarray, ...]:
-    pos = {u: i for i, u in enumerate(result.output.eval_ids)}
-    rows = np.array([pos[u] for u in ids])
-    return tuple(np.asarray(a)[rows] for a in result.output.eval_arrays)
+def _groups(result: ProbeResult) -> dict[str, tuple[Any, list[str], tuple[np.ndarray, ...]]]:
+    """``{prefix: (metric_fn, test unit ids, arrays)}`` of every evaluation group of a run."""
+    out = result.output
+    groups = {"": (out.metric_fn, list(out.eval_ids), tuple(out.eval_arrays))}
+    for prefix, fn, ids, arrays in out.more_evaluations:
+        groups[prefix] = (fn, list(ids), tuple(arrays))
+    return groups
 
 
-def paired_differences(a: ProbeResult, b: ProbeResult, *, n_resamples: int = 1000, seed: int = 4) -> pd.DataFrame:
-    """``a - b`` for every metric of the main evaluation, paired over their common test units."""
-    common = [u for u in a.output.eval_ids if u in set(b.output.eval_ids)]
-    if not common:
+def _aligned(ids: list[str], arrays: tuple[np.ndarray, ...], common: list[str]) -> tuple[np.ndarray, ...]:
+    pos = {u: i for i, u in enumerate(ids)}
+    rows = np.array([pos[u] for u in common], dtype=np.int64)
+    return tuple(np.asarray(a)[rows] for a in arrays)
+
+
+def paired_differences(
+    a: ProbeResult, b: ProbeResult, *, n_resamples: int = 1000, seed: int = 4,
+    metrics: Iterable[str] | None = None,
+) -> dict[str, DifferenceCI]:
+    """``a − b`` for every metric both runs report (or only ``metrics``), paired over common test units.
+
+    A group whose metric is undefined on the common units (e.g. one class left) is left out with a
+    log message; runs that share no test unit at all raise :class:`DataError`.
+    """
+    wanted = None if metrics is None else set(metrics)
+    groups_a, groups_b = _groups(a), _groups(b)
+    # A metric belongs to the group whose (non-empty) prefix it starts with, else to the main group.
+    needed = None if wanted is None else {next((p for p in groups_a if p and k.startswith(p)), "") for k in wanted}
+    out: dict[str, DifferenceCI] = {}
+    shared_any = False
+    for prefix, (fn_a, ids_a, arrays_a) in groups_a.items():
+        if prefix not in groups_b:
+            continue
+        fn_b, ids_b, arrays_b = groups_b[prefix]
+        in_b = set(ids_b)
+        common = [u for u in ids_a if u in in_b]
+        shared_any = shared_any or bool(common)
+        if not common or (needed is not None and prefix not in needed):
+            continue
+        try:
+            diffs = paired_bootstrap(fn_a, _aligned(ids_a, arrays_a, common), _aligned(ids_b, arrays_b, common),
+                                     fn_b=fn_b, n_resamples=n_resamples, seed=seed)
+        except (VoxelFMError, ValueError) as exc:
+            log.info("no paired difference for %r metrics: %s", prefix or "main", exc)
+            continue
+        out.update({f"{prefix}{k}": d for k, d in diffs.items() if wanted is None or f"{prefix}{k}" in wanted})
+    if not shared_any:
         raise DataError("the two runs share no test units; they cannot be compared pairwise")
-    diffs = paired_bootstrap(a.output.metric_fn, _aligned(a, common), _aligned(b, common),
-                             fn_b=b.output.metric_fn, n_resamples=n_resamples, seed=seed)
-    return pd.DataFrame([{"metric": k, **d.to_dict()} for k, d in diffs.items()])
+    return out
+
+
+def differences_table(a: ProbeResult, b: ProbeResult, *, n_resamples: int = 1000, seed: int = 4) -> pd.DataFrame:
+    """:func:`paired_differences` as a table: one row per metric (``DIFFERENCE_COLUMNS`` and more)."""
+    diffs = paired_differences(a, b, n_resamples=n_resamples, seed=seed)
+    rows = [{"metric": k, **d.to_dict()} for k, d in diffs.items()]
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=DIFFERENCE_COLUMNS)
+
+
+def differences_to(results: Mapping[str, ProbeResult], reference: str) -> pd.DataFrame:
+    """``<name> − reference`` for every other run, each with its own run's bootstrap settings.
+
+    Columns ``backbone``, ``reference`` and those of :func:`differences_table`.
+    """
+    frames = []
+    for name, res in results.items():
+        if name == reference:
+            continue
+        d = differences_table(res, results[reference], n_resamples=int(res.config["bootstrap"]),
+                              seed=int(res.config["bootstrap_seed"]))
+        frames.append(d.assign(backbone=name, reference=reference))
+    if not frames:
+        return pd.DataFrame(columns=["backbone", "reference", *DIFFERENCE_COLUMNS])
+    table = pd.concat(frames, ignore_index=True)
+    return table[["backbone", "reference", *[c for c in table.columns if c not in ("backbone", "reference")]]]
 
 
 def metrics_table(results: Mapping[str, ProbeResult], column: str = "backbone") -> pd.DataFrame:
@@ -65,26 +132,15 @@ def compare_stores(
     """
     if len(stores) < 1:
         raise DataError("compare_stores needs at least one store")
+    reference = reference or list(stores)[-1]
+    if reference not in stores:
+        raise DataError(f"reference store {reference!r} is not among {list(stores)}")
     results: dict[str, ProbeResult] = {}
     for name, store in stores.items():
         run_dir = None if out_dir is None else Path(out_dir) / name
         results[name] = run_probe(task, store, labels, target=target, head=head, out_dir=run_dir, config=config,
                                   split_column=split_column, split_dir=split_dir)
-    reference = reference or list(stores)[-1]
-    if reference not in results:
-        raise DataError(f"reference store {reference!r} is not among {list(stores)}")
-    n_boot = int(next(iter(results.values())).config["bootstrap"])
-    seed = int(next(iter(results.values())).config["bootstrap_seed"])
-    diff_rows = []
-    for name, res in results.items():
-        if name == reference:
-            continue
-        d = paired_differences(res, results[reference], n_resamples=n_boot, seed=seed)
-        d.insert(0, "reference", reference)
-        d.insert(0, "backbone", name)
-        diff_rows.append(d)
-    differences = pd.concat(diff_rows, ignore_index=True) if diff_rows else pd.DataFrame(
-        columns=["backbone", "reference", "metric", "value", "ci_low", "ci_high", "p_value", "n"])
+    differences = differences_to(results, reference)
     table = metrics_table(results)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -93,4 +149,5 @@ def compare_stores(
     return Comparison(table, differences, results)
 
 
-__all__ = ["Comparison", "compare_stores", "metrics_table", "paired_differences"]
+__all__ = ["Comparison", "compare_stores", "differences_table", "differences_to", "metrics_table",
+           "paired_differences"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,8 @@ class FeatureSet:
     input_geometry: list[Geometry | None] | None = None
     model_id: str | None = None
     name: str | None = None
-    _index: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    #: ``{scan_id: row}``; ``scan_id in features`` asks it.
+    index: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.ids = [str(i) for i in self.ids]
@@ -68,7 +69,7 @@ class FeatureSet:
                 setattr(self, attr, [None] * n)
             elif len(value) != n:
                 raise DataError(located(self.name, f"{len(value)} {attr} entries for {n} ids"))
-        self._index = {sid: i for i, sid in enumerate(self.ids)}
+        self.index = {sid: i for i, sid in enumerate(self.ids)}
 
     @property
     def dim(self) -> int:
@@ -81,9 +82,20 @@ class FeatureSet:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def __contains__(self, scan_id: object) -> bool:
+        return scan_id in self.index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids)
+
+    def __getitem__(self, scan_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(cls (C,), patch (d, h, w, C))`` of one scan: the mapping report generation reads."""
+        row = self.position(scan_id)
+        return self.cls[row], self.require_patches("report generation")[row]
+
     def position(self, scan_id: str) -> int:
         try:
-            return self._index[scan_id]
+            return self.index[scan_id]
         except KeyError:
             raise StoreError(located(self.name, f"no features for scan {scan_id!r}")) from None
 
@@ -156,10 +168,15 @@ class FeatureSet:
                                             "labels for this store, with the same scan_id spelling?"))
         label = name or str(getattr(store, "path", "store"))
         if not patches:
-            # Only the CLS tensors are read; model ids come from the manifest records.
-            got_ids, matrix = store.cls_matrix(wanted)
-            latest = store.latest() if hasattr(store, "latest") else {}
-            model_ids = {latest.get(i, {}).get("model_id") for i in got_ids} - {None}
+            if hasattr(store, "cls_features"):
+                # In bulk: a compacted store's CLS matrix is one memory map and its models come from
+                # the generation's info; only scans embedded since the compaction open a file.
+                table = store.cls_features(None if ids is None else wanted)
+                got_ids, matrix, model_ids = table.ids, table.cls, set(table.models) - {None}
+            else:  # a store-like object with only cls_matrix()/latest()
+                got_ids, matrix = store.cls_matrix(wanted)
+                latest = store.latest() if hasattr(store, "latest") else {}
+                model_ids = {latest.get(i, {}).get("model_id") for i in got_ids} - {None}
             if len(model_ids) > 1:
                 raise StoreError(located(label, f"entries come from several models: {sorted(model_ids)}"))
             return cls(list(got_ids), matrix, None, None, None, next(iter(model_ids), None), label)
@@ -315,7 +332,7 @@ def assemble(
     require_columns(labels, required)
     label_ids = [sid for sid in labels.index if isinstance(split.get(sid), str)]
     no_split = len(labels) - len(label_ids)
-    with_feats = [sid for sid in label_ids if sid in features._index]
+    with_feats = [sid for sid in label_ids if sid in features]
     no_features = len(label_ids) - len(with_feats)
     if required:
         complete = labels.loc[with_feats, list(required)].notna().all(axis=1)

@@ -1,9 +1,15 @@
 """Data-fraction sweeps (paper Fig. 4): nested training subsets, several seeds, fixed val/test.
 
-The original drew each fraction independently (``random.sample`` per fraction, §4.9), so a
-smaller subset was not contained in a larger one and curves mixed subset noise with data size.
-Here, per seed, the training scans are shuffled once (within each stratum) and fraction f keeps the
-first ``ceil(f · n_stratum)`` of every stratum: subsets are nested and keep the class balance.
+The original drew each fraction independently (``random.sample`` per fraction), so a smaller
+subset was not contained in a larger one and curves mixed subset noise with data size. Here one
+stratified order of the training scans is drawn per seed and fraction f keeps its first ``n_f``
+scans, so subsets are nested and keep the class balance.
+
+Rounding: ``n_f = ceil(f · n)`` scans of the ``n`` training scans (at least one; ``f = 1`` keeps
+all). The order interleaves the strata: each stratum is shuffled and its i-th scan gets the key
+``(i + 0.5) / n_stratum``; scans are taken in key order (ties in a random order). Every stratum
+therefore contributes within one scan of ``f · n_stratum``, however many small strata there are
+(rounding up per stratum would give every singleton stratum a scan at any fraction).
 """
 
 from __future__ import annotations
@@ -19,25 +25,38 @@ import pandas as pd
 
 from voxelfm.core.errors import ConfigError
 from voxelfm.probes.config import ProbeConfig
-from voxelfm.probes.data import FeatureSet, read_labels, resolve_splits
-from voxelfm.probes.run import run_probe
+from voxelfm.probes.data import read_labels, resolve_splits
+from voxelfm.probes.run import load_features, needs_patches, run_probe
+
+
+def subset_size(fraction: float, n: int) -> int:
+    """``ceil(fraction · n)``, at least 1 and at most ``n`` (a float error does not add a scan)."""
+    return min(n, max(1, math.ceil(fraction * n - 1e-9)))
+
+
+def stratified_order(ids: Sequence[str], seed: int, strata: Sequence[Any] | None = None) -> list[str]:
+    """All ``ids`` in an order whose every prefix holds each stratum in proportion (within one scan)."""
+    ids_arr = np.asarray([str(i) for i in ids])
+    strata_arr = np.zeros(len(ids_arr)) if strata is None else np.asarray(strata)
+    if len(strata_arr) != len(ids_arr):
+        raise ConfigError(f"{len(strata_arr)} strata for {len(ids_arr)} ids")
+    rng = np.random.default_rng(seed)
+    keys = np.empty(len(ids_arr))
+    for s in np.unique(strata_arr):
+        rows = rng.permutation(np.flatnonzero(strata_arr == s))
+        keys[rows] = (np.arange(len(rows)) + 0.5) / len(rows)
+    ties = rng.permutation(len(ids_arr))
+    return ids_arr[np.lexsort((ties, keys))].tolist()
 
 
 def nested_subsets(ids: Sequence[str], fractions: Sequence[float], seed: int,
                    strata: Sequence[Any] | None = None) -> dict[float, list[str]]:
-    """``{fraction: ids}`` with ``subset(f1) ⊆ subset(f2)`` whenever ``f1 <= f2``."""
+    """``{fraction: sorted ids}`` with ``subset(f1) ⊆ subset(f2)`` whenever ``f1 <= f2`` (module docstring)."""
     for f in fractions:
         if not 0 < f <= 1:
             raise ConfigError(f"fractions must lie in (0, 1], got {f}")
-    ids = np.asarray([str(i) for i in ids])
-    strata_arr = np.zeros(len(ids)) if strata is None else np.asarray(strata)
-    rng = np.random.default_rng(seed)
-    orders = {s: rng.permutation(ids[strata_arr == s]) for s in np.unique(strata_arr)}
-    out = {}
-    for f in sorted(fractions):
-        chosen = [o[: max(1, math.ceil(f * len(o)))] for o in orders.values()]
-        out[float(f)] = sorted(np.concatenate(chosen).tolist())
-    return out
+    order = stratified_order(ids, seed, strata)
+    return {float(f): sorted(order[: subset_size(f, len(order))]) for f in sorted(fractions)}
 
 
 def fraction_sweep(
@@ -52,8 +71,7 @@ def fraction_sweep(
     cfg = ProbeConfig.for_task(task, {**(config or {}), **({"head": head} if head else {})})
     split = resolve_splits(label_df, split_column=split_column, split_dir=split_dir, patient_column=cfg.patient_column,
                            seed=cfg.train.seed)
-    features = store if isinstance(store, FeatureSet) else FeatureSet.from_store(
-        store, patches=task in ("localisation", "segmentation") or cfg.head != "mlp")
+    features = load_features(store, patches=needs_patches(task, cfg))
     have = set(features.ids)
     train_ids = [sid for sid in label_df.index if split.get(sid) == "train" and sid in have]
     strata = None
@@ -78,4 +96,4 @@ def fraction_sweep(
     return table
 
 
-__all__ = ["fraction_sweep", "nested_subsets"]
+__all__ = ["fraction_sweep", "nested_subsets", "stratified_order", "subset_size"]

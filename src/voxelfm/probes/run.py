@@ -92,7 +92,15 @@ def _required_columns(task: str, targets: list[str], config: ProbeConfig) -> lis
     return list(targets)
 
 
-def _needs_patches(task: str, config: ProbeConfig) -> bool:
+def needs_patches(task: str, config: ProbeConfig | dict[str, Any] | None = None) -> bool:
+    """Whether a probe of ``task`` with ``config`` reads patch tokens (else the CLS vectors suffice).
+
+    The one answer every caller uses when loading features: localisation and segmentation always
+    do; kNN and retrieval only with ``feature: mean_patch``; trained heads unless the head is the
+    MLP on CLS (``feature`` does not apply to them).
+    """
+    if not isinstance(config, ProbeConfig):
+        config = ProbeConfig.for_task(task, dict(config or {}))
     if task in ("localisation", "segmentation"):
         return True
     if task in ("knn", "retrieval"):
@@ -153,7 +161,7 @@ def run_probe(
     split = resolve_splits(label_df, split_column=split_column, split_dir=split_dir,
                            patient_column=cfg.patient_column, seed=cfg.train.seed)
     wanted = [sid for sid in label_df.index if isinstance(split.get(sid), str)]
-    features = load_features(store, patches=_needs_patches(task, cfg),
+    features = load_features(store, patches=needs_patches(task, cfg),
                              ids=None if isinstance(store, FeatureSet) else wanted)
     needed_splits = (cfg.retrieval_split,) if task == "retrieval" else ("train", "val", "test")
     data = assemble(features, label_df, split, _required_columns(task, targets, cfg), require_splits=needed_splits)
@@ -222,4 +230,4 @@ def write_run(result: ProbeResult, out_dir: str | os.PathLike[str], *, figures: 
     return out
 
 
-__all__ = ["ProbeResult", "evaluate_output", "load_features", "run_probe", "write_run"]
+__all__ = ["ProbeResult", "evaluate_output", "load_features", "needs_patches", "run_probe", "write_run"]

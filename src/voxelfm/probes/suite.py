@@ -149,106 +149,132 @@ def _headline_rows(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True) if rows else summary.iloc[0:0]
 
 
+class _Features:
+    """Each store read once per suite: with patch tokens when any task needs them, else CLS only."""
+
+    def __init__(self, stores: dict[str, str]) -> None:
+        self.stores = stores
+        self.cache: dict[tuple[str, bool], FeatureSet] = {}
+
+    def __call__(self, store: str, patches: bool) -> FeatureSet:
+        if (store, True) in self.cache:
+            return self.cache[(store, True)]
+        if (store, patches) not in self.cache:
+            self.cache[(store, patches)] = FeatureSet.from_store(self.stores[store], patches=patches, name=store)
+        return self.cache[(store, patches)]
+
+
+@dataclass
+class _Outcome:
+    """What a suite run collects: metric rows, difference tables and errors."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    diffs: list[pd.DataFrame] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+
+def _probe_stores(suite: Suite, entry: TaskEntry, head_name: str, cfg: dict[str, Any], features: _Features,
+                  out: Path, outcome: _Outcome, keep_going: bool) -> dict[str, Any]:
+    """One task × head on every store; returns the results by store (failures go to ``outcome``)."""
+    from voxelfm.probes.run import needs_patches, run_probe
+
+    results = {}
+    for store in suite.stores:
+        try:  # an invalid config is a failure of this task like any other
+            res = run_probe(entry.task, features(store, needs_patches(entry.task, cfg)), suite.labels, target=entry.targets or None,
+                            out_dir=out / entry.name / head_name / store, config=cfg,
+                            split_column=suite.split_column, split_dir=suite.split_dir)
+        except VoxelFMError as exc:
+            if not keep_going:
+                raise
+            log.error("%s/%s/%s failed: %s", entry.name, head_name, store, exc)
+            outcome.errors.append({"name": entry.name, "head": head_name, "backbone": store, "error": str(exc)})
+            continue
+        results[store] = res
+        outcome.rows += [{"name": entry.name, "task": entry.task, "head": head_name, "backbone": store,
+                          "metric": metric, **ci.to_dict()} for metric, ci in res.metrics.items()]
+    return results
+
+
+def _fraction_curves(suite: Suite, entry: TaskEntry, head_name: str, cfg: dict[str, Any], features: _Features,
+                     out: Path, outcome: _Outcome, keep_going: bool) -> None:
+    """The task's data-fraction sweep on every store: ``fractions_<name>_<head>.csv`` and a figure."""
+    from voxelfm.probes.fractions import fraction_sweep
+    from voxelfm.probes.run import needs_patches
+    from voxelfm.viz.plots import fraction_curves
+
+    frames = []
+    for store in suite.stores:
+        try:
+            f = fraction_sweep(entry.task, features(store, needs_patches(entry.task, cfg)), suite.labels,
+                               fractions=entry.fractions, seeds=entry.fraction_seeds, target=entry.targets or None,
+                               config=cfg, out_dir=out / entry.name / head_name / f"fractions_{store}",
+                               split_column=suite.split_column, split_dir=suite.split_dir)
+        except VoxelFMError as exc:
+            if not keep_going:
+                raise
+            outcome.errors.append({"name": entry.name, "head": head_name, "backbone": store,
+                                   "error": f"fraction sweep: {exc}"})
+            continue
+        frames.append(f.assign(backbone=store))
+    if frames:
+        table = pd.concat(frames, ignore_index=True)
+        table.to_csv(out / f"fractions_{entry.name}_{head_name}.csv", index=False)
+        metric = next((m for m in HEADLINE.get(entry.task, []) if m in set(table["metric"])), None)
+        if metric:
+            fraction_curves(table, out / "figures" / f"fractions_{entry.name}_{head_name}.png", metric=metric)
+
+
+def _summary_figures(summary: pd.DataFrame, out: Path) -> None:
+    """Headline metrics of every task as bars, and MLP vs Q-Former where a task ran both."""
+    from voxelfm.viz.plots import head_comparison, metric_bars
+
+    head_rows = _headline_rows(summary)
+    if not len(head_rows):
+        return
+    bars = head_rows.assign(category=head_rows["task"], task=head_rows["name"] + " (" + head_rows["head"] + ")")
+    metric_bars(bars, out / "figures" / "tasks.png", group="backbone", title="test metrics with 95% CIs")
+    cmp = head_rows[head_rows["head"].isin(["mlp", "qformer"])]
+    if len(cmp) and cmp.groupby("name")["head"].nunique().max() > 1:
+        for store, sub in cmp.groupby("backbone"):
+            head_comparison(sub.assign(task=sub["name"]), out / "figures" / f"heads_{store}.png")
+
+
 def run_suite(suite: Suite | str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
               keep_going: bool = True) -> pd.DataFrame:
     """Run every task × head × store of a suite; returns the summary table (also written to disk).
 
     With ``keep_going`` a failing task is recorded in ``summary.json`` (``errors``) and the rest run.
     """
-    from voxelfm.probes.compare import paired_differences
-    from voxelfm.probes.fractions import fraction_sweep
-    from voxelfm.probes.run import run_probe
-    from voxelfm.viz.plots import fraction_curves, head_comparison, metric_bars
+    from voxelfm.probes.compare import differences_to
 
     if not isinstance(suite, Suite):
         suite = Suite.load(suite)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     reference = suite.reference or list(suite.stores)[-1]
-    feature_cache: dict[tuple[str, bool], FeatureSet] = {}
-
-    def features(store: str, patches: bool) -> FeatureSet:
-        key = (store, patches)
-        if key not in feature_cache:
-            if not patches and (store, True) in feature_cache:
-                return feature_cache[(store, True)]
-            feature_cache[key] = FeatureSet.from_store(suite.stores[store], patches=patches, name=store)
-        return feature_cache[key]
-
-    rows, diffs, errors = [], [], []
+    features = _Features(suite.stores)
+    outcome = _Outcome()
     for entry in suite.tasks:
         for head in entry.heads:
             cfg = _merge(suite.config, entry.config)
             if head is not None:
                 cfg["head"] = head
             head_name = cfg.get("head") or DEFAULT_HEADS.get(entry.task, "mlp")
-            patches = entry.task in ("localisation", "segmentation") or head_name == "qformer" or \
-                cfg.get("feature") == "mean_patch"
-            results = {}
-            for store in suite.stores:
-                run_dir = out / entry.name / head_name / store
-                try:
-                    res = run_probe(entry.task, features(store, patches), suite.labels, target=entry.targets or None,
-                                    out_dir=run_dir, config=cfg, split_column=suite.split_column,
-                                    split_dir=suite.split_dir)
-                except VoxelFMError as exc:
-                    if not keep_going:
-                        raise
-                    log.error("%s/%s/%s failed: %s", entry.name, head_name, store, exc)
-                    errors.append({"name": entry.name, "head": head_name, "backbone": store, "error": str(exc)})
-                    continue
-                results[store] = res
-                for metric, ci in res.metrics.items():
-                    rows.append({"name": entry.name, "task": entry.task, "head": head_name, "backbone": store,
-                                 "metric": metric, **ci.to_dict()})
-            if reference in results:
-                for store, res in results.items():
-                    if store == reference:
-                        continue
-                    d = paired_differences(res, results[reference], n_resamples=int(res.config["bootstrap"]),
-                                           seed=int(res.config["bootstrap_seed"]))
-                    d.insert(0, "reference", reference)
-                    d.insert(0, "backbone", store)
-                    d.insert(0, "head", head_name)
-                    d.insert(0, "name", entry.name)
-                    diffs.append(d)
+            results = _probe_stores(suite, entry, head_name, cfg, features, out, outcome, keep_going)
+            d = differences_to(results, reference) if reference in results else pd.DataFrame()
+            if len(d):
+                outcome.diffs.append(d.assign(name=entry.name, head=head_name)[["name", "head", *d.columns]])
             if entry.fractions:
-                frames = []
-                for store in suite.stores:
-                    try:
-                        f = fraction_sweep(entry.task, features(store, patches), suite.labels, fractions=entry.fractions,
-                                           seeds=entry.fraction_seeds, target=entry.targets or None, config=cfg,
-                                           out_dir=out / entry.name / head_name / f"fractions_{store}",
-                                           split_column=suite.split_column, split_dir=suite.split_dir)
-                    except VoxelFMError as exc:
-                        if not keep_going:
-                            raise
-                        errors.append({"name": entry.name, "head": head_name, "backbone": store,
-                                       "error": f"fraction sweep: {exc}"})
-                        continue
-                    frames.append(f.assign(backbone=store))
-                if frames:
-                    table = pd.concat(frames, ignore_index=True)
-                    table.to_csv(out / f"fractions_{entry.name}_{head_name}.csv", index=False)
-                    metric = next((m for m in HEADLINE.get(entry.task, []) if m in set(table["metric"])), None)
-                    if metric:
-                        fraction_curves(table, out / "figures" / f"fractions_{entry.name}_{head_name}.png", metric=metric)
-    summary = pd.DataFrame(rows)
-    differences = pd.concat(diffs, ignore_index=True) if diffs else pd.DataFrame()
+                _fraction_curves(suite, entry, head_name, cfg, features, out, outcome, keep_going)
+    summary = pd.DataFrame(outcome.rows)
+    differences = pd.concat(outcome.diffs, ignore_index=True) if outcome.diffs else pd.DataFrame()
     summary.to_csv(out / "summary.csv", index=False)
     differences.to_csv(out / "differences.csv", index=False)
     if len(summary):
-        head_rows = _headline_rows(summary)
-        if len(head_rows):
-            bars = head_rows.assign(category=head_rows["task"], task=head_rows["name"] + " (" + head_rows["head"] + ")")
-            metric_bars(bars, out / "figures" / "tasks.png", group="backbone", title="test metrics with 95% CIs")
-            if head_rows["head"].nunique() > 1:
-                cmp = head_rows[head_rows["head"].isin(["mlp", "qformer"])]
-                if cmp.groupby("name")["head"].nunique().max() > 1:
-                    for store, sub in cmp.groupby("backbone"):
-                        head_comparison(sub.assign(task=sub["name"]), out / "figures" / f"heads_{store}.png")
+        _summary_figures(summary, out)
     payload = {"summary": summary.to_dict(orient="records"), "differences": differences.to_dict(orient="records"),
-               "errors": errors, "stores": suite.stores, "reference": reference}
+               "errors": outcome.errors, "stores": suite.stores, "reference": reference}
     atomic_write_text(out / "summary.json", json.dumps(payload, indent=1, default=str))
     return summary
 

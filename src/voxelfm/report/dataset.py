@@ -1,8 +1,8 @@
 """Report records, frozen features (in memory or from an ``EmbeddingStore``) and training batches.
 
-Features are passed around as ``{scan_id: (cls (C,), patch (d, h, w, C))}`` numpy arrays, so the
-report model can be trained on features computed anywhere (an ``EmbeddingStore``, a backbone run
-in a notebook, or synthetic arrays in tests).
+Features are read as a mapping ``{scan_id: (cls (C,), patch (d, h, w, C))}`` of numpy arrays, so the
+report model can be trained on features computed anywhere (a store, loaded as the probes'
+:class:`~voxelfm.probes.data.FeatureSet`; a backbone run in a notebook; synthetic arrays in tests).
 """
 
 from __future__ import annotations
@@ -12,13 +12,17 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from voxelfm.core.errors import DataError, StoreError, located
 
+if TYPE_CHECKING:
+    from voxelfm.probes.data import FeatureSet
+
+#: ``{scan_id: (cls (C,), patch (d, h, w, C))}``; a :class:`~voxelfm.probes.data.FeatureSet` is one.
 FeatureMap = Mapping[str, tuple[np.ndarray, np.ndarray]]
 SPLITS = ("train", "val", "test")
 
@@ -83,20 +87,21 @@ def write_records(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]
     atomic_write_text(path, "".join(json.dumps(dict(r)) + "\n" for r in rows))
 
 
-def features_from_store(store_path: str | os.PathLike[str],
-                        ids: Iterable[str] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Load ``{scan_id: (cls, patch)}`` from an ``EmbeddingStore`` (all ok entries by default)."""
-    from voxelfm.embed.store import EmbeddingStore
+def features_from_store(store_path: str | os.PathLike[str], ids: Iterable[str] | None = None) -> FeatureSet:
+    """The :class:`~voxelfm.probes.data.FeatureSet` of a store (all ok entries by default), with patches.
 
-    store = EmbeddingStore(store_path)
-    wanted = list(ids) if ids is not None else list(store.ids())
-    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for scan_id in wanted:
-        if scan_id not in store:
-            raise StoreError(located(store_path, f"no embedding for scan {scan_id!r}"))
-        feats = store.get(scan_id)
-        out[scan_id] = (np.asarray(feats.cls, dtype=np.float32), np.asarray(feats.patch, dtype=np.float32))
-    return out
+    The same loader the probes use (geometry and the one-model check included); it reads as a
+    :data:`FeatureMap`. Every requested id must have an embedding.
+    """
+    from voxelfm.probes.data import FeatureSet
+
+    wanted = None if ids is None else [str(i) for i in ids]
+    features = FeatureSet.from_store(store_path, wanted, patches=True)
+    missing = [i for i in wanted or () if i not in features]
+    if missing:
+        raise StoreError(located(store_path, f"no embedding for scan {missing[0]!r}"
+                                             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")))
+    return features
 
 
 def check_features(features: FeatureMap, ids: Sequence[str]) -> int:
