@@ -8,7 +8,7 @@ import pytest
 from conftest import SPEC, phantom
 from typer.testing import CliRunner
 
-from voxelfm.embed import precision
+from voxelfm.core import device as hardware
 from voxelfm.embed.precision import choose_dtype, cpu_bf16_flags
 from voxelfm.preprocess import preprocess
 
@@ -22,13 +22,13 @@ def test_cpu_flags_are_read_from_cpuinfo() -> None:
 
 
 def test_fp32_without_native_bf16(model, monkeypatch) -> None:
-    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda cpuinfo=None: [])
+    monkeypatch.setattr(hardware, "cpu_bf16_flags", lambda cpuinfo=None: [])
     choice = choose_dtype(model, preprocess(phantom(0), SPEC))
     assert choice.name == "fp32" and "neither AMX nor AVX512-BF16" in choice.reason and choice.cls_cosine is None
 
 
 def test_bf16_kept_only_when_it_matches_fp32(model, monkeypatch) -> None:
-    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda cpuinfo=None: ["amx_bf16"])
+    monkeypatch.setattr(hardware, "cpu_bf16_flags", lambda cpuinfo=None: ["amx_bf16"])
     pre = preprocess(phantom(0), SPEC)
     choice = choose_dtype(model, pre)
     assert choice.name == "bf16" and choice.cls_cosine >= 0.999 and choice.patch_cosine >= 0.999
@@ -41,7 +41,7 @@ def test_cli_dtype_auto(model_dir: Path, scans_dir: Path, tmp_path: Path, monkey
     from voxelfm.cli.main import app
     from voxelfm.embed import EmbeddingStore
 
-    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda cpuinfo=None: flags)
+    monkeypatch.setattr(hardware, "cpu_bf16_flags", lambda cpuinfo=None: flags)
     result = CliRunner().invoke(app, ["embed", str(scans_dir / "case0.nii.gz"), "--model", str(model_dir), "--out",
                                       str(tmp_path / "store"), "--workers", "0", "--no-progress", "--device", "cpu",
                                       "--dtype", "auto"])

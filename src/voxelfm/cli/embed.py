@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from voxelfm.cli.common import console, exit_if_some_failed, guarded
-
-
-def pick_device(name: str) -> str:
-    """``auto`` → ``cuda:<LOCAL_RANK>`` when CUDA is available, else ``cpu``; anything else as given."""
-    import torch
-
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0') or 0) % torch.cuda.device_count()}"
-    return "cpu"
 
 
 def _print_summary(summary: Any, store: Path, shard: tuple[int, int] | None) -> None:
@@ -60,7 +48,7 @@ def register(app: typer.Typer) -> None:
         workers: Annotated[int, typer.Option("--workers", help="Reader/preprocessing worker processes (0: in the main process).")] = 2,
         shard: Annotated[str | None, typer.Option("--shard", help="i/n: embed every n-th scan starting at i (default: torchrun RANK/WORLD_SIZE).")] = None,
         device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, ...")] = "auto",
-        dtype: Annotated[str, typer.Option("--dtype", help="fp32 (paper parity), bf16 (autocast), or auto (bf16 where the CPU has AMX/AVX512-BF16 or the GPU supports it and the first scan's features match fp32 to cosine 0.999).")] = "fp32",
+        dtype: Annotated[str, typer.Option("--dtype", help="fp32 (paper parity), bf16 or fp16 (autocast), or auto (bf16 where the CPU has AMX/AVX512-BF16 or the GPU supports it and the first scan's features match fp32 to cosine 0.999).")] = "fp32",
         max_patches: Annotated[int | None, typer.Option("--max-patches", help="Override the spec's patch budget.")] = None,
         spec_file: Annotated[Path | None, typer.Option("--spec", help="Preprocess spec JSON/YAML (default: the model's).")] = None,
         slab_thickness: Annotated[int | None, typer.Option("--slab-thickness", help="2.5d slab thickness in patches (default 4).")] = None,
@@ -77,6 +65,7 @@ def register(app: typer.Typer) -> None:
         changed are embedded again.
         """
         from voxelfm.cli.common import setup_logging
+        from voxelfm.core.device import canonical_precision, resolve_device
         from voxelfm.core.errors import ConfigError
         from voxelfm.embed import (
             EmbeddingStore,
@@ -84,33 +73,32 @@ def register(app: typer.Typer) -> None:
             parse_shard,
             shard_jobs,
         )
-        from voxelfm.embed.extract import MODES, resolve_dtype
+        from voxelfm.embed.extract import MODES
 
         setup_logging()  # INFO lines: label maps skipped by discovery, warnings of embedded scans
         if mode not in MODES:
             raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
         if workers < 0:
             raise ConfigError(f"--workers must be >= 0, got {workers}")
-        if dtype != "auto":
-            resolve_dtype(dtype)
+        dtype = canonical_precision(dtype, key="--dtype")  # float32/bfloat16/float16 are accepted too
+        dev = resolve_device(device)  # before the lock: asking for an absent GPU is refused at once
         shard_spec = parse_shard(shard)
         jobs = shard_jobs(collect_jobs(inputs), shard_spec)
         store = EmbeddingStore(out, shard=shard_spec)
         with store.lock():  # before the model is loaded: a second writer is told at once
-            _embed_locked(store, jobs, model, out, shard_spec, mode=mode, workers=workers, device=device, dtype=dtype,
+            _embed_locked(store, jobs, model, out, shard_spec, mode=mode, workers=workers, dev=dev, dtype=dtype,
                           max_patches=max_patches, spec_file=spec_file, slab_thickness=slab_thickness,
                           slab_overlap=slab_overlap, progress=progress, allow_mixed_models=allow_mixed_models)
 
 
 def _embed_locked(store: Any, jobs: list[Any], model: Path, out: Path, shard_spec: tuple[int, int] | None, *,
-                  mode: str, workers: int, device: str, dtype: str, max_patches: int | None, spec_file: Path | None,
+                  mode: str, workers: int, dev: Any, dtype: str, max_patches: int | None, spec_file: Path | None,
                   slab_thickness: int | None, slab_overlap: int | None, progress: bool,
                   allow_mixed_models: bool) -> None:
     from voxelfm.embed import run_embedding
     from voxelfm.models import load_model
     from voxelfm.models.backbones import load_spec
 
-    dev = pick_device(device)
     net = load_model(model, device=dev)
     spec = load_spec(spec_file) if spec_file else net.spec  # a PreprocessSpec or a comparator's NativeSpec
     if max_patches is not None:
@@ -124,20 +112,10 @@ def _embed_locked(store: Any, jobs: list[Any], model: Path, out: Path, shard_spe
     console.print(f"model {net.model_id} ({model}) on {dev}; spec {spec.fingerprint()}; "
                   f"{len(jobs)} scans; mode {mode}; {workers} workers", highlight=False)
 
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from voxelfm.core.progress import progress_bar
 
     # auto_refresh=False: no refresh thread, so forking the reader workers is thread-free.
-    bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
-                   MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                   TextColumn("{task.fields[last]}"), console=console, auto_refresh=False,
-                   disable=not progress)
+    bar = progress_bar(console, last=True, auto_refresh=False, disable=not progress)
     with bar:
         task = bar.add_task("embedding", total=len(jobs), last="")
 

@@ -23,21 +23,12 @@ def phantom(
     """Generate synthetic chest CT scans with labels, segmentations, survival and reports."""
     import time
 
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
+    from voxelfm.core.progress import progress_bar
     from voxelfm.data.phantom import write_cohort
 
     start = time.perf_counter()
-    with Progress(TextColumn("[bold]phantom"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=console, transient=False) as bar:
-        task = bar.add_task("scans", total=n)
+    with progress_bar(console) as bar:
+        task = bar.add_task("phantom", total=n)
         labels = write_cohort(out_dir, n=n, seed=seed, format=format, size=size, workers=workers,
                               overwrite=overwrite, progress=lambda done, total: bar.update(task, completed=done))
     console.print(f"wrote {n} scans to {out_dir} in {time.perf_counter() - start:.1f} s "

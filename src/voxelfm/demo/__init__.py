@@ -22,8 +22,6 @@ from pathlib import Path
 
 from rich.console import Console
 
-from voxelfm.core.errors import ConfigError
-
 
 @dataclass(frozen=True)
 class DemoResult:
@@ -35,32 +33,20 @@ class DemoResult:
     timings: dict[str, float]
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when available, else ``cpu``; validates explicit choices."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise ConfigError(f"unknown device {device!r}; choose cpu, cuda or auto")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was requested but no CUDA device is available")
-    return device
-
-
 def run_demo(
     out: str | Path, *, size: str = "small", device: str = "auto", force: list[str] | tuple[str, ...] = (),
     console: Console | None = None, backbones: list[str] | tuple[str, ...] = (),
 ) -> DemoResult:
     """Run (or resume) the demo into ``out``; see the module docstring. ``backbones`` adds comparator
     backbones (``m3d-clip``, ``ct-clip``, ``merlin``, ``radfm``) at random init, reduced for a CPU."""
+    from voxelfm.core.device import resolve_device
     from voxelfm.demo import layout
     from voxelfm.demo.config import get_config
     from voxelfm.demo.pipeline import DemoContext, Pipeline
     from voxelfm.demo.stages import default_stages
 
     out = Path(out).expanduser().resolve()
-    ctx = DemoContext(out=out, config=get_config(size, tuple(backbones)), device=resolve_device(device),
+    ctx = DemoContext(out=out, config=get_config(size, tuple(backbones)), device=str(resolve_device(device)),
                       console=console or Console(stderr=True))
     pipeline = Pipeline(default_stages())
     records = pipeline.run(ctx, force=tuple(force))

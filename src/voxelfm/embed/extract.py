@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from voxelfm.core.device import torch_dtype
 from voxelfm.core.errors import ConfigError, InputValidationError
 from voxelfm.core.types import CTVolume, VoxelFeatures
 from voxelfm.embed.slabs import plan_slabs, stitch_patches
@@ -18,17 +19,11 @@ SLAB_BATCH = 4  # slabs per forward pass in 2.5D (same shape, so they batch)
 
 
 def resolve_dtype(dtype: Any) -> torch.dtype | None:
-    """``None``/"fp32"/float32 → None (plain fp32); "bf16"/"bfloat16"/torch.bfloat16 → bfloat16 autocast."""
+    """``None``/"fp32"/float32 → None (plain fp32); "bf16"/"fp16" (or torch's names/dtypes) → that
+    autocast dtype. Names as everywhere in voxelfm (:mod:`voxelfm.core.device`)."""
     if dtype is None:
         return None
-    if isinstance(dtype, torch.dtype):
-        chosen = dtype
-    else:
-        names = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
-                 "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
-        if str(dtype).lower() not in names:
-            raise ConfigError(f"unknown dtype {dtype!r}; use fp32, bf16 or fp16")
-        chosen = names[str(dtype).lower()]
+    chosen = dtype if isinstance(dtype, torch.dtype) else torch_dtype(dtype, key="dtype")
     return None if chosen == torch.float32 else chosen
 
 

@@ -3,7 +3,8 @@
 bf16 autocast only pays on CPUs with AMX or AVX512-BF16 (elsewhere it is emulated and slower
 than fp32) and on CUDA devices that support it. Where it is fast, the first readable scan of the
 run is embedded in fp32 and in bf16; bf16 is kept only if the CLS cosine and the mean per-patch
-cosine to fp32 both reach ``min_cosine`` (0.999). Otherwise the run uses fp32.
+cosine to fp32 both reach ``min_cosine`` (0.999). Otherwise the run uses fp32. The hardware
+check is the one every command shares (:func:`voxelfm.core.device.fast_bf16`).
 """
 
 from __future__ import annotations
@@ -11,45 +12,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from voxelfm.core.device import cpu_bf16_flags, fast_bf16
+
 log = logging.getLogger(__name__)
 MIN_COSINE = 0.999
-_FAST_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
-
-
-def cpu_bf16_flags(cpuinfo: str | None = None) -> list[str]:
-    """The bf16 instruction-set flags this CPU reports (``/proc/cpuinfo``; empty where unknown)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
-        except OSError:
-            return []
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.partition(":")[2].split())
-            break
-    return [f for f in _FAST_CPU_FLAGS if f in flags]
-
-
-def fast_bf16(device: Any = "cpu") -> tuple[bool, str]:
-    """Whether bf16 runs natively on ``device``, and why (detected at run time)."""
-    import torch
-
-    kind = torch.device(device).type
-    if kind == "cuda":
-        ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        return ok, "CUDA device supports bf16" if ok else "CUDA device without bf16"
-    if kind != "cpu":
-        return False, f"{kind}: bf16 speed unknown"
-    flags = cpu_bf16_flags()
-    if flags:
-        return True, f"CPU has {', '.join(flags)}"
-    return False, "CPU has neither AMX nor AVX512-BF16 (bf16 would be emulated, slower than fp32)"
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from voxelfm.core.device import canonical_precision, fast_bf16, resolve_device
 from voxelfm.core.errors import CheckpointError, ConfigError, VoxelFMError, located
 from voxelfm.ssl.checkpoint import clean_partial_checkpoints, resume_checkpoint, save_checkpoint
 from voxelfm.ssl.config import check_batch_size, load_config, save_config
@@ -59,30 +60,23 @@ def finish_distributed(exit_code: int = 0) -> None:
         os._exit(exit_code)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name} but CUDA is not available")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return device
-
-
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """Autocast dtype; bf16 falls back to fp32 on CPUs without bf16 support."""
-    if precision == "fp32":
+    """Autocast dtype of ``compute_precision`` (names of :mod:`voxelfm.core.device`) for training.
+
+    ``auto`` and ``bf16`` use bf16 where the hardware runs it natively (:func:`fast_bf16`); an
+    explicit ``bf16`` on a CPU without AMX/AVX512-BF16 falls back to fp32 with a warning (emulated
+    bf16 is slower than fp32). fp16 gives nothing on CPU (fp32) and is refused on CUDA.
+    """
+    name = canonical_precision(precision, key="compute_precision")
+    if name == "fp32":
         return torch.float32
-    if precision == "bf16":
-        if device.type == "cpu":
-            supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)()
-            if not supported:
-                log.warning("compute_precision=bf16 is not supported by this CPU; using fp32")
-                return torch.float32
-        return torch.bfloat16
+    if name in ("bf16", "auto"):
+        if device.type == "cuda" and name == "bf16":
+            return torch.bfloat16
+        fast, why = fast_bf16(device)
+        if not fast and name == "bf16":
+            log.warning("compute_precision=bf16: %s; using fp32", why)
+        return torch.bfloat16 if fast else torch.float32
     if device.type == "cpu":
         log.warning("compute_precision=fp16 gives no speed-up on CPU; using fp32")
         return torch.float32
@@ -108,7 +102,7 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         train = config["train"]
-        self.device = resolve_device(str(train["device"]))
+        self.device = resolve_device(train["device"], key="train.device")
         self.rank, self.world = setup_distributed(self.device)
         self.is_main = self.rank == 0
         check_batch_size(config, self.world)

@@ -21,14 +21,12 @@ class CohortStage(Stage):
         return [layout.cohort_dir(ctx.out)]
 
     def run(self, ctx: DemoContext) -> dict[str, Any]:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
         from voxelfm.core.errors import ConfigError
+        from voxelfm.core.progress import progress_bar
         from voxelfm.data.phantom import write_cohort
 
         cfg = ctx.config.cohort
-        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), console=ctx.console) as progress:
+        with progress_bar(ctx.console) as progress:
             task = progress.add_task(f"phantoms ({cfg.phantom_size}, {cfg.format})", total=cfg.n_scans)
 
             def generate(overwrite: bool) -> None:
