@@ -108,6 +108,7 @@ def paint_abdomen(cv: Canvas, sc: Scene) -> None:
 
 
 def paint_stomach(cv: Canvas, sc: Scene, centre, semi, clip_to_diaphragm: bool) -> None:
+    """Stomach wall and content with an air-fluid level (also the hiatal hernia, above the diaphragm)."""
     sl = cv.bbox(*box(centre, semi))
     if sl is None:
         return
