@@ -22,6 +22,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("data-fraction", "Data-fraction sweep (paper Fig. 4)"),
     ("heads", "MLP on CLS vs Q-Former on patch tokens (paper Fig. 5)"),
     ("inference-modes", "Full 3D vs chunked 2.5D inference (paper Fig. 5)"),
+    ("comparators", "Comparator backbones (paper Fig. 2; random init, reduced)"),
     ("per-finding-f1", "Per-finding F1: probes vs generated reports (paper Fig. 3)"),
     ("report-examples", "Generated reports beside their references"),
     ("retrieval-examples", "Retrieval examples"),
@@ -246,6 +247,18 @@ def _comparison_table(sec: Section, rows: Sequence[TaskRow], table_id: str) -> N
     sec.table(["task", "metric", *keys, "difference [95% CI]", "difference of"], body, table_id=table_id)
 
 
+def _comparators(sec: Section, results: Mapping[str, Any]) -> None:
+    rows = parse_rows(results.get("comparators", []))
+    if not rows:
+        _no_data(sec, "comparator backbones (add them with voxelfm demo --backbones m3d-clip,ct-clip,merlin,radfm)")
+        return
+    sec.paragraph("The paper's comparator architectures, added with --backbones: random initialisation and "
+                  "hyper-parameters reduced for a CPU, each fed by its own preprocessing recipe; the same probes on "
+                  "the same test scans. Differences are comparator − pretrained (the reference), paired bootstrap. "
+                  "They show the comparison harness end to end, not what the published weights can do.")
+    _comparison_table(sec, rows, "comparators-table")
+
+
 def _per_finding(sec: Section, results: Mapping[str, Any], figures: Mapping[str, Any]) -> None:
     items = results.get("per_finding_f1") or []
     if not items:
@@ -345,6 +358,7 @@ def compose_report(
     _figure_or_note(sec, figures, "inference_modes", "Full 3D vs chunked 2.5D (95% CIs).",
                     "3D vs 2.5D comparison")
 
+    _comparators(secs["comparators"], results)
     _per_finding(secs["per-finding-f1"], results, figures)
     _report_examples(secs["report-examples"], results)
 

@@ -164,7 +164,9 @@ def validate_results(data: Mapping[str, Any]) -> list[str]:
     if data["schema_version"] != SCHEMA_VERSION:
         problems.append(f"schema_version {data['schema_version']!r} != {SCHEMA_VERSION}")
     rows = []
-    for key in ("tasks", "heads", "inference_modes"):
+    for key in ("tasks", "heads", "inference_modes", "comparators"):
+        if key not in data:  # "comparators" only with --backbones
+            continue
         if not isinstance(data[key], list):
             problems.append(f"{key!r} must be a list")
             continue

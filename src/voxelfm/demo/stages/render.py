@@ -120,6 +120,15 @@ def assemble_results(ctx: DemoContext, timings: dict[str, float],
         "description": f"{len(FEATURE_NAMES)} non-learned features per volume and per patch: HU histogram "
                        "fractions, mean, SD, 5th/50th/95th percentiles and log volume (voxelfm.embed.histogram)",
     }
+    for name in layout.comparator_names(ctx.config):
+        cfg = _read_json(layout.model_dir(out, name) / "config.json")
+        backbones[name] = {
+            "model_id": cfg.get("model_id"), "preset": f"{name} (reduced)",
+            "dir": str(layout.model_dir(out, name).relative_to(out)),
+            "description": "comparator architecture at random initialisation with hyper-parameters reduced for a "
+                           "CPU, fed by its own preprocessing recipe (voxelfm.models.backbones); compared with "
+                           "pretrained as the reference",
+        }
     per_finding = []
     probe_f1 = probes.get("per_finding_f1", {})
     report_f1 = reportgen.get("per_finding_f1", {})
@@ -147,6 +156,7 @@ def assemble_results(ctx: DemoContext, timings: dict[str, float],
         "tasks": list(probes.get("tasks", [])) + list(reportgen.get("tasks", [])),
         "heads": probes.get("heads", []),
         "inference_modes": probes.get("inference_modes", []),
+        **({"comparators": probes.get("comparators", [])} if layout.comparator_names(ctx.config) else {}),
         "data_fraction": probes.get("data_fraction", {}),
         "per_finding_f1": per_finding,
         "report_generation": {k: reportgen.get(k) for k in ("lm", "lm_note", "metrics", "text_field")
