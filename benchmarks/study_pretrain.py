@@ -47,6 +47,10 @@ ARMS: dict[str, list[str]] = {
     "rt_lr1e3": ["schedules.lr.peak=1.0e-03"],  # the review's positive trend used Adam ~1e-3
     "rt_ibot": ["ibot.loss_weight=1.0"],  # + masked patch prediction against the teacher's patch tokens
     "ema_ibot": ["ibot.loss_weight=1.0", *_EMA],
+    "rt_lr2e3": ["schedules.lr.peak=2.0e-03"],
+    "ema_lr1e3": ["schedules.lr.peak=1.0e-03", *_EMA],
+    "rt_lr1e3_ibot": ["schedules.lr.peak=1.0e-03", "ibot.loss_weight=1.0"],
+    "rt_lr1e3_local": ["schedules.lr.peak=1.0e-03", "crops.local_crops_number=2"],
 }
 FEATURES = ("cls", "cls+mean")
 
@@ -121,6 +125,9 @@ def _one_run(cohort: Path, work: Path, index: Path, arm: str, seed: int, steps: 
         if old.get("probe") == PROBE:
             return
         out.replace(run_dir / f"scores_{old.get('probe', 'stratified')}.npz")
+    trained = run_dir / "train_info.json"  # written once training, export and the twin are done
+    if old is None and trained.is_file() and (run_dir / "model_random").is_dir():
+        old = json.loads(trained.read_text())  # a run stopped while probing: probe only
     if old is None:  # train, export, and write the random twin
         config = _config(index, arm, seed, steps, extra)
         # The random twin: the exact initial weights of this run (the Trainer seeds the same way).
@@ -135,6 +142,9 @@ def _one_run(cohort: Path, work: Path, index: Path, arm: str, seed: int, steps: 
         model_dir = export(run_dir / "train", run_dir / "model_pretrained", max_patches=max_patches)
         spec = PreprocessSpec.load(model_dir / "preprocess.json")
         save_model(twin, run_dir / "model_random", spec=spec)
+        steps_done = int(read_metrics(run_dir / "train")[-1]["step"])
+        trained.write_text(json.dumps({"train_seconds": round(seconds, 1), "steps": steps_done,
+                                       "threads": torch.get_num_threads()}))
     else:  # re-probe the saved models
         seconds = float(old["train_seconds"])
         spec = PreprocessSpec.load(run_dir / "model_pretrained" / "preprocess.json")
@@ -314,8 +324,13 @@ def main() -> None:
         jobs = (_queued(args.queue, args.work) if args.queue else
                 ((arm, args.steps, seed) for seed in args.seeds for arm in args.arms or ["rt", "ema"]))
         for arm, steps, seed in jobs:
-            _one_run(args.cohort, args.work, index, arm, seed, steps, args.set, cache,
-                     args.max_patches, args.repeats, args.min_positives)
+            try:
+                _one_run(args.cohort, args.work, index, arm, seed, steps, args.set, cache,
+                         args.max_patches, args.repeats, args.min_positives)
+            except Exception as exc:  # one failed job must not stop a worker; rerun it later (resumable)
+                if not args.queue:
+                    raise
+                print(json.dumps({"arm": arm, "steps": steps, "seed": seed, "error": repr(exc)}), flush=True)
     summary(args.work, args.arms, args.cohort)
 
 
