@@ -316,10 +316,10 @@ def test_non_finite_voxels_never_reach_the_model_even_from_a_hand_made_volume():
 
 
 @pytest.mark.parametrize(("key", "value", "expected"), [
-    ("patch_size", "14", "patch_size must be an integer, got '14'"),
-    ("crop_background", "yes", "crop_background must be true or false, got 'yes'"),
-    ("norm_std", float("nan"), "norm_std must be a finite number, got nan"),
-    ("max_patches", 2.5, "max_patches must be an integer or null, got 2.5"),
+    ("patch_size", "14", "patch_size='14': expected an integer"),
+    ("crop_background", "yes", "crop_background='yes': expected true or false"),
+    ("norm_std", float("nan"), "norm_std=nan: expected a finite number"),
+    ("max_patches", 2.5, "max_patches=2.5: expected an integer or null"),
 ])
 def test_a_spec_file_with_wrong_types_names_the_key(tmp_path, key, value, expected):
     from voxelfm.core.errors import ConfigError

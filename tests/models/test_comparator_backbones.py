@@ -120,7 +120,7 @@ def test_unknown_preset_and_bad_set_are_one_line_errors(tmp_path: Path) -> None:
     bad = CliRunner().invoke(app, ["model", "init", str(tmp_path / "a"), "--preset", "nope"])
     assert bad.exit_code == 1 and "unknown preset" in bad.output
     bad = CliRunner().invoke(app, ["model", "init", str(tmp_path / "b"), "--preset", "merlin", "--set", "depth=3"])
-    assert bad.exit_code == 1 and "unknown MerlinConfig keys" in " ".join(bad.output.split())
+    assert bad.exit_code == 1 and "unknown MerlinConfig key 'depth'" in " ".join(bad.output.split())
     bad = CliRunner().invoke(app, ["model", "init", str(tmp_path / "c"), "--preset", "merlin", "--set", "width"])
     assert bad.exit_code == 1 and "key=value" in bad.output
 

@@ -140,7 +140,7 @@ def test_radfm_long_scans_are_zoomed_to_64_slices() -> None:
 def test_unknown_recipe_parameter_is_refused() -> None:
     from voxelfm.core.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="no parameter"):
+    with pytest.raises(ConfigError, match="recipe 'merlin': unknown recipe parameter 'spacing'"):
         NativeSpec("merlin", {"spacing": [1, 1, 1]})
     with pytest.raises(ConfigError, match="unknown preprocessing recipe"):
         NativeSpec("nope")

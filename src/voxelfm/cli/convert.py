@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from voxelfm.cli.common import console, guarded
 
 
-def parse_overrides(items: list[str] | None) -> dict[str, str]:
-    """``["key=value", ...]`` → dict (values parsed later as YAML scalars/lists)."""
-    from voxelfm.core.errors import ConfigError
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["key=value", ...]`` → dict of YAML-typed values (checked by the backbone's config class)."""
+    from voxelfm.core.config_check import parse_assignment
 
-    out: dict[str, str] = {}
+    out: dict[str, Any] = {}
     for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        out[key.strip()] = value.strip()
+        parts, value = parse_assignment(item, example="embed_dim=768")
+        out[".".join(parts)] = value
     return out
 
 

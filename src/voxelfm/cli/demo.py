@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
     def demo(
         out: Path = typer.Option(Path("voxelfm-demo"), "--out", "-o", help="Output directory (re-running resumes)."),
         size: str = typer.Option("small", "--size", help="tiny | small (about 20 min on 2 idle CPU cores) | standard (GPU)."),
-        device: str = typer.Option("auto", "--device", help="cpu | cuda | auto."),
+        device: str = typer.Option("auto", "--device", help="cpu | cuda | cuda:N | auto."),
         force: list[str] = typer.Option(
             [], "--force", help="Re-run this stage and every later one (repeatable): "
             "cohort, pretrain, embed, probes, reportgen, render."

@@ -11,35 +11,12 @@ from voxelfm.cli.common import guarded
 
 
 def parse_overrides(config_file: Path | None, sets: list[str] | None) -> dict[str, Any]:
-    """Merge a YAML config file and ``key=value`` overrides (dotted keys, YAML values)."""
-    import yaml
+    """Merge a YAML config file and ``key=value`` overrides (dotted keys, YAML values); the probe
+    options check both (:mod:`voxelfm.core.config_check`, like every other config)."""
+    from voxelfm.core.config_check import apply_assignments, read_yaml_mapping
 
-    from voxelfm.core.config_check import yaml_value
-    from voxelfm.core.errors import ConfigError, located
-
-    data: dict[str, Any] = {}
-    if config_file is not None:
-        if not config_file.is_file():
-            raise ConfigError(located(config_file, "config file does not exist"))
-        try:
-            data = yaml.safe_load(config_file.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(located(config_file, f"invalid YAML ({exc})")) from None
-        if not isinstance(data, dict):
-            raise ConfigError(located(config_file, "config must be a mapping"))
-    for item in sets or []:
-        key, sep, raw = item.partition("=")
-        parts = key.strip().split(".")
-        if not sep or not all(parts):
-            raise ConfigError(f"--set expects key=value (e.g. train.lr=1e-4), got {item!r}")
-        value = yaml_value(raw)  # typed as YAML; 1e-4 is a number; checked against the options later
-        node = data
-        for i, part in enumerate(parts[:-1]):
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {item}: {'.'.join(parts[: i + 1])} is not a section")
-        node[parts[-1]] = value
-    return data
+    data = read_yaml_mapping(config_file) if config_file is not None else {}
+    return apply_assignments(data, sets or [])
 
 
 def print_metrics(result: Any, *, all_metrics: bool = False) -> None:

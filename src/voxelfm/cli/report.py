@@ -23,21 +23,10 @@ def _parse_ids(ids: list[str] | None) -> list[str] | None:
 
 
 def _load_config_file(path: Path | None) -> dict:
-    if path is None:
-        return {}
-    try:
-        text = path.read_text()
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
+    """Training options from a YAML or JSON file (JSON is YAML); errors name the file."""
+    from voxelfm.core.config_check import read_yaml_mapping
 
-            data = yaml.safe_load(text) or {}
-        else:
-            data = json.loads(text)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(located(path, f"cannot read training config: {exc}")) from exc
-    if not isinstance(data, dict):
-        raise ConfigError(located(path, "training config must be a mapping of option: value"))
-    return data
+    return read_yaml_mapping(path) if path is not None else {}
 
 
 @report_app.command("get-lm")
@@ -75,7 +64,7 @@ def train_cmd(
     batch_size: int | None = typer.Option(None, help="Micro-batch size."),
     text_field: str | None = typer.Option(None, help="Record field to learn: report|findings|impression."),
     seed: int | None = typer.Option(None, help="Random seed."),
-    device: str | None = typer.Option(None, help="torch device (default cpu), e.g. cuda."),
+    device: str | None = typer.Option(None, help="cpu (default), cuda, cuda:N or auto."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Train projector (stage 1) then LoRA (stage 2) on the train split; keep val/test references."""
@@ -121,7 +110,7 @@ def generate_cmd(
     batch_size: int = typer.Option(1, help="Scans per generate call."),
     name: str = typer.Option("generated", help="Output name: RUN/<name>.jsonl and .csv."),
     seed: int = typer.Option(0, help="Seed for nucleus sampling."),
-    device: str | None = typer.Option(None, help="torch device (default cpu), e.g. cuda."),
+    device: str | None = typer.Option(None, help="cpu (default), cuda, cuda:N or auto."),
 ) -> None:
     """Generate reports for scans of a store; writes RUN/generated.jsonl and RUN/generated.csv."""
     setup_logging()

@@ -14,14 +14,18 @@ default configuration (:func:`check_tree`); ranges and choices from :class:`Rule
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import fnmatch
+import math
 import numbers
+import os
 import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from voxelfm.core.errors import ConfigError, located
@@ -45,6 +49,7 @@ class Rule:
     choices: tuple[Any, ...] | None = None
     nullable: bool | None = None
     items: str | None = None
+    finite: bool = False
 
 
 # -- kinds ----------------------------------------------------------------------------------------
@@ -153,6 +158,8 @@ def expected_text(spec: _Spec, rule: Rule | None) -> str:
         text = " or ".join(dict.fromkeys(names))
         if spec.items and "list" in spec.kinds:
             text = text.replace("a list", f"a list of {_ITEMS_TEXT[spec.items]}")
+        if rule is not None and rule.finite:
+            text = text.replace("a number", "a finite number")
         if rule is not None and _range_text(rule):
             text += " " + _range_text(rule)
     return text + (" or null" if spec.nullable else "")
@@ -174,6 +181,8 @@ def _fits(value: Any, spec: _Spec, rule: Rule | None) -> bool:
     if not any(_KIND_TEST[k](value) for k in spec.kinds):
         return False
     if spec.items and isinstance(value, list | tuple) and not all(_KIND_TEST[spec.items](v) for v in value):
+        return False
+    if rule is not None and rule.finite and _is_number(value) and not math.isfinite(value):
         return False
     if rule is not None and _is_number(value):
         return _in_range(value, rule)
@@ -217,12 +226,27 @@ def check_dataclass(obj: Any, rules: Mapping[str, Rule] | None = None, *, source
                     rules.get(f.name), source)
 
 
+def check_fields(cls: type, data: Mapping[str, Any], rules: Mapping[str, Rule] | None = None, *,
+                 source: object = None, prefix: str = "") -> None:
+    """Check the values in ``data`` against the type hints of dataclass ``cls`` *before* it is built
+    (so a wrong type is named instead of failing inside ``__post_init__``); other keys are ignored."""
+    rules = rules or {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in data and not dataclasses.is_dataclass(data[f.name]):
+            rule = rules.get(f.name)
+            check_value(f"{prefix}{f.name}", data[f.name], _merge(_spec_of_hint(hints[f.name]), rule), rule, source)
+
+
 def from_mapping(cls: type, data: Mapping[str, Any], *, what: str, source: object = None,
-                 prefix: str = "") -> Any:
-    """``cls(**data)`` after refusing unknown keys (the class checks its values in ``__post_init__``)."""
+                 prefix: str = "", check_types: bool = False) -> Any:
+    """``cls(**data)`` after refusing unknown keys (the class checks its values in ``__post_init__``);
+    ``check_types`` also checks every value's type first (:func:`check_fields`)."""
     if not isinstance(data, Mapping):
         raise ConfigError(located(source, f"{prefix.rstrip('.') or what} must be a mapping, got {data!r}"))
     check_known_keys(data, [f.name for f in dataclasses.fields(cls)], what=what, source=source, prefix=prefix)
+    if check_types:
+        check_fields(cls, data, source=source, prefix=prefix)
     return cls(**data)
 
 
@@ -257,6 +281,18 @@ def check_tree(config: Mapping[str, Any], defaults: Mapping[str, Any], rules: Ma
         check_value(prefix + rel, value, _merge(_spec_of_default(default), rule), rule, source)
 
 
+def yaml_numbers(value: Any) -> Any:
+    """Strings like ``5e-4`` turned into floats, in nested lists and mappings too (YAML 1.1, which
+    PyYAML speaks, reads exponent numbers without a dot as strings)."""
+    if isinstance(value, str) and _FLOAT.match(value.strip()):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: yaml_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [yaml_numbers(v) for v in value]
+    return value
+
+
 def yaml_value(text: str) -> Any:
     """A ``key=value`` value parsed as YAML, with ``5e-4``-style numbers read as floats (YAML 1.1
     reads them as strings); text that is not valid YAML stays a string."""
@@ -266,16 +302,83 @@ def yaml_value(text: str) -> Any:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
         return text
-    return float(value) if isinstance(value, str) and _FLOAT.match(value.strip()) else value
+    return yaml_numbers(value)
+
+
+def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (empty file: ``{}``), numbers as :func:`yaml_numbers`;
+    a missing file, invalid YAML or another top level is one ``ConfigError`` naming the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(located(path, "config file not found"))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(located(path, f"cannot read config file ({exc})")) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(located(path, f"invalid YAML ({exc})")) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(located(path, f"top level must be a mapping, got {type(data).__name__}"))
+    return yaml_numbers(data)
+
+
+# -- key=value assignments (--set, pretraining overrides) -----------------------------------------
+def parse_assignment(text: str, *, flag: str = "--set", form: str = "key=value",
+                     example: str = "train.lr=1e-4") -> tuple[list[str], Any]:
+    """``"optim.epochs=10"`` -> ``(["optim", "epochs"], 10)``; the value is read by :func:`yaml_value`.
+    Malformed text: ``"<flag> expects <form> (e.g. <example>), got '<text>'"``."""
+    key, sep, raw = text.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        raise ConfigError(f"{flag} expects {form} (e.g. {example}), got {text!r}")
+    return parts, yaml_value(raw)
+
+
+def apply_assignments(tree: Mapping[str, Any], items: Iterable[str], *, flag: str = "--set",
+                      form: str = "key=value", example: str = "train.lr=1e-4") -> dict[str, Any]:
+    """A copy of ``tree`` with each ``key=value`` of ``items`` set: dotted keys reach into sections
+    (created when missing) and list items by index (``datasets.0.weight=2``). Values are checked
+    later, by whoever reads the config; a key through a plain value is a ``ConfigError``."""
+    out = copy.deepcopy(dict(tree))
+    for text in items:
+        parts, value = parse_assignment(text, flag=flag, form=form, example=example)
+        node: Any = out
+        for i, part in enumerate(parts):
+            if not isinstance(node, dict | list):
+                raise ConfigError(f"{flag} {text}: {'.'.join(parts[:i])} is not a section")
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                try:
+                    index = int(part)
+                    if last:
+                        node[index] = value
+                    else:
+                        node = node[index]
+                except (ValueError, IndexError):
+                    raise ConfigError(f"{flag} {text}: no list item {part!r}") from None
+            elif last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+    return out
 
 
 __all__ = [
     "Rule",
+    "apply_assignments",
     "check_dataclass",
+    "check_fields",
     "check_known_keys",
     "check_tree",
     "check_value",
     "expected_text",
     "from_mapping",
+    "parse_assignment",
+    "read_yaml_mapping",
+    "yaml_numbers",
     "yaml_value",
 ]

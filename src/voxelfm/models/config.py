@@ -76,7 +76,7 @@ class ViTConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ViTConfig:
-        return from_mapping(cls, data, what="ViTConfig key")
+        return from_mapping(cls, data, what="ViTConfig key", check_types=True)
 
     def replace(self, **changes: Any) -> ViTConfig:
         return replace(self, **changes)

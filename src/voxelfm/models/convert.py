@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
+from voxelfm.core.config_check import read_yaml_mapping
 from voxelfm.core.errors import CheckpointError, ConfigError, located
 from voxelfm.models.config import ViTConfig
 from voxelfm.models.vit import VisionTransformer3D
@@ -105,14 +105,7 @@ def read_original_config(path: str | os.PathLike[str], *, max_patches: int | Non
     normalisation from ``datasets[0]`` and the paper's 25,000-patch budget.
     """
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(located(path, "config file not found")) from exc
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(located(path, f"not a readable YAML file ({exc})")) from exc
-    if not isinstance(data, Mapping):
-        raise ConfigError(located(path, "expected a YAML mapping"))
+    data = read_yaml_mapping(path)  # missing, invalid or not a mapping: one line naming the file
     student = data.get("student") or {}
     if not isinstance(student, Mapping):
         raise ConfigError(located(path, "'student' must be a mapping"))

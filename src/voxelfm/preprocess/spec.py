@@ -8,35 +8,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import numbers
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from voxelfm.core.config_check import from_mapping
+from voxelfm.core.config_check import Rule, check_dataclass, from_mapping
 from voxelfm.core.errors import ConfigError, located
 
 SPEC_VERSION = 1
 
 
-def _check_types(spec: Any) -> None:
-    """One line naming the key, the value and the expected type (a spec file may hold anything)."""
-    for f in fields(spec):
-        value = getattr(spec, f.name)
-        kind = str(f.type)
-        if kind == "bool":
-            ok, expected = isinstance(value, bool), "true or false"
-        elif kind in ("int", "int | None"):
-            ok = (isinstance(value, numbers.Integral) and not isinstance(value, bool)) or (value is None and kind != "int")
-            expected = "an integer" + (" or null" if kind != "int" else "")
-        else:  # float
-            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-            expected = "a finite number"
-        if not ok:
-            raise ConfigError(f"invalid PreprocessSpec: {f.name} must be {expected}, got {value!r}")
+_FINITE = Rule(finite=True)
+#: Beyond the type hints: every float must be finite (a spec file may hold anything).
+SPEC_RULES: dict[str, Rule] = {key: _FINITE for key in
+                               ("hu_min", "hu_max", "background_threshold_hu", "min_spacing_mm", "norm_mean", "norm_std")}
 
 
 @dataclass(frozen=True)
@@ -61,7 +48,8 @@ class PreprocessSpec:
     version: int = SPEC_VERSION
 
     def __post_init__(self) -> None:
-        _check_types(self)
+        # One line naming the key, the value and the expected type (voxelfm.core.config_check).
+        check_dataclass(self, SPEC_RULES, source="invalid PreprocessSpec")
         problems = []
         if not self.hu_min < self.hu_max:
             problems.append(f"hu_min ({self.hu_min}) must be < hu_max ({self.hu_max})")

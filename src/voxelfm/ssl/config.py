@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -18,7 +17,14 @@ from typing import Any
 
 import yaml
 
-from voxelfm.core.config_check import Rule, check_tree
+from voxelfm.core.config_check import (
+    Rule,
+    apply_assignments,
+    check_tree,
+    parse_assignment,
+    read_yaml_mapping,
+)
+from voxelfm.core.device import canonical_precision
 from voxelfm.core.errors import ConfigError, located
 
 # Sub-trees whose keys are free-form (no validation against the defaults).
@@ -30,7 +36,7 @@ _UNIT = Rule(low=0, high=1)
 #: Types and ranges beyond what the defaults' values say (a key absent here must have its
 #: default's kind: true/false, a number, a string, a list or a mapping).
 SSL_RULES: dict[str, Rule] = {
-    "compute_precision": Rule(choices=("fp32", "bf16", "fp16")),
+    "compute_precision": Rule(kind="str"),  # fp32|bf16|fp16|auto (or torch's names): voxelfm.core.device
     "dino.loss_weight": Rule(low=0), "dino.koleo_loss_weight": Rule(low=0), "ibot.loss_weight": Rule(low=0),
     "*.head_n_prototypes": _COUNT, "*.head_bottleneck_dim": _COUNT, "*.head_nlayers": _COUNT,
     "*.head_hidden_dim": _COUNT, "ibot.mask_sample_probability": _UNIT,
@@ -82,35 +88,8 @@ def default_config() -> dict[str, Any]:
     return read_yaml(packaged_config("default"))
 
 
-_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
-
-
-def _numbers(value: Any) -> Any:
-    """Turn strings like ``5e-4`` into floats (PyYAML's YAML 1.1 reads them as strings)."""
-    if isinstance(value, str) and _FLOAT.match(value.strip()):
-        return float(value)
-    if isinstance(value, dict):
-        return {k: _numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_numbers(v) for v in value]
-    return value
-
-
-def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a YAML mapping; a missing/invalid file raises :class:`ConfigError` naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(located(path, "config file not found"))
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(located(path, f"invalid YAML ({exc})")) from None
-    if data is None:
-        return {}
-    data = _numbers(data)
-    if not isinstance(data, dict):
-        raise ConfigError(located(path, f"top level must be a mapping, got {type(data).__name__}"))
-    return data
+#: Reads a YAML mapping (missing/invalid file: ConfigError naming it; ``5e-4`` is a number).
+read_yaml = read_yaml_mapping
 
 
 def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -126,54 +105,12 @@ def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"optim.epochs=10"`` -> (["optim", "epochs"], 10); the value is parsed as YAML."""
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(located(text, "override must look like section.key=value"))
-    try:
-        value = _numbers(yaml.safe_load(raw)) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(located(text, f"value is not valid YAML ({exc})")) from None
-    return key.split("."), value
+    return parse_assignment(text, flag="override", form="section.key=value", example="optim.epochs=10")
 
 
 def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Apply ``key=value`` overrides (dotted keys; list items by index, e.g. ``datasets.0.weight=2``)."""
-    out = copy.deepcopy(dict(config))
-    for text in overrides:
-        path, value = parse_override(text)
-        node: Any = out
-        for i, part in enumerate(path[:-1]):
-            node = _child(node, part, text, create=True, last=False)
-            if node is None:
-                raise ConfigError(located(text, f"{'.'.join(path[: i + 1])} is not a section"))
-        _set(node, path[-1], value, text)
-    return out
-
-
-def _child(node: Any, part: str, text: str, *, create: bool, last: bool) -> Any:
-    if isinstance(node, list):
-        try:
-            return node[int(part)]
-        except (ValueError, IndexError):
-            raise ConfigError(located(text, f"no list item {part!r}")) from None
-    if isinstance(node, dict):
-        if part not in node and create:
-            node[part] = {}
-        return node[part]
-    return None
-
-
-def _set(node: Any, part: str, value: Any, text: str) -> None:
-    if isinstance(node, list):
-        try:
-            node[int(part)] = value
-        except (ValueError, IndexError):
-            raise ConfigError(located(text, f"no list item {part!r}")) from None
-    elif isinstance(node, dict):
-        node[part] = value
-    else:
-        raise ConfigError(located(text, "parent key is not a section"))
+    return apply_assignments(config, overrides, flag="override", form="section.key=value", example="optim.epochs=10")
 
 
 def check_keys(config: Mapping[str, Any], reference: Mapping[str, Any], source: object, prefix: str = "") -> None:
@@ -226,6 +163,10 @@ def load_config(
         for key in ARCH_KEYS:
             if key not in user_student and hasattr(preset, key):
                 resolved["student"][key] = copy.deepcopy(getattr(preset, key))
+    # One precision vocabulary for every command; the resolved config holds the canonical name.
+    resolved["compute_precision"] = canonical_precision(
+        resolved["compute_precision"], key="compute_precision",
+        source="override" if "compute_precision" in override_tree else source)
     validate(resolved, source)
     return resolved
 
@@ -270,8 +211,6 @@ def validate(config: Mapping[str, Any], source: object = "config") -> None:
     """Check value ranges that would otherwise fail deep inside training."""
     problems: list[str] = []
     train, crops, student = config["train"], config["crops"], config["student"]
-    if config["compute_precision"] not in ("fp32", "bf16", "fp16"):
-        problems.append(f"compute_precision must be fp32|bf16|fp16, got {config['compute_precision']!r}")
     if train["centering"] not in ("centering", "sinkhorn_knopp"):
         problems.append(f"train.centering must be centering|sinkhorn_knopp, got {train['centering']!r}")
     if train["distributed"] not in ("ddp", "fsdp"):

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, replace
 from typing import Any, ClassVar
 
 import torch
-import yaml
 from torch import nn
 
+from voxelfm.core.config_check import from_mapping, yaml_value
 from voxelfm.core.errors import ConfigError, InputValidationError
 from voxelfm.core.geometry import Geometry
 from voxelfm.core.types import CTVolume
@@ -44,22 +44,16 @@ class ConfigMixin:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}  # type: ignore[call-overload]
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Any:
-        known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown {cls.__name__} keys: {', '.join(unknown)} (known: {', '.join(known)})")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        try:
-            return cls(**values)
-        except TypeError as exc:
-            raise ConfigError(f"invalid {cls.__name__}: {exc}") from exc
+    def from_dict(cls, data: dict[str, Any], *, source: object = None) -> Any:
+        """The config of ``data``: unknown keys and values of the wrong type are one ConfigError line
+        naming the key (:mod:`voxelfm.core.config_check`); JSON lists become tuples."""
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()} if isinstance(data, dict) else data
+        return from_mapping(cls, values, what=f"{cls.__name__} key", source=source, check_types=True)
 
     def with_overrides(self, overrides: dict[str, Any]) -> Any:
-        """A copy with ``overrides`` applied; string values are parsed as YAML scalars/lists (``--set``)."""
-        parsed = {k: (yaml.safe_load(v) if isinstance(v, str) else v) for k, v in overrides.items()}
-        data = {**self.to_dict(), **parsed}
-        return type(self).from_dict(data)
+        """A copy with ``overrides`` applied; string values are parsed as YAML (``--set``; ``5e-4`` is a number)."""
+        parsed = {k: (yaml_value(v) if isinstance(v, str) else v) for k, v in overrides.items()}
+        return type(self).from_dict({**self.to_dict(), **parsed})
 
     def replace(self, **changes: Any) -> Any:
         return replace(self, **changes)  # type: ignore[type-var]

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from voxelfm.core.config_check import Rule, check_known_keys, check_tree
 from voxelfm.core.errors import ConfigError, InputValidationError, located
 from voxelfm.core.types import CTVolume
 from voxelfm.models.backbones.grid import axis_map, compose, resize_map
@@ -42,17 +43,19 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+#: Ranges and choices of recipe parameters beyond the kinds of their defaults.
+PARAM_RULES: dict[str, Rule] = {"layout": Rule(choices=("zxy", "zyx")), "hu_window": Rule(kind="list", items="number")}
+
+
 def validate_params(recipe: str, params: dict[str, Any]) -> dict[str, Any]:
     """Defaults of ``recipe`` updated with ``params`` (ConfigError on an unknown recipe or key)."""
     if recipe not in DEFAULTS:
         raise ConfigError(f"unknown preprocessing recipe {recipe!r}; known: {', '.join(DEFAULTS)}")
-    unknown = sorted(set(params) - set(DEFAULTS[recipe]))
-    if unknown:
-        raise ConfigError(f"recipe {recipe!r} has no parameter(s) {', '.join(unknown)}")
-    merged = {**DEFAULTS[recipe], **params}
-    if recipe == "ct-clip" and merged["layout"] not in ("zxy", "zyx"):
-        raise ConfigError(f"ct-clip layout must be 'zxy' or 'zyx', got {merged['layout']!r}")
-    return merged
+    # Keys and kinds (from the defaults' values) by the shared checker (voxelfm.core.config_check).
+    source = f"recipe {recipe!r}"
+    check_known_keys(params, DEFAULTS[recipe], what="recipe parameter", source=source)
+    check_tree(params, DEFAULTS[recipe], PARAM_RULES, source=source, prefix="params.")
+    return {**DEFAULTS[recipe], **params}
 
 
 # -- shared steps -------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from voxelfm.core.config_check import check_fields, check_known_keys
 from voxelfm.core.errors import ConfigError, located
 from voxelfm.preprocess.spec import PreprocessSpec
 
@@ -38,13 +39,13 @@ class NativeSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NativeSpec:
-        unknown = sorted(set(data) - {"recipe", "params", "version"})
-        if unknown:
-            raise ConfigError(f"unknown NativeSpec keys: {', '.join(unknown)}")
-        if not isinstance(data.get("params", {}), dict):
-            raise ConfigError("NativeSpec 'params' must be a mapping")
-        return cls(recipe=str(data["recipe"]), params=dict(data.get("params", {})),
-                   version=int(data.get("version", NATIVE_SPEC_VERSION)))
+        """Keys and types checked by :mod:`voxelfm.core.config_check`; ``params`` by the recipe."""
+        check_known_keys(data, ("recipe", "params", "version"), what="NativeSpec key")
+        if "recipe" not in data:
+            raise ConfigError("a NativeSpec needs a 'recipe'")
+        check_fields(cls, data)
+        return cls(recipe=data["recipe"], params=dict(data.get("params", {})),
+                   version=data.get("version", NATIVE_SPEC_VERSION))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
