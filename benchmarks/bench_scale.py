@@ -13,6 +13,8 @@ Stages, each timed (wall and CPU seconds) with the process's memory after it:
 3. **compact** — ``compact(OUT, ranks)``: merge, check duplicates and the one-model rule.
 4. **cls_matrix** — ``EmbeddingStore(OUT).cls_matrix()``: must be one memory map; plus a patch grid
    looked up by id.
+   **feature_set** — the probes' loader ``FeatureSet.from_store(patches=False)`` for every scan and
+   for ``--label-ids`` of them, against the per-record way it read them before (same run).
 5. **index** — ``RetrievalIndex.build(kind=--index)`` over the memory-mapped CLS matrix.
 6. **query** — single-query latency (one vector per call, FAISS on 1 thread and on all threads),
    and recall@10 against exact search for ``--queries`` new vectors (half fresh draws, half
@@ -157,6 +159,42 @@ def bench_entries(root: Path, n: int, dim: int, results: dict) -> None:
     shutil.rmtree(root / "entries_store")
 
 
+def per_record_cls(store, ids: list[str]) -> tuple[np.ndarray, set]:
+    """``FeatureSet.from_store(patches=False)`` as it read CLS vectors before ``cls_features`` (kept
+    here as the baseline): an id -> row look-up and a row copy per scan, then every record of the
+    store parsed (``latest()``) for the one-model check."""
+    cons = store.consolidated()
+    live = store._live_latest()
+    out = np.empty((len(ids), cons.dim), dtype=np.float32)
+    for i, sid in enumerate(ids):
+        row = cons.serves(sid, live.get(sid))
+        out[i] = cons.cls[row] if row is not None else store.get(sid).cls.reshape(-1)
+    latest = store.latest()
+    return out, {latest.get(i, {}).get("model_id") for i in ids} - {None}
+
+
+def bench_feature_set(root: Path, n: int, subset: int, seed: int, results: dict) -> None:
+    """Stage 4b: CLS features of every scan (and of ``subset`` label ids) for the probes, per-record
+    baseline against the bulk path, each from a freshly opened store (no warm id index)."""
+    from voxelfm.embed import EmbeddingStore
+    from voxelfm.probes.data import FeatureSet
+
+    wanted = sorted(scan_id(int(i)) for i in np.random.default_rng(seed + 3).choice(n, size=min(subset, n), replace=False))
+    for label, ids in (("all", None), (f"subset_{len(wanted)}", wanted)):
+        store = EmbeddingStore(root / "out")
+        with Stage(results, f"feature_set_{label}_per_record"):
+            old, models = per_record_cls(store, list(store.ids()) if ids is None else ids)
+        assert models == {MODEL_ID}
+        with Stage(results, f"feature_set_{label}_bulk"):
+            feats = FeatureSet.from_store(root / "out", ids, patches=False)
+        assert feats.model_id == MODEL_ID and len(feats) == len(old)
+        np.testing.assert_array_equal(feats.cls[:: max(1, len(old) // 1000)], old[:: max(1, len(old) // 1000)])
+        base, bulk = results[f"feature_set_{label}_per_record"], results[f"feature_set_{label}_bulk"]
+        bulk.update(n=len(feats), memmap=isinstance(feats.cls, np.memmap) or isinstance(feats.cls.base, np.memmap),
+                    cpu_speedup=round(base["cpu_s"] / max(bulk["cpu_s"], 1e-3), 1))
+        del old, feats
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1_000_000)
@@ -172,6 +210,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--spread", type=float, default=0.6,
                         help="within-cluster spread relative to the spread of cluster centres (1: clusters overlap)")
+    parser.add_argument("--label-ids", type=int, default=100_000, help="ids of the subset read by FeatureSet.from_store")
+    parser.add_argument("--no-index", action="store_true", help="stop after the store stages (no index, no queries)")
     parser.add_argument("--dir", type=Path, default=None, help="work directory (default: a temporary one, removed)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -214,6 +254,10 @@ def main() -> None:
         assert feats.patch.shape == (1, 2, 2, args.dim)
         start = probe - probe % args.block
         np.testing.assert_array_equal(feats.cls, gen.block(start, min(args.block, args.n - start))[probe - start])
+        # 4b. probe features: the CLS matrix and the one-model check, per record vs in bulk
+        bench_feature_set(root, args.n, args.label_ids, args.seed, results)
+        if args.no_index:
+            return _finish(results, args, root)
         # 5. index
         with Stage(results, "index_build"):
             index = RetrievalIndex.build(ids, matrix, kind=args.index, model_id=MODEL_ID)
@@ -245,11 +289,15 @@ def main() -> None:
             print(f"[latency {threads} threads] {json.dumps(results[f'latency_ms_{threads}_threads'])}", flush=True)
         index.save(root / "index")
         results["index_bytes"] = sum(p.stat().st_size for p in (root / "index").iterdir())
-        results["store_bytes"] = sum(p.stat().st_size for p in (root / "out").rglob("*") if p.is_file())
-        results["final_memory"] = memory()
+        _finish(results, args, root)
     finally:
         if args.dir is None:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _finish(results: dict, args: argparse.Namespace, root: Path) -> None:
+    results["store_bytes"] = sum(p.stat().st_size for p in (root / "out").rglob("*") if p.is_file())
+    results["final_memory"] = memory()
     print(json.dumps(results, indent=1))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

@@ -104,6 +104,7 @@ class Consolidated:
         if len(self.ids) != self.info["count"]:
             raise StoreError(located(self.dir, f"ids.txt lists {len(self.ids)} ids but info.json says {self.info['count']}"))
         self._index: dict[str, int] | None = None
+        self._sorted: tuple[np.ndarray, np.ndarray] | None = None  # ids sorted, and their rows
         self._arrays: dict[str, np.ndarray] = {}
         self._pack_maps: dict[int, np.ndarray] = {}
         self._records_fd: int | None = None
@@ -133,6 +134,41 @@ class Consolidated:
         if self._index is None:
             self._index = {sid: i for i, sid in enumerate(self.ids)}
         return self._index.get(scan_id)
+
+    def rows_of(self, ids: Sequence[str]) -> np.ndarray:
+        """The row of every id in ``ids`` (``-1`` where this generation lacks it), as one ``int64``
+        array: a binary search in the sorted id array, not a million dictionary look-ups."""
+        if self._sorted is None:
+            keys = np.asarray(self.ids, dtype=str)
+            order = np.arange(len(keys), dtype=np.int64)
+            if len(keys) > 1 and not bool(np.all(keys[1:] > keys[:-1])):  # compact writes sorted ids
+                order = np.argsort(keys, kind="stable")
+                keys = keys[order]
+            self._sorted = (keys, order)
+        keys, order = self._sorted
+        wanted = np.asarray(list(ids), dtype=str)
+        out = np.full(len(wanted), -1, dtype=np.int64)
+        if not len(wanted) or not len(keys):
+            return out
+        pos = np.searchsorted(keys, wanted)
+        inside = pos < len(keys)
+        hit = np.zeros(len(wanted), dtype=bool)
+        hit[inside] = keys[pos[inside]] == wanted[inside]
+        out[hit] = order[pos[hit]]
+        return out
+
+    def models_of(self, rows: np.ndarray | None = None) -> dict[str | None, int]:
+        """``{model id: number of rows}`` over ``rows`` (every row when ``None``); records are only
+        read when the generation holds more than one model."""
+        count = len(self.ids) if rows is None else len(rows)
+        models = self.info.get("models") or {}
+        if len(models) == 1:
+            return {next(iter(models)): count} if count else {}
+        out: dict[str | None, int] = {}
+        for row in (range(len(self.ids)) if rows is None else np.asarray(rows).tolist()):
+            model = self.record(int(row)).get("model_id")
+            out[model] = out.get(model, 0) + 1
+        return out
 
     def array(self, name: str) -> np.ndarray:
         """``cls``, ``mean_patch``, ``registers``, ``patch_index``, ``times`` or ``offsets``, memory-mapped."""
@@ -214,7 +250,8 @@ class Consolidated:
         return VoxelFeatures(
             cls=np.array(self.cls[row]), patch=np.array(self.patch(row)), registers=np.array(self.array("registers")[row]),
             patch_geometry=_geometry(meta.get("patch_geometry")), input_geometry=_geometry(meta.get("input_geometry")),
-            spec=spec, model_id=record.get("model_id"), mode=record.get("mode") or "3d")
+            spec=spec, model_id=record.get("model_id"), mode=record.get("mode") or "3d",
+            spec_fingerprint=record.get("spec_fingerprint"))
 
     def overlay(self, live: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """The last record of every scan: the generation's, replaced by newer live (manifest) records."""

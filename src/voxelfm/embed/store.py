@@ -31,6 +31,7 @@ import re
 import socket
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,15 @@ def lock_name(shard: tuple[int, int] | None = None) -> str:
     if shard is None or shard[1] <= 1:
         return ".lock"
     return f".lock-{shard[0]}-of-{shard[1]}"
+
+
+@dataclass
+class ClsFeatures:
+    """CLS vectors of some scans of a store, row ``i`` for ``ids[i]``, and the models they come from."""
+
+    ids: list[str]
+    cls: np.ndarray  # (N, C) float32; a read-only memory map when it is a whole compacted store
+    models: dict[str | None, int]  # model id -> number of rows
 
 
 class NonFiniteFeaturesError(StoreError):
@@ -358,40 +368,89 @@ class EmbeddingStore:
             spec=json.loads(meta["spec"]) if meta.get("spec") else None,
             model_id=meta.get("model_id"),
             mode=meta.get("mode", "3d"),
+            spec_fingerprint=_stored_fingerprint(meta.get("spec_fingerprint")),
         )
 
     def cls_matrix(self, ids: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
-        """``(ids, (N, C) float32)`` of CLS tokens, reading only the ``cls`` tensor of each entry."""
+        """``(ids, (N, C) float32)`` of CLS tokens (see :meth:`cls_features`)."""
+        table = self.cls_features(ids)
+        return table.ids, table.cls
+
+    def cls_features(self, ids: Sequence[str] | None = None) -> ClsFeatures:
+        """CLS vectors of every ok scan (or of ``ids``, in that order) and the models they come from.
+
+        Rows held by the consolidated generation are read in bulk: the whole matrix is its memory
+        map (no copy) when nothing newer was appended, else one fancy-indexed read of the rows
+        looked up by binary search. Only scans embedded since the last compaction open their
+        entry file, reading nothing but the ``cls`` tensor. StoreError if an id has no embedding.
+        """
+        cons = self.consolidated()
+        live = self._live_latest()
+        if cons is not None and not live:  # a compacted store, nothing newer: no record is parsed
+            if ids is None:
+                return ClsFeatures(list(cons.ids), cons.cls, cons.models_of(None))
+            wanted = [str(i) for i in ids]
+            rows = cons.rows_of(wanted)
+            if len(rows) and int(rows.min()) < 0:
+                missing = wanted[int(np.flatnonzero(rows < 0)[0])]
+                raise StoreError(located(self.path, f"no embedding for scan {missing!r}"))
+            return ClsFeatures(wanted, np.asarray(cons.cls[rows], dtype=np.float32), cons.models_of(rows))
+        # Rows of the generation that no newer manifest record replaces, and the rest from entries.
+        replaced: set[str] = set()  # generation rows that a newer manifest record replaces
+        in_gen: set[str] = set()
+        if cons is not None:
+            live_ids = list(live)
+            live_rows = cons.rows_of(live_ids).tolist()
+            times = cons.array("times")
+            in_gen = {sid for sid, row in zip(live_ids, live_rows, strict=True) if row >= 0}
+            replaced = {sid for sid, row in zip(live_ids, live_rows, strict=True)
+                        if row >= 0 and float(live[sid].get("time") or 0.0) > float(times[row])}
+        if ids is None:
+            ok_live = {sid for sid, r in live.items() if r.get("status") == "ok"}
+            if cons is not None:
+                kept = [sid for sid in cons.ids if sid not in replaced]
+                ok_live = {sid for sid in ok_live if sid in replaced or sid not in in_gen}
+                wanted = sorted(set(kept) | ok_live)
+            else:
+                wanted = sorted(ok_live)
+        else:
+            wanted = [str(i) for i in ids]
+        rows = cons.rows_of(wanted) if cons is not None else np.full(len(wanted), -1, dtype=np.int64)
+        if replaced:
+            for i, sid in enumerate(wanted):
+                if rows[i] >= 0 and sid in replaced:
+                    rows[i] = -1
+        from_gen = np.flatnonzero(rows >= 0)
+        from_entries = np.flatnonzero(rows < 0)
+        models: dict[str | None, int] = cons.models_of(rows[from_gen]) if cons is not None and len(from_gen) else {}
+        vectors: dict[int, np.ndarray] = {}
+        for i in from_entries.tolist():
+            sid = wanted[i]
+            vectors[i] = self._entry_cls(sid)
+            model = (live.get(sid) or {}).get("model_id")
+            models[model] = models.get(model, 0) + 1
+        dim = cons.dim if cons is not None else (len(next(iter(vectors.values()))) if vectors else 0)
+        matrix = np.empty((len(wanted), dim), dtype=np.float32)
+        if len(from_gen):
+            matrix[from_gen] = cons.cls[rows[from_gen]]
+        for i, vector in vectors.items():
+            if vector.shape != (dim,):
+                raise StoreError(located(self.entry_path(wanted[i]), f"cls has {vector.size} values, other scans {dim}"))
+            matrix[i] = vector
+        return ClsFeatures(wanted, matrix, models)
+
+    def _entry_cls(self, scan_id: str) -> np.ndarray:
+        """The ``cls`` tensor of one entry file, read alone."""
         from safetensors import SafetensorError, safe_open
 
-        cons = self.consolidated()
-        if cons is not None and ids is None and not self._live_latest():
-            return list(cons.ids), cons.cls  # one memory map, no copy
-        ids = list(self.ids() if ids is None else ids)
-        if cons is not None:
-            return ids, self._cls_rows(cons, ids)
-        rows = []
-        for scan_id in ids:
-            path = self.entry_path(scan_id)
-            if not path.is_file():
-                raise StoreError(located(self.path, f"no embedding for scan {scan_id!r}"))
-            try:
-                with safe_open(str(path), framework="np") as handle:
-                    rows.append(handle.get_tensor("cls").reshape(-1))
-            except (SafetensorError, OSError, ValueError) as exc:
-                raise StoreError(located(path, f"unreadable entry ({exc})")) from exc
-        if not rows:
-            return ids, np.zeros((0, 0), dtype=np.float32)
-        return ids, np.stack(rows).astype(np.float32)
-
-    def _cls_rows(self, cons: Any, ids: list[str]) -> np.ndarray:
-        """CLS rows of ``ids`` from the consolidated generation, or from entries newer than it."""
-        live = self._live_latest()
-        out = np.empty((len(ids), cons.dim), dtype=np.float32)
-        for i, scan_id in enumerate(ids):
-            row = cons.serves(scan_id, live.get(scan_id))
-            out[i] = cons.cls[row] if row is not None else self.get(scan_id).cls.reshape(-1)
-        return out
+        path = self.entry_path(scan_id)
+        if not path.is_file():
+            raise StoreError(located(self.path, f"no embedding for scan {scan_id!r}"))
+        try:
+            with safe_open(str(path), framework="np") as handle:
+                return np.asarray(handle.get_tensor("cls"), dtype=np.float32).reshape(-1)
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise StoreError(located(path, f"unreadable entry ({exc})")) from exc
 
     # -- writing ------------------------------------------------------------------------------
     def _append(self, record: dict[str, Any]) -> None:
@@ -422,7 +481,8 @@ class EmbeddingStore:
             "patch": np.ascontiguousarray(features.patch, dtype=np.float32),
             "registers": np.ascontiguousarray(features.registers, dtype=np.float32),
         }
-        fingerprint = spec_fingerprint(features.spec)
+        # carried from the typed spec where the features were made; derived only for hand-built ones
+        fingerprint = features.spec_fingerprint or spec_fingerprint(features.spec)
         if source_fingerprint is None and source is not None:
             source_fingerprint = _source_fingerprint(source)
         problem = _non_finite(tensors)
@@ -523,6 +583,11 @@ class EmbeddingStore:
             count += 1
         atomic_write_text(directory / "summary.jsonl", "".join(line + "\n" for line in summary))
         return count
+
+
+def _stored_fingerprint(text: str | None) -> str | None:
+    """An entry's ``spec_fingerprint`` metadata (written as ``"None"`` for features without a spec)."""
+    return None if text in (None, "", "None") else text
 
 
 def _geometry(text: str | None) -> Geometry | None:

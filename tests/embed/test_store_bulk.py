@@ -1,0 +1,82 @@
+"""Bulk CLS reads (``EmbeddingStore.cls_features``): compacted rows by id, newer entries on top."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_embedding_store import _features
+
+from voxelfm.core.errors import StoreError
+from voxelfm.embed import EmbeddingStore
+from voxelfm.embed.shards import Consolidated, GenerationWriter, compact
+from voxelfm.probes.data import FeatureSet
+
+
+def _cls(*seeds: int) -> np.ndarray:
+    return np.stack([_features(s).cls for s in seeds])
+
+
+def test_compacted_store_reads_rows_by_id_without_records(tmp_path: Path) -> None:
+    store = EmbeddingStore(tmp_path / "s")
+    for i in range(5):
+        store.write(f"s{i}", _features(i))
+    compact(tmp_path / "s")
+    store = EmbeddingStore(tmp_path / "s")
+    whole = store.cls_features()
+    assert isinstance(whole.cls, np.memmap) and whole.ids == [f"s{i}" for i in range(5)]
+    assert whole.models == {"m1": 5}
+    np.testing.assert_array_equal(whole.cls, _cls(0, 1, 2, 3, 4))
+    part = store.cls_features(["s4", "s0", "s2"])  # the caller's order, not the store's
+    assert part.ids == ["s4", "s0", "s2"] and part.models == {"m1": 3}
+    np.testing.assert_array_equal(part.cls, _cls(4, 0, 2))
+    with pytest.raises(StoreError, match=r"no embedding for scan 'nope'"):
+        store.cls_features(["s1", "nope"])
+
+
+def test_newer_entries_and_failures_win_over_the_generation(tmp_path: Path) -> None:
+    store = EmbeddingStore(tmp_path / "s")
+    for i in range(4):
+        store.write(f"s{i}", _features(i))
+    compact(tmp_path / "s")
+    time.sleep(0.01)  # records are ordered by time
+    store.write("s1", _features(11))  # re-embedded after the compaction
+    store.write("s9", _features(9))  # new since
+    store.record_failure("s2", None, "failed on re-run")
+    table = store.cls_features()
+    assert table.ids == ["s0", "s1", "s3", "s9"] == store.ids()
+    np.testing.assert_array_equal(table.cls, _cls(0, 11, 3, 9))
+    assert table.models == {"m1": 4}
+    np.testing.assert_array_equal(store.cls_features(["s9", "s1", "s0"]).cls, _cls(9, 11, 0))
+    # the probes' loader takes the bulk path and agrees with reading every scan in full
+    fast = FeatureSet.from_store(tmp_path / "s", patches=False)
+    full = FeatureSet.from_store(tmp_path / "s", patches=True)
+    assert fast.ids == full.ids and fast.model_id == full.model_id == "m1"
+    np.testing.assert_array_equal(fast.cls, full.cls)
+    sub = FeatureSet.from_store(store, ["s3", "s1", "absent"], patches=False)
+    assert sub.ids == ["s3", "s1"]
+    np.testing.assert_array_equal(sub.cls, _cls(3, 11))
+
+
+def test_uncompacted_store_reads_entries(tmp_path: Path) -> None:
+    store = EmbeddingStore(tmp_path / "s")
+    for i in (2, 0, 1):
+        store.write(f"s{i}", _features(i))
+    table = store.cls_features()
+    assert table.ids == ["s0", "s1", "s2"] and table.models == {"m1": 3}
+    np.testing.assert_array_equal(table.cls, _cls(0, 1, 2))
+    assert EmbeddingStore(tmp_path / "empty").cls_features().cls.shape == (0, 0)
+
+
+def test_rows_of_an_unsorted_generation(tmp_path: Path) -> None:
+    writer = GenerationWriter(tmp_path / "g", 3, 6, 0)
+    for row, sid in enumerate(["b", "c", "a"]):  # written out of order
+        f = _features(row)
+        writer.add(row, {"scan_id": sid, "model_id": "m1", "time": 1.0}, f.cls, np.zeros((0, 6), np.float32),
+                   patch=f.patch)
+    writer.commit([], {"models": {"m1": 3}})
+    cons = Consolidated.open(tmp_path / "g")
+    assert cons.rows_of(["a", "b", "zz", "c", ""]).tolist() == [2, 0, -1, 1, -1]
+    np.testing.assert_array_equal(EmbeddingStore(tmp_path / "g").cls_features(["a", "c"]).cls, _cls(2, 1))
