@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from voxelfm.core.errors import DataError
+from voxelfm.core.errors import ConfigError, DataError
 from voxelfm.probes.retrieval import RetrievalIndex, exact_neighbours, recall_at_k
 
 
@@ -85,3 +85,33 @@ def test_cli_builds_an_ivf_index_from_a_compacted_store(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["retrieve", "build", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "x"),
                               "--index", "lsh"])
     assert bad.exit_code == 1 and "--index must be one of" in bad.output
+
+
+def test_query_threads_sets_faiss_threads_for_the_search_only(tmp_path: Path, monkeypatch) -> None:
+    import faiss
+
+    from voxelfm.cli.main import app
+    from voxelfm.probes.retrieval import search_threads
+
+    x = _clustered(60, d=8)
+    RetrievalIndex.build([f"s{i:03d}" for i in range(60)], x, kind="flat").save(tmp_path / "idx")
+    before = faiss.omp_get_max_threads()
+    seen: list[int] = []
+    search = RetrievalIndex.search
+
+    def spy(self, *args, **kwargs):  # the thread count FAISS runs the query with
+        seen.append(faiss.omp_get_max_threads())
+        return search(self, *args, **kwargs)
+
+    monkeypatch.setattr(RetrievalIndex, "search", spy)
+    runner = CliRunner()
+    query = ["retrieve", "query", "--index", str(tmp_path / "idx"), "--id", "s007", "--k", "4", "--json"]
+    one = runner.invoke(app, [*query, "--threads", "1"])
+    default = runner.invoke(app, query)
+    assert one.exit_code == 0 == default.exit_code, one.output + default.output
+    assert seen == [1, before] and faiss.omp_get_max_threads() == before  # restored after the query
+    assert json.loads(one.output) == json.loads(default.output)
+    bad = runner.invoke(app, [*query, "--threads", "0"])
+    assert bad.exit_code == 1 and "--threads must be >= 1, got 0" in bad.output
+    with pytest.raises(ConfigError, match="threads must be >= 1"), search_threads(-2):
+        pass

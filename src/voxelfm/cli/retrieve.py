@@ -71,14 +71,19 @@ def register(app: typer.Typer) -> None:
         store: Annotated[Path | None, typer.Option("--store", help="Store holding the query scans if they are not indexed.")] = None,
         k: Annotated[int, typer.Option("--k", help="Neighbours to return.")] = 10,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+        threads: Annotated[int | None, typer.Option(
+            "--threads", help="FAISS (OpenMP) threads for the search (default: one per core); 1 answers single "
+                              "queries fastest on a busy machine.")] = None,
     ) -> None:
         """Nearest neighbours (cosine) of scans by id; an indexed query scan is left out of its own list."""
         import numpy as np
 
-        from voxelfm.core.errors import StoreError
+        from voxelfm.core.errors import ConfigError, StoreError
         from voxelfm.probes.data import FeatureSet
-        from voxelfm.probes.retrieval import RetrievalIndex, feature_vectors
+        from voxelfm.probes.retrieval import RetrievalIndex, feature_vectors, search_threads
 
+        if threads is not None and threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {threads}")
         index = RetrievalIndex.load(index_dir)
         vectors = []
         for sid in scan:
@@ -91,7 +96,8 @@ def register(app: typer.Typer) -> None:
                 vectors.append(feature_vectors(feats, index.feature)[0])
             else:
                 raise StoreError(f"{index_dir}: scan {sid!r} is not indexed; pass --store to embed-lookup it")
-        hits = index.search(np.stack(vectors), k, exclude=list(scan))
+        with search_threads(threads):
+            hits = index.search(np.stack(vectors), k, exclude=list(scan))
         if as_json:
             typer.echo(json.dumps({sid: [{"scan_id": h, "cosine": s} for h, s in hit] for sid, hit in zip(scan, hits, strict=True)}))
             return

@@ -9,10 +9,11 @@ same-patient retrieval (other scans of the query's patient are relevant).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from voxelfm.core.atomic import atomic_save, atomic_write_text
-from voxelfm.core.errors import DataError, StoreError, located
+from voxelfm.core.errors import ConfigError, DataError, StoreError, located
 from voxelfm.metrics.retrieval import label_match_trials, ranking_metrics, same_patient_retrieval
 from voxelfm.probes.config import ProbeConfig
 from voxelfm.probes.data import FeatureSet, ProbeData
@@ -101,6 +102,28 @@ def _drop_self(found: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+@contextlib.contextmanager
+def search_threads(threads: int | None) -> Iterator[None]:
+    """Run FAISS with ``threads`` OpenMP threads inside the block (``None``: FAISS's default, one per core).
+
+    One thread answers single queries fastest on a busy machine: OpenMP hand-offs between cores
+    cost more than the search itself (benchmarks/README.md, store and retrieval at scale).
+    """
+    if threads is None:
+        yield
+        return
+    if int(threads) < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads}")
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
 def _ivf_lists(n: int) -> int:
     # ~sqrt(N) lists (each scanned list holds ~sqrt(N) vectors); FAISS wants >= 39 training points per list
     return int(min(max(16, 2 ** round(np.log2(max(np.sqrt(n), 1.0)))), max(16, n // 39)))
@@ -127,10 +150,11 @@ def store_vectors(store_path: str | os.PathLike[str], feature: str = "cls", ids:
     matrix = cons.array(feature)
     if ids is None:
         return list(cons.ids), matrix, next(iter(models), None)
-    rows = [r for r in (cons.row(str(i)) for i in ids) if r is not None]
-    if not rows:
+    rows = cons.rows_of([str(i) for i in ids])
+    rows = rows[rows >= 0]
+    if not len(rows):
         raise StoreError(located(path, f"none of the {len(ids)} requested ids are in the store"))
-    return [cons.ids[r] for r in rows], np.asarray(matrix[rows]), next(iter(models), None)
+    return [cons.ids[r] for r in rows.tolist()], np.asarray(matrix[rows]), next(iter(models), None)
 
 
 @dataclass
@@ -372,4 +396,5 @@ def _prefixed(prefix: str, fn):
     return lambda *a: {f"{prefix}{k}": v for k, v in fn(*a).items()}
 
 
-__all__ = ["INDEX_KINDS", "RetrievalIndex", "exact_neighbours", "feature_vectors", "fit", "recall_at_k"]
+__all__ = ["INDEX_KINDS", "RetrievalIndex", "exact_neighbours", "feature_vectors", "fit", "recall_at_k",
+           "search_threads"]
