@@ -72,7 +72,11 @@ class VoxelFeatures:
     * ``patch_geometry``: geometry of the patch grid (shape (d, h, w); voxel n = centre of patch
       n in world space), so ``patch_geometry.voxel_centres_world()`` gives every patch centre.
     * ``input_geometry``: geometry of the preprocessed volume the backbone saw.
-    * ``spec``: the preprocessing spec as a dict; ``model_id``: identity of the backbone.
+    * ``spec``: the preprocessing spec (a ``PreprocessSpec`` or a comparator's ``NativeSpec``) in
+      its serialised form, the ``to_dict()`` that the store keeps beside the features;
+      ``spec_fingerprint``: that spec's ``fingerprint()``, taken once from the typed spec where the
+      features are made and carried unchanged into the store's records (``None``: derived from
+      ``spec`` when stored, for features built by hand). ``model_id``: identity of the backbone.
     """
 
     cls: np.ndarray
@@ -83,6 +87,7 @@ class VoxelFeatures:
     spec: dict[str, Any] | None = None
     model_id: str | None = None
     mode: str = "3d"
+    spec_fingerprint: str | None = None
 
     @property
     def grid_shape(self) -> tuple[int, int, int]:

@@ -116,6 +116,7 @@ def features_from_preprocessed(
         spec=pre.spec.to_dict(),
         model_id=str(getattr(model, "model_id", "unknown")),
         mode=mode,
+        spec_fingerprint=pre.spec.fingerprint(),  # once, from the typed spec; the store keeps it as is
     )
 
 
