@@ -1,26 +1,21 @@
 """Stage 4: probes of six task categories on both frozen backbones and the HU-histogram baseline
 (report generation is stage 5).
 
-Every probe is one :func:`voxelfm.probes.run_probe` call on a backbone's store, written to
-``OUT/probes/<job>/<store>/`` (config, history, weights, predictions, metrics). On top of that:
-
-* paired differences pretrained − random for every headline metric
-  (:func:`voxelfm.metrics.paired_bootstrap` over the same test units of both runs);
-* MLP on CLS vs Q-Former on patch tokens (classification, both backbones);
-* full 3D vs chunked 2.5D (classification, pretrained backbone);
-* a data-fraction sweep (nested subsets of the training split, several seeds; paper Fig. 4);
-* examples for the report: nearest neighbours of test queries, predicted segmentation masks.
-
-Everything the render stage needs is summarised in ``OUT/probes/summary.json``.
+Configuration plus library calls: every probe is one :func:`voxelfm.probes.run_probe` on a
+backbone's features, written to ``OUT/probes/<job>/<backbone>-<mode>/``; comparisons (pretrained −
+random, pretrained − baseline, Q-Former − MLP, 3D − 2.5D) are
+:func:`voxelfm.probes.compare.paired_differences`; the data-fraction sweep (paper Fig. 4) is
+:func:`voxelfm.probes.fractions.fraction_sweep`. Everything the render stage needs is summarised
+in ``OUT/probes/summary.json``.
 """
 
 from __future__ import annotations
 
 import json
-import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +24,12 @@ from voxelfm.demo import layout
 from voxelfm.demo.pipeline import CheckResult, DemoContext, Stage
 from voxelfm.demo.results import CATEGORIES, Estimate, TaskRow
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from voxelfm.probes.data import FeatureSet
+    from voxelfm.probes.run import ProbeResult
+
 PROBE_CATEGORIES = tuple(c for c in CATEGORIES if c != "report generation")
 
 #: Row labels and units of the phantom's continuous targets.
@@ -36,17 +37,21 @@ TARGETS = {"age": ("age", "years"), "lung_volume_l": ("lung volume", "litres"),
            "heart_volume_ml": ("heart volume", "millilitres"), "largest_nodule_mm": ("largest nodule diameter", "mm"),
            "calcium_score": ("calcium burden score", "score points")}
 
+Source = tuple[str, str]  # (backbone, mode)
+THREE_D: tuple[Source, ...] = tuple((b, "3d") for b in layout.BACKBONE_NAMES)
+SOURCES: tuple[Source, ...] = (*THREE_D, ("pretrained", "2.5d"))
+
 
 @dataclass(frozen=True)
 class Job:
-    """One probe configuration, run on one or more stores (``backbone-mode`` keys)."""
+    """One probe configuration, run on several feature sources."""
 
     name: str
     task: str
     targets: tuple[str, ...] = ()
     head: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
-    stores: tuple[str, ...] = ("pretrained-3d", "random-3d", "histogram-3d")
+    sources: tuple[Source, ...] = THREE_D
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,32 @@ class Headline:
     metric_key: str
     metric: str
     higher_is_better: bool
+
+
+_LOADED: dict[Path, tuple[Any, FeatureSet]] = {}
+
+
+def feature_set(ctx: DemoContext, backbone: str, mode: str = "3d") -> FeatureSet:
+    """A store's features (CLS, patch grids, geometries), read once per process while it is unchanged.
+
+    The probes and report-generation stages share them instead of reading every store twice.
+    """
+    from voxelfm.probes.data import FeatureSet
+
+    path = layout.store_dir(ctx.out, backbone, mode)
+    stamp = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.glob("manifest*.jsonl"))
+    if any(p.parent != ctx.out / "embeddings" for p in _LOADED):
+        _LOADED.clear()  # another demo directory: do not hold its features
+    if path not in _LOADED or _LOADED[path][0] != stamp:
+        _LOADED[path] = (stamp, FeatureSet.from_store(path, patches=True, name=f"{backbone}-{mode}"))
+    return _LOADED[path][1]
+
+
+def forget_features(keep: tuple[Source, ...] = ()) -> None:
+    """Release the shared features of every source but ``keep`` (the next stage's)."""
+    for path in list(_LOADED):
+        if not any(path == layout.store_dir(path.parent.parent, *source) for source in keep):
+            del _LOADED[path]
 
 
 def classification_options(*, hidden_dim: int, seed: int, bootstrap: int, epochs: int | None = None) -> dict[str, Any]:
@@ -77,42 +108,27 @@ def classification_options(*, hidden_dim: int, seed: int, bootstrap: int, epochs
                       "cosine_epochs": epochs - warm, "min_lr": 1e-5, "seed": seed}}
 
 
-def store_path(ctx: DemoContext, key: str) -> Path:
-    backbone, mode = key.split("-", 1)
-    return layout.store_dir(ctx.out, backbone, mode)
-
-
-def usable_binary(labels: Any, columns: list[str], min_per_class: int = 1) -> list[str]:
+def usable_binary(labels: pd.DataFrame, columns: list[str], min_per_class: int = 1) -> list[str]:
     """Columns with both classes (at least ``min_per_class`` each) in every split."""
-    out = []
-    for col in columns:
-        if col not in labels.columns:
-            continue
-        ok = True
+    def ok(col: str) -> bool:
         for split in ("train", "val", "test"):
             values = labels.loc[labels["split"] == split, col].dropna().astype(int)
-            if values.sum() < min_per_class or (len(values) - values.sum()) < min_per_class:
-                ok = False
-        if ok:
-            out.append(col)
-    return out
+            if min(values.sum(), len(values) - values.sum()) < min_per_class:
+                return False
+        return True
+
+    return [c for c in columns if c in labels.columns and ok(c)]
 
 
-def usable_continuous(labels: Any, columns: list[str]) -> list[str]:
+def usable_continuous(labels: pd.DataFrame, columns: list[str]) -> list[str]:
     """Numeric columns without gaps that vary in the training split."""
     import pandas as pd
 
-    out = []
-    for col in columns:
-        if col not in labels.columns:
-            continue
-        values = pd.to_numeric(labels[col], errors="coerce")
-        if values.notna().all() and values[labels["split"] == "train"].std() > 0:
-            out.append(col)
-    return out
+    values = {c: pd.to_numeric(labels[c], errors="coerce") for c in columns if c in labels.columns}
+    return [c for c, v in values.items() if v.notna().all() and v[labels["split"] == "train"].std() > 0]
 
 
-def plan_jobs(ctx: DemoContext, labels: Any) -> tuple[list[Job], list[Headline], dict[str, list[str]]]:
+def plan_jobs(ctx: DemoContext, labels: pd.DataFrame) -> tuple[list[Job], list[Headline], dict[str, list[str]]]:
     """The probe runs of the demo and the headline rows read from them."""
     from voxelfm.data.phantom import FINDINGS, REGRESSION_TARGETS, SEGMENTATION_LABELS
 
@@ -124,12 +140,12 @@ def plan_jobs(ctx: DemoContext, labels: Any) -> tuple[list[Job], list[Headline],
     head_params = {"hidden_dim": cfg.hidden_dim}
     cls_opts = classification_options(hidden_dim=cfg.hidden_dim, seed=cfg.seed, bootstrap=cfg.bootstrap,
                                       epochs=cfg.epochs)
-    all_stores = ("pretrained-3d", "random-3d", "histogram-3d", "pretrained-2.5d")
-    q_opts = {**cls_opts, "head_params": {"hidden_dim": cfg.qformer_hidden_dim}}
+    q_opts = {**cls_opts, "head_params": {"hidden_dim": cfg.qformer_hidden_dim, "num_queries": cfg.qformer_queries,
+                                          "skip": cfg.qformer_skip}}
     jobs = [
         # The Q-Former costs ~10x the MLP per probe on CPU: on 3D features only (3D vs 2.5D uses the MLP).
-        Job("classification-qformer", "classification", tuple(findings), "qformer", q_opts, all_stores[:3]),
-        Job("classification-mlp", "classification", tuple(findings), "mlp", cls_opts, all_stores),
+        Job("classification-qformer", "classification", tuple(findings), "qformer", q_opts),
+        Job("classification-mlp", "classification", tuple(findings), "mlp", cls_opts, SOURCES),
         Job("regression", "regression", tuple(regression), "mlp",
             {**common, "head_params": head_params, "train": {"epochs": cfg.regression_epochs, "seed": cfg.seed}}),
         Job("survival", "survival", (), "mlp",
@@ -142,6 +158,7 @@ def plan_jobs(ctx: DemoContext, labels: Any) -> tuple[list[Job], list[Headline],
              "head_params": {"hidden_dim": cfg.seg_hidden_dim, "num_steps": 2},
              "train": {"epochs": cfg.seg_epochs, "batch_size": cfg.seg_batch_size, "seed": cfg.seed}}),
     ]
+    structures = f"{len(SEGMENTATION_LABELS)} structures"
     headlines = [
         Headline("classification-qformer", "classification", f"{len(findings)} findings, Q-Former on patches",
                  "macro/auroc", "macro AUROC", True),
@@ -155,12 +172,14 @@ def plan_jobs(ctx: DemoContext, labels: Any) -> tuple[list[Job], list[Headline],
                  "macro Recall@10", True),
         Headline("retrieval", "retrieval", "same patient, other scan", "same_patient/recall@1", "Recall@1", True),
         Headline("localisation", "localisation", "largest nodule centre", "mean_error_mm", "mean error (mm)", False),
-        Headline("segmentation", "segmentation", f"{len(SEGMENTATION_LABELS)} structures", "dice_macro",
-                 "macro Dice", True),
-        Headline("segmentation", "segmentation", f"{len(SEGMENTATION_LABELS)} structures", "dice_micro",
-                 "micro Dice", True),
+        Headline("segmentation", "segmentation", structures, "dice_macro", "macro Dice", True),
+        Headline("segmentation", "segmentation", structures, "dice_micro", "micro Dice", True),
     ]
     return jobs, headlines, {"findings": findings, "regression": regression}
+
+
+def source_name(source: Source) -> str:
+    return f"{source[0]}-{source[1]}"
 
 
 class ProbesStage(Stage):
@@ -177,56 +196,37 @@ class ProbesStage(Stage):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
         from voxelfm.core.errors import VoxelFMError
-        from voxelfm.probes.data import FeatureSet
         from voxelfm.probes.run import run_probe
 
         labels = pd.read_csv(layout.cohort_dir(ctx.out) / "labels.csv")
-        # Each store is read once (CLS, patch grids, geometries) and shared by all its probes.
-        stores = {key: FeatureSet.from_store(store_path(ctx, key), patches=True, name=key)
-                  for key in ("pretrained-3d", "random-3d", "histogram-3d", "pretrained-2.5d")}
         jobs, headlines, used = plan_jobs(ctx, labels)
-        fractions = fraction_plan(ctx, labels)
-        results: dict[tuple[str, str], Any] = {}
-        timings: dict[str, float] = {}
+        results: dict[tuple[str, Source], ProbeResult] = {}
         failures: list[str] = []
-        total = sum(len(j.stores) for j in jobs) + len(fractions)
         with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=ctx.console) as progress:
-            bar = progress.add_task("probes", total=total)
+            # comparator backbones (--backbones) run every job on their 3D features
+            extra: tuple[Source, ...] = tuple((name, "3d") for name in layout.comparator_names(ctx.config))
+            bar = progress.add_task("probes", total=sum(len(j.sources) + len(extra) for j in jobs) + len(THREE_D))
             for job in jobs:
-                for key in job.stores:
-                    progress.update(bar, description=f"{job.name} · {key}")
+                for source in (*job.sources, *extra):
+                    progress.update(bar, description=f"{job.name} · {source_name(source)}")
                     try:
-                        res = run_probe(job.task, stores[key], labels, target=list(job.targets) or None,
-                                        head=job.head, out_dir=layout.probes_dir(ctx.out) / job.name / key,
-                                        config=job.options, figures=False)
+                        results[(job.name, source)] = run_probe(
+                            job.task, feature_set(ctx, *source), labels, target=list(job.targets) or None,
+                            head=job.head, out_dir=layout.probes_dir(ctx.out) / job.name / source_name(source),
+                            config=job.options, figures=False)
                     except VoxelFMError as exc:
                         # Small cohorts can leave a task without enough test cases (e.g. no events
                         # in the test split): say so in the report rather than abort every other task.
-                        failures.append(f"{job.name} on {key}: {exc}")
-                        ctx.console.print(f"[yellow]skipped {job.name} on {key}:[/] {exc}")
-                    else:
-                        results[(job.name, key)] = res
-                        timings[f"{job.name}/{key}"] = round(res.seconds, 2)
+                        failures.append(f"{job.name} on {source_name(source)}: {exc}")
+                        ctx.console.print(f"[yellow]skipped {job.name} on {source_name(source)}:[/] {exc}")
                     progress.advance(bar)
-            sweep = []
-            for point in fractions:
-                progress.update(bar, description=f"data fraction {point['fraction']:.0%} · {point['store']}")
-                try:
-                    res = run_probe("classification", stores[point["store"]], labels,
-                                    target=used["findings"], head="qformer", train_ids=point["train_ids"],
-                                    config={**jobs[0].options, "multilabel": "shared"}, figures=False)
-                except VoxelFMError as exc:
-                    failures.append(f"data fraction {point['fraction']:.2f} on {point['store']}: {exc}")
-                    progress.advance(bar)
-                    continue
-                est = res.metrics.get("macro/auroc")
-                sweep.append({"fraction": point["fraction"], "seed": point["seed"],
-                              "backbone": point["store"].split("-")[0], "n_train": len(point["train_ids"]),
-                              **(Estimate.from_any(est.to_dict()).to_dict() if est else {"value": None})})
-                progress.advance(bar)
+            sweep = fraction_points(ctx, labels, used["findings"], jobs[0].options, failures,
+                                    lambda text: progress.update(bar, description=text, advance=1))
+        forget_features(keep=THREE_D)  # report generation reads the 3D stores only
         summary = summarise(ctx, labels, headlines, results, sweep, used)
-        summary["probe_seconds"] = timings
+        summary["probe_seconds"] = {f"{job}/{source_name(src)}": round(res.seconds, 2)
+                                    for (job, src), res in results.items()}
         summary["notes"] += [f"Probe not computed: {f}" for f in failures]
         atomic_write_text(layout.probes_summary(ctx.out), json.dumps(summary, indent=2, default=_json_default))
         return {"runs": len(results) + len(sweep), "findings": len(used["findings"])}
@@ -240,8 +240,7 @@ class ProbesStage(Stage):
             res.problems.append(f"{path}: unreadable ({exc})")
             return res
         rows = [TaskRow.from_dict(r) for r in data.get("tasks", [])]
-        have = {r.category for r in rows}
-        missing = [c for c in PROBE_CATEGORIES if c not in have]
+        missing = [c for c in PROBE_CATEGORIES if c not in {r.category for r in rows}]
         res.require(not missing, f"{path}: no results for {missing}")
         for r in rows:
             res.require(all(b in r.values for b in layout.BACKBONE_NAMES), f"{path}: {r.task} lacks a backbone")
@@ -255,71 +254,76 @@ class ProbesStage(Stage):
 
 
 def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    return str(obj)
+    return obj.item() if hasattr(obj, "item") else str(obj)
 
 
-def fraction_plan(ctx: DemoContext, labels: Any) -> list[dict[str, Any]]:
-    """Nested training subsets per seed: the first ``f·n`` ids of one shuffled order per seed."""
-    cfg = ctx.config.probes
-    train_ids = sorted(labels.loc[labels["split"] == "train", "scan_id"].astype(str))
-    plan = []
-    for seed in range(cfg.fraction_seeds):
-        order = list(np.random.default_rng(cfg.seed + seed).permutation(train_ids))
-        for fraction in cfg.fractions:
-            n = max(4, int(round(fraction * len(order))))
-            for store in ("pretrained-3d", "random-3d", "histogram-3d"):
-                plan.append({"fraction": float(fraction), "seed": seed, "store": store, "train_ids": order[:n]})
-    return plan
-
-
-def _metric_group(output: Any, key: str) -> tuple[Any, list[str], tuple[np.ndarray, ...], str] | None:
-    """The metric function, test units and arrays that produce ``key`` in a task output."""
-    for prefix, fn, ids, arrays in output.more_evaluations:
-        if prefix and key.startswith(prefix):
-            return fn, list(ids), tuple(arrays), key[len(prefix):]
-    return output.metric_fn, list(output.eval_ids), tuple(output.eval_arrays), key
-
-
-def paired_difference(res_a: Any, res_b: Any, key: str, n_resamples: int, seed: int) -> tuple[Estimate, float | None] | None:
-    """Pretrained − random for one metric, resampling the same test units of both runs."""
+def fraction_points(ctx: DemoContext, labels: pd.DataFrame, findings: list[str], options: dict[str, Any],
+                    failures: list[str], advance: Any) -> list[dict[str, Any]]:
+    """Macro AUROC of the shared Q-Former on nested, stratified training fractions, per backbone and seed."""
     from voxelfm.core.errors import VoxelFMError
-    from voxelfm.metrics import paired_bootstrap
+    from voxelfm.probes.fractions import fraction_sweep
 
-    ga, gb = _metric_group(res_a.output, key), _metric_group(res_b.output, key)
-    if ga is None or gb is None or ga[1] != gb[1] or ga[3] != gb[3]:
-        return None  # different test units: no paired comparison possible
-    try:
-        diff = paired_bootstrap(ga[0], ga[2], gb[2], n_resamples=n_resamples, seed=seed).get(ga[3])
-    except (VoxelFMError, ValueError):
-        return None  # the metric is undefined on this test set
-    if diff is None:
-        return None
-    return Estimate.from_any(diff.to_dict()), diff.p_value if math.isfinite(diff.p_value) else None
+    cfg = ctx.config.probes
+    seeds = [cfg.seed + i for i in range(cfg.fraction_seeds)]  # seed index 0 trains with the probes' seed
+    points = []
+    for source in THREE_D:
+        advance(f"data fractions · {source_name(source)}")
+        try:
+            table = fraction_sweep("classification", feature_set(ctx, *source), labels, fractions=cfg.fractions,
+                                   seeds=seeds, target=findings, head="qformer",
+                                   config={**options, "multilabel": "shared"})
+        except VoxelFMError as exc:
+            failures.append(f"data fractions on {source_name(source)}: {exc}")
+            continue
+        points += [{"fraction": float(r["fraction"]), "seed": seeds.index(int(r["seed"])), "backbone": source[0],
+                    "n_train": int(r["n_train"]), **Estimate.from_any(r).to_dict()}
+                   for r in table[table["metric"] == "macro/auroc"].to_dict(orient="records")]
+    order = {b: i for i, b in enumerate(layout.BACKBONE_NAMES)}
+    return sorted(points, key=lambda p: (p["seed"], p["fraction"], order[p["backbone"]]))
 
 
-def _estimate(res: Any, key: str) -> Estimate:
-    est = res.metrics.get(key)
+def _estimate(res: ProbeResult | None, key: str) -> Estimate:
+    est = None if res is None else res.metrics.get(key)
     return Estimate.from_any(est.to_dict()) if est is not None else Estimate(None)
 
 
-def summarise(ctx: DemoContext, labels: Any, headlines: list[Headline], results: dict[tuple[str, str], Any],
-              sweep: list[dict[str, Any]], used: dict[str, list[str]]) -> dict[str, Any]:
-    """Results-table rows, comparisons, per-finding F1 and examples from the finished probe runs."""
+def _difference(ctx: DemoContext, a: ProbeResult | None, b: ProbeResult | None,
+                key: str) -> tuple[Estimate | None, float | None]:
+    """``a − b`` for one metric (paired over the same test units) and its p-value; Nones when undefined."""
+    from voxelfm.core.errors import VoxelFMError
+    from voxelfm.probes.compare import paired_differences
+
+    if a is None or b is None:
+        return None, None
     cfg = ctx.config.probes
+    try:
+        diff = paired_differences(a, b, n_resamples=cfg.bootstrap, seed=cfg.seed, metrics=[key]).get(key)
+    except VoxelFMError:
+        diff = None
+    return (None, None) if diff is None else (Estimate.from_any(diff.to_dict()), diff.p_value)
+
+
+def _row(ctx: DemoContext, category: str, task: str, metric: str, higher: bool, values: dict[str, Estimate],
+         pair: tuple[ProbeResult | None, ProbeResult | None], key: str, **extra: Any) -> dict[str, Any]:
+    diff, p_value = _difference(ctx, *pair, key)
+    return TaskRow(category, task, metric, higher, values, diff, p_value, **extra).to_dict()
+
+
+def summarise(ctx: DemoContext, labels: pd.DataFrame, headlines: list[Headline],
+              results: dict[tuple[str, Source], ProbeResult], sweep: list[dict[str, Any]],
+              used: dict[str, list[str]]) -> dict[str, Any]:
+    """Results-table rows, comparisons, per-finding F1 and examples from the finished probe runs."""
+    def get(job: str, backbone: str, mode: str = "3d") -> ProbeResult | None:
+        return results.get((job, (backbone, mode)))
+
     rows = []
     for h in headlines:
-        pre, rnd = results.get((h.job, "pretrained-3d")), results.get((h.job, "random-3d"))
-        base = results.get((h.job, f"{layout.BASELINE}-3d"))
+        pre, rnd, base = (get(h.job, b) for b in layout.BACKBONE_NAMES)
         if pre is None or rnd is None:
             continue
-        values = {"pretrained": _estimate(pre, h.metric_key), "random": _estimate(rnd, h.metric_key)}
-        values[layout.BASELINE] = _estimate(base, h.metric_key) if base is not None else Estimate(None)
+        values = {b: _estimate(get(h.job, b), h.metric_key) for b in layout.BACKBONE_NAMES}
         if values["pretrained"].value is None and values["random"].value is None:
             continue  # e.g. no event before a horizon in this small test set
-        diff = paired_difference(pre, rnd, h.metric_key, cfg.bootstrap, cfg.seed)
-        vs_base = paired_difference(pre, base, h.metric_key, cfg.bootstrap, cfg.seed) if base is not None else None
         detail = ""
         if h.metric_key.endswith("/mae_sd"):
             unit_key = h.metric_key[: -len("_sd")]
@@ -327,85 +331,91 @@ def summarise(ctx: DemoContext, labels: Any, headlines: list[Headline], results:
             a, b = _estimate(pre, unit_key), _estimate(rnd, unit_key)
             if a.value is not None and b.value is not None:
                 detail = f"MAE in {unit}: {a.value:.3g} (pretrained) vs {b.value:.3g} (random)"
-        rows.append(TaskRow(h.category, h.task, h.metric, h.higher_is_better, values,
-                            diff[0] if diff else None, diff[1] if diff else None, detail=detail,
-                            baseline_difference=vs_base[0] if vs_base else None).to_dict())
+        rows.append(_row(ctx, h.category, h.task, h.metric, h.higher_is_better, values, (pre, rnd), h.metric_key,
+                         detail=detail, baseline_difference=_difference(ctx, pre, base, h.metric_key)[0]))
 
-    heads, modes = [], []
+    key, label, n_findings = "macro/auroc", "macro AUROC", len(used["findings"])
     head_jobs = (("classification-mlp", "MLP on CLS"), ("classification-qformer", "Q-Former on patches"))
-    metric_key, label = "macro/auroc", "macro AUROC"
-    values = {f"{backbone} · {head}": _estimate(results[(job, f"{backbone}-3d")], metric_key)
-              for backbone in layout.BACKBONE_NAMES for job, head in head_jobs
-              if (job, f"{backbone}-3d") in results}
-    if values:
-        q, m = results.get(("classification-qformer", "pretrained-3d")), results.get(("classification-mlp", "pretrained-3d"))
-        diff = paired_difference(q, m, metric_key, cfg.bootstrap, cfg.seed) if q and m else None
-        heads.append(TaskRow("classification", f"{len(used['findings'])} findings", label, True, values,
-                             diff[0] if diff else None, diff[1] if diff else None,
-                             detail="difference: pretrained Q-Former − pretrained MLP").to_dict())
-    for job, head in head_jobs[::-1]:
-        three, two = results.get((job, "pretrained-3d")), results.get((job, "pretrained-2.5d"))
-        if three is not None and two is not None:
-            diff = paired_difference(three, two, metric_key, cfg.bootstrap, cfg.seed)
-            modes.append(TaskRow("classification", f"{len(used['findings'])} findings, {head}", label, True,
-                                 {"pretrained · 3D": _estimate(three, metric_key),
-                                  "pretrained · 2.5D": _estimate(two, metric_key)},
-                                 diff[0] if diff else None, diff[1] if diff else None,
-                                 detail="difference: 3D − 2.5D").to_dict())
+    values = {f"{b} · {head}": _estimate(get(job, b), key)
+              for b in layout.BACKBONE_NAMES for job, head in head_jobs if get(job, b) is not None}
+    heads = [_row(ctx, "classification", f"{n_findings} findings", label, True, values,
+                  (get("classification-qformer", "pretrained"), get("classification-mlp", "pretrained")), key,
+                  detail="difference: pretrained Q-Former − pretrained MLP")] if values else []
+    modes = [_row(ctx, "classification", f"{n_findings} findings, {head}", label, True,
+                  {"pretrained · 3D": _estimate(get(job, "pretrained"), key),
+                   "pretrained · 2.5D": _estimate(get(job, "pretrained", "2.5d"), key)},
+                  (get(job, "pretrained"), get(job, "pretrained", "2.5d")), key, detail="difference: 3D − 2.5D")
+             for job, head in head_jobs[::-1] if get(job, "pretrained") and get(job, "pretrained", "2.5d")]
 
-    q_pre = results.get(("classification-qformer", "pretrained-3d"))
+    q_pre = get("classification-qformer", "pretrained")
     per_finding = {}
     for finding in used["findings"] if q_pre is not None else []:
-        est = q_pre.metrics.get(f"{finding}/f1@0.5")
-        if est is not None:
+        if f"{finding}/f1@0.5" in q_pre.metrics:
             support = int(labels.loc[labels["split"] == "test", finding].sum())
-            per_finding[finding] = {**Estimate.from_any(est.to_dict()).to_dict(), "support": support}
+            per_finding[finding] = {**_estimate(q_pre, f"{finding}/f1@0.5").to_dict(), "support": support}
 
+    retrieval, segmentation = get("retrieval", "pretrained"), get("segmentation", "pretrained")
     return {
         "tasks": rows,
         "heads": heads,
         "inference_modes": modes,
-        "data_fraction": {"task": f"Q-Former (one shared head) on {len(used['findings'])} findings",
-                          "metric": "macro AUROC", "seeds": cfg.fraction_seeds, "points": sweep},
+        "comparators": comparator_rows(ctx, headlines, get),
+        "data_fraction": {"task": f"Q-Former (one shared head) on {n_findings} findings",
+                          "metric": label, "seeds": ctx.config.probes.fraction_seeds, "points": sweep},
         "per_finding_f1": per_finding,
         "examples": {
-            "retrieval": retrieval_examples(ctx, labels, results[("retrieval", "pretrained-3d")], used["findings"])
-            if ("retrieval", "pretrained-3d") in results else [],
-            "segmentation": segmentation_examples(ctx, results[("segmentation", "pretrained-3d")])
-            if ("segmentation", "pretrained-3d") in results else [],
+            "retrieval": retrieval_examples(ctx, labels, retrieval, used["findings"]) if retrieval else [],
+            "segmentation": segmentation_examples(ctx, segmentation) if segmentation else [],
         },
         "used_targets": used,
         "notes": [
-            f"Classification probes cover the {len(used['findings'])} findings with both classes in every split.",
+            f"Classification probes cover the {n_findings} findings with both classes in every split.",
             "Pretraining saw only the training-split scans (no labels); probes were trained on the training "
             "split, selected on validation and evaluated once on the test split.",
         ],
     }
 
 
-def retrieval_examples(ctx: DemoContext, labels: Any, res: Any, findings: list[str]) -> list[dict[str, Any]]:
+def comparator_rows(ctx: DemoContext, headlines: list[Headline],
+                    get: Callable[[str, str], ProbeResult | None]) -> list[dict[str, Any]]:
+    """Each comparator backbone beside the reference (pretrained) on every headline metric, with the
+    paired difference comparator − pretrained (as ``voxelfm evaluate`` with ``reference: pretrained``)."""
+    rows = []
+    for name in layout.comparator_names(ctx.config):
+        for h in headlines:
+            other, reference = get(h.job, name), get(h.job, "pretrained")
+            if other is None or reference is None:
+                continue
+            values = {"pretrained": _estimate(reference, h.metric_key), name: _estimate(other, h.metric_key)}
+            rows.append(_row(ctx, h.category, h.task, h.metric, h.higher_is_better, values, (other, reference),
+                             h.metric_key, detail=f"difference: {name} − pretrained"))
+    return rows
+
+
+def retrieval_examples(ctx: DemoContext, labels: pd.DataFrame, res: ProbeResult,
+                       findings: list[str]) -> list[dict[str, Any]]:
     """Test queries with findings, their top-5 neighbours and whether each shares a finding."""
     table = labels.set_index("scan_id")
-    preds = res.predictions
+
+    def present(scan_id: str) -> set[str]:
+        return {f for f in findings if int(table.loc[scan_id, f]) == 1}
+
     out = []
-    for _, row in preds.iterrows():
+    for _, row in res.predictions.iterrows():
         query = str(row["scan_id"])
-        q_findings = {f for f in findings if int(table.loc[query, f]) == 1}
-        if not q_findings or not isinstance(row["neighbours"], str):
+        if not present(query) or not isinstance(row["neighbours"], str):
             continue
-        neighbours = []
-        for scan_id, sim in list(zip(row["neighbours"].split(";"), str(row["similarities"]).split(";"),
-                                     strict=True))[:5]:
-            n_findings = {f for f in findings if int(table.loc[scan_id, f]) == 1}
-            neighbours.append({"scan_id": scan_id, "similarity": float(sim), "match": bool(q_findings & n_findings),
-                               "same_patient": str(table.loc[scan_id, "patient_id"]) == str(table.loc[query, "patient_id"])})
-        out.append({"query": query, "backbone": "pretrained", "neighbours": neighbours})
+        pairs = list(zip(row["neighbours"].split(";"), str(row["similarities"]).split(";"), strict=True))[:5]
+        out.append({"query": query, "backbone": "pretrained", "neighbours": [
+            {"scan_id": sid, "similarity": float(sim), "match": bool(present(query) & present(sid)),
+             "same_patient": str(table.loc[sid, "patient_id"]) == str(table.loc[query, "patient_id"])}
+            for sid, sim in pairs]})
         if len(out) >= ctx.config.n_examples:
             break
     return out
 
 
-def segmentation_examples(ctx: DemoContext, res: Any) -> list[dict[str, Any]]:
+def segmentation_examples(ctx: DemoContext, res: ProbeResult) -> list[dict[str, Any]]:
     """Test scans with a predicted mask on disk and their macro Dice."""
     masks_dir = layout.probes_dir(ctx.out) / "segmentation" / "pretrained-3d" / "masks"
     dice, _counts = res.output.eval_arrays
@@ -415,8 +425,7 @@ def segmentation_examples(ctx: DemoContext, res: Any) -> list[dict[str, Any]]:
         if not mask.is_file():
             continue
         finite = dice[i][np.isfinite(dice[i])]
-        out.append({"scan_id": str(scan_id), "backbone": "pretrained",
-                    "prediction": str(mask.relative_to(ctx.out)),
+        out.append({"scan_id": str(scan_id), "backbone": "pretrained", "prediction": str(mask.relative_to(ctx.out)),
                     "dice": float(finite.mean()) if finite.size else None})
         if len(out) >= ctx.config.n_examples:
             break

@@ -4,7 +4,8 @@ on a causal LM).
 Uses :mod:`voxelfm.report`: ``train_report_model`` (stage 1 projector, stage 2 LoRA, each budgeted
 in epochs), ``generate_reports`` on the test scans, ``evaluate_reports`` (rule-based finding
 extraction on reference and generated text, per-finding F1 with bootstrap CIs, BLEU/ROUGE-L, and a
-check that the generated text uses the training references' words and sentences).
+check that the generated text uses the training references' words and sentences). Features come
+from the probes' :class:`~voxelfm.probes.data.FeatureSet` (shared with the probes stage).
 The LM is SmolLM2-135M-Instruct when cached (``voxelfm report get-lm smollm2``), otherwise the
 offline tiny LM trained from scratch (the report says which).
 """
@@ -21,11 +22,7 @@ from voxelfm.core.atomic import atomic_write_text
 from voxelfm.demo import layout
 from voxelfm.demo.pipeline import CheckResult, DemoContext, Stage
 from voxelfm.demo.results import Estimate, TaskRow
-
-
-def _lm_choice(choice: str) -> str | None:
-    """``auto`` → None (SmolLM2 if cached, else the tiny fallback); anything else as given."""
-    return None if choice == "auto" else choice
+from voxelfm.demo.stages.probes import feature_set, forget_features
 
 
 def finding_vocabulary() -> Any:
@@ -46,7 +43,7 @@ class ReportGenStage(Stage):
         return [layout.reportgen_dir(ctx.out)]  # one run directory per backbone and summary.json
 
     def run(self, ctx: DemoContext) -> dict[str, Any]:
-        from voxelfm.report.dataset import features_from_store, load_reports
+        from voxelfm.report.dataset import load_reports
         from voxelfm.report.evaluate import evaluate_reports, label_matrix
         from voxelfm.report.findings import RuleBasedExtractor
         from voxelfm.report.generate import generate_reports, read_run_config, write_generated
@@ -54,13 +51,10 @@ class ReportGenStage(Stage):
         from voxelfm.report.train import ReportTrainConfig, train_report_model
 
         cfg = ctx.config.reportgen
-        root = layout.reportgen_dir(ctx.out)
         reports = load_reports(layout.cohort_dir(ctx.out) / "reports.jsonl")
         refs = {r.scan_id: r.text(cfg.text_field) for r in reports}
         train_texts = [r.text(cfg.text_field) for r in reports if r.split == "train"]
-        test_ids = [r.scan_id for r in reports if r.split == "test"]
-        if cfg.n_generate is not None:
-            test_ids = test_ids[: cfg.n_generate]
+        test_ids = [r.scan_id for r in reports if r.split == "test"][: cfg.n_generate]
         vocab = finding_vocabulary()
         extractor = RuleBasedExtractor(vocab)
         train_cfg = ReportTrainConfig(
@@ -69,16 +63,12 @@ class ReportGenStage(Stage):
             **({"stage2_lr": cfg.stage2_lr} if cfg.stage2_lr is not None else {}),
         )
         per_backbone: dict[str, dict[str, Any]] = {}
-        lm_used = ""
-        lm_fallback = False
         for backbone in layout.BACKBONE_NAMES:
             ctx.console.print(f"  report model on the [bold]{backbone}[/] backbone")
-            features = features_from_store(layout.store_dir(ctx.out, backbone, "3d"))
-            run = train_report_model(features, reports, lm=_lm_choice(cfg.lm), out_dir=root / backbone,
-                                     config=train_cfg, device=ctx.device)
-            run_cfg = read_run_config(run)
-            lm_used = str(run_cfg.get("lm_source", ""))
-            lm_fallback = bool(run_cfg.get("lm_fallback", False))
+            features = feature_set(ctx, backbone)
+            run = train_report_model(features, reports, lm=None if cfg.lm == "auto" else cfg.lm,
+                                     out_dir=layout.reportgen_dir(ctx.out) / backbone, config=train_cfg,
+                                     device=ctx.device)
             rows = generate_reports(run, features, test_ids,
                                     decoding=DecodingConfig(max_new_tokens=cfg.max_new_tokens), seed=cfg.seed)
             write_generated(run, rows)
@@ -87,12 +77,13 @@ class ReportGenStage(Stage):
                                        n_bootstrap=ctx.config.probes.bootstrap, seed=cfg.seed)
             metrics["seconds_per_report"] = float(np.mean([r["seconds"] for r in rows]))
             atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2))
-            per_backbone[backbone] = {"run": run, "rows": rows, "metrics": metrics,
+            per_backbone[backbone] = {"config": read_run_config(run), "rows": rows, "metrics": metrics,
                                       "pred": label_matrix([generated[s] for s in test_ids], extractor)}
+        forget_features()
         truth = label_matrix([refs[s] for s in test_ids], extractor)
-        summary = summarise(ctx, per_backbone, truth, test_ids, refs, vocab.names, lm_used, lm_fallback)
+        summary = summarise(ctx, per_backbone, truth, test_ids, refs, vocab.names)
         atomic_write_text(layout.reportgen_summary(ctx.out), json.dumps(summary, indent=2))
-        return {"lm": lm_used, "n_test": len(test_ids)}
+        return {"lm": summary["lm"], "n_test": len(test_ids)}
 
     def check(self, ctx: DemoContext) -> CheckResult:
         res = CheckResult()
@@ -113,79 +104,63 @@ class ReportGenStage(Stage):
         return res
 
 
-def summarise(
-    ctx: DemoContext, per_backbone: dict[str, dict[str, Any]], truth: np.ndarray, test_ids: list[str],
-    refs: dict[str, str], names: list[str], lm_used: str, lm_fallback: bool,
-) -> dict[str, Any]:
+def _f1(entry: dict[str, Any], n: int | None = None) -> Estimate:
+    return Estimate(entry["f1"], *entry["f1_ci"], n=n)
+
+
+def summarise(ctx: DemoContext, per_backbone: dict[str, dict[str, Any]], truth: np.ndarray, test_ids: list[str],
+              refs: dict[str, str], names: list[str]) -> dict[str, Any]:
     """The stage summary the render stage reads: Fig. 2 row, per-finding F1, examples, notes."""
     from voxelfm.metrics import paired_bootstrap
     from voxelfm.report.evaluate import finding_metrics
 
-    values = {}
-    for backbone, info in per_backbone.items():
-        macro = info["metrics"]["findings"]["macro"]
-        values[backbone] = Estimate(macro["f1"], *macro["f1_ci"], n=len(test_ids))
-    pa, pb = per_backbone["pretrained"]["pred"], per_backbone["random"]["pred"]
+    n = len(test_ids)
+    values = {b: _f1(info["metrics"]["findings"]["macro"], n) for b, info in per_backbone.items()}
 
     def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
         return {"f1": finding_metrics(y_true, y_pred, names, n_bootstrap=0)["macro"]["f1"]}
 
-    def paired(other: np.ndarray) -> Any:
-        return paired_bootstrap(macro_f1, [truth, pa], [truth, other], n_resamples=ctx.config.probes.bootstrap,
+    def versus(other: str) -> Any:  # pretrained − other, resampling the same test reports
+        return paired_bootstrap(macro_f1, [truth, per_backbone["pretrained"]["pred"]],
+                                [truth, per_backbone[other]["pred"]], n_resamples=ctx.config.probes.bootstrap,
                                 seed=ctx.config.reportgen.seed)["f1"]
 
-    diff = paired(pb)
-    base = paired(per_backbone[layout.BASELINE]["pred"]) if layout.BASELINE in per_backbone else None
-    pre_metrics = per_backbone["pretrained"]["metrics"]
-    chance = pre_metrics.get("baseline_prevalence", {}).get("macro", {}).get("f1")
+    diff = versus("random")
+    base = versus(layout.BASELINE) if layout.BASELINE in per_backbone else None
+    pre = per_backbone["pretrained"]["metrics"]
+    chance = pre.get("baseline_prevalence", {}).get("macro", {}).get("f1")
     row = TaskRow("report generation", "findings extracted from generated reports", "macro F1", True,
                   values, Estimate.from_any(diff.to_dict()), p_value=diff.p_value,
                   detail="rule-based finding extraction with negation handling"
                          + (f"; chance (prevalence) {chance:.3f}" if chance is not None else ""),
                   baseline_difference=Estimate.from_any(base.to_dict()) if base is not None else None)
-    pre = per_backbone["pretrained"]["metrics"]
-    per_finding = {
-        n: {"f1": Estimate(v["f1"], *v["f1_ci"], n=len(test_ids)).to_dict(), "support": v["support"]}
-        for n, v in pre["findings"]["per_finding"].items() if v["support"] > 0
-    }
     gen = {r["scan_id"]: r["generated"] for r in per_backbone["pretrained"]["rows"]}
-    examples = [{"scan_id": s, "reference": refs[s], "generated": gen[s]}
-                for s in test_ids[: ctx.config.n_examples]]
-    text = {b: info["metrics"]["text"] for b, info in per_backbone.items()}
-    language = {b: info["metrics"].get("language", {}) for b, info in per_backbone.items()}
-    metrics = {
-        f"macro F1 ({b})": values[b].to_dict() for b in values
-    } | {
-        "majority-class baseline macro F1": Estimate(
-            pre["baseline_majority"]["macro"]["f1"], *pre["baseline_majority"]["macro"]["f1_ci"]).to_dict(),
-        "chance (training prevalence) macro F1": Estimate(
-            pre["baseline_prevalence"]["macro"]["f1"], *pre["baseline_prevalence"]["macro"]["f1_ci"]).to_dict(),
-    } | {
-        f"ROUGE-L ({b})": {"value": text[b]["rouge_l"]} for b in text
-    } | {
-        f"BLEU ({b})": {"value": text[b]["bleu"]} for b in text
-    } | {
-        f"generated sentences found in training references ({b})": {"value": language[b].get("known_sentences")}
-        for b in language
-    } | {
-        f"generated words found in training references ({b})": {"value": language[b].get("known_words")}
-        for b in language
-    } | {
-        "seconds per report (pretrained)": {"value": pre.get("seconds_per_report")},
-    }
+    every = per_backbone.items()
+    metrics = {f"macro F1 ({b})": values[b].to_dict() for b in values} | {
+        "majority-class baseline macro F1": _f1(pre["baseline_majority"]["macro"]).to_dict(),
+        "chance (training prevalence) macro F1": _f1(pre["baseline_prevalence"]["macro"]).to_dict(),
+    } | {f"ROUGE-L ({b})": {"value": i["metrics"]["text"]["rouge_l"]} for b, i in every} | {
+        f"BLEU ({b})": {"value": i["metrics"]["text"]["bleu"]} for b, i in every} | {
+        f"generated {what} found in training references ({b})":
+            {"value": i["metrics"].get("language", {}).get(f"known_{what}")}
+        for what in ("sentences", "words") for b, i in every
+    } | {"seconds per report (pretrained)": {"value": pre.get("seconds_per_report")}}
+    run_cfg = list(per_backbone.values())[-1]["config"]  # every run used the same LM
+    lm_used = str(run_cfg.get("lm_source", ""))
     note = None
-    if lm_fallback:
+    if run_cfg.get("lm_fallback", False):
         note = ("SmolLM2 was not cached, so a tiny language model was trained from scratch on the "
                 "training reports (offline fallback): expect templated text. Run `voxelfm report "
                 "get-lm smollm2` once to use the real pretrained LM.")
     return {
         "tasks": [row.to_dict()],
-        "per_finding_f1": per_finding,
-        "examples": examples,
+        "per_finding_f1": {f: {"f1": _f1(v, n).to_dict(), "support": v["support"]}
+                           for f, v in pre["findings"]["per_finding"].items() if v["support"] > 0},
+        "examples": [{"scan_id": s, "reference": refs[s], "generated": gen[s]} for s in test_ids[: ctx.config.n_examples]],
         "lm": lm_used,
         "lm_note": note,
         "text_field": ctx.config.reportgen.text_field,
         "metrics": metrics,
         "findings": names,
-        "notes": [f"Report generation used {len(test_ids)} test scans and the LM {lm_used}."],
+        "notes": [f"Report generation used {n} test scans and the LM {lm_used}."],
     }
