@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 from voxelfm.demo.document import SECTIONS, compose_report
-from voxelfm.demo.figures import (
+from voxelfm.demo.results import CATEGORIES, SCHEMA_VERSION, Estimate, TaskRow, validate_results
+from voxelfm.viz.panels import (
     Neighbour,
     PcaPanel,
     pca_figure,
     retrieval_figure,
     segmentation_figure,
 )
-from voxelfm.demo.results import CATEGORIES, SCHEMA_VERSION, Estimate, TaskRow, validate_results
 from voxelfm.viz.slices import to_png
 
 

@@ -10,14 +10,14 @@ import numpy as np
 
 from voxelfm.core.types import CTVolume
 from voxelfm.demo import layout
-from voxelfm.demo.figures import (
+from voxelfm.demo.pipeline import DemoContext
+from voxelfm.viz.panels import (
     Neighbour,
     PcaPanel,
     pca_figure,
     retrieval_figure,
     segmentation_figure,
 )
-from voxelfm.demo.pipeline import DemoContext
 from voxelfm.viz.slices import ct_thumbnail, take_slice, window_hu
 
 THUMB_WIDTH = 150

@@ -1,8 +1,8 @@
-"""Picture figures of the demo report: retrieval thumbnails, segmentation overlays, PCA maps.
+"""Picture panels: retrieval thumbnails with their neighbours, segmentation overlays, PCA maps.
 
 Each function takes plain arrays (already windowed slices, label slices, PCA colours) and returns
-PNG bytes, so it can be tested without a model. Metric charts (bars, curves) come from
-:mod:`voxelfm.viz.plots`.
+PNG bytes, so it can be tested without a model (the demo report draws its pictures with them).
+Metric charts (bars, curves) are in :mod:`voxelfm.viz.plots`.
 """
 
 from __future__ import annotations
