@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from voxelfm.core import CTVolume, Geometry
+from synthetic_ct import ct_volume
+from voxelfm.core import CTVolume
 from voxelfm.models import ViTConfig, build_model
 from voxelfm.preprocess import PreprocessSpec
 
@@ -17,15 +17,8 @@ SPEC = PreprocessSpec(patch_size=8, max_patches=80)
 
 
 def phantom(seed: int = 0, shape: tuple[int, int, int] = (30, 56, 56)) -> CTVolume:
-    """Air around a soft-tissue ellipsoid with a bright 'spine' and noise; spacing 2 × 1 × 1 mm."""
-    rng = np.random.default_rng(seed)
-    z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
-    hu = np.full(shape, -1000.0, dtype=np.float32)
-    body = (y / 0.8) ** 2 + (x / 0.85) ** 2 < 1
-    hu[body] = 40.0
-    hu[((y - 0.45) / 0.15) ** 2 + (x / 0.15) ** 2 < 1] = 700.0
-    hu += (rng.normal(0, 20, shape) + 60 * z).astype(np.float32) * body
-    return CTVolume(hu, Geometry(shape, (2.0, 1.0, 1.0), origin=(-27.5, -30.0, 100.0)), source=f"phantom{seed}")
+    """The shared body phantom (``synthetic_ct``) on a 2 × 1 × 1 mm grid."""
+    return ct_volume(shape, (2.0, 1.0, 1.0), (-27.5, -30.0, 100.0), seed=seed, noise_hu=20.0, source=f"phantom{seed}")
 
 
 def make_model(seed: int = 0) -> torch.nn.Module:

@@ -1,11 +1,12 @@
-"""Fixtures for io tests: small synthetic CT volumes with known geometry."""
+"""Fixtures for io tests: small synthetic CT volumes (``synthetic_ct``) with known geometry."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from voxelfm.core import CTVolume, Geometry
+from synthetic_ct import ct_volume
+from voxelfm.core import CTVolume
 
 
 def rotation(axis: str, degrees: float) -> np.ndarray:
@@ -19,19 +20,6 @@ def rotation(axis: str, degrees: float) -> np.ndarray:
     return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
 
 
-def body_phantom(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
-    """Air around an elliptic 'body' (soft tissue), a 'spine' (bone) and noise; float32 HU."""
-    rng = np.random.default_rng(seed)
-    z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
-    hu = np.full(shape, -1000.0)
-    hu[(y / 0.8) ** 2 + (x / 0.9) ** 2 < 1] = 40.0
-    hu[((y - 0.5) / 0.15) ** 2 + (x / 0.15) ** 2 < 1] = 700.0
-    hu[((y + 0.1) / 0.3) ** 2 + ((x - 0.4) / 0.25) ** 2 < 1] = -850.0  # a 'lung'
-    hu += rng.normal(0, 8, shape) + 0.2 * z  # z term breaks slice symmetry
-    # Scanners store air at >= -1024 HU; keep the phantom representable in uint16 DICOM.
-    return np.maximum(np.round(hu), -1024.0).astype(np.float32)
-
-
 def make_volume(
     shape: tuple[int, int, int] = (6, 10, 12),
     spacing: tuple[float, float, float] = (2.5, 0.8, 0.7),
@@ -39,9 +27,8 @@ def make_volume(
     direction: np.ndarray | None = None,
     seed: int = 0,
 ) -> CTVolume:
-    geometry = Geometry(shape=shape, spacing=spacing, origin=origin,
-                        direction=np.eye(3) if direction is None else direction)
-    return CTVolume(array=body_phantom(shape, seed), geometry=geometry)
+    """The shared body phantom (whole HU >= -1024: exact in DICOM and int16 NIfTI) on a small grid."""
+    return ct_volume(shape, spacing, origin, direction, seed)
 
 
 def assert_same_physical(a: CTVolume, b: CTVolume, atol: float = 1e-3) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from synthetic_ct import smooth_volume
 from voxelfm.models import ViTConfig
+
+__all__ = ["SMALL", "perturb_", "smooth_volume"]
 
 # 2 heads × head_dim 24 (3 axes × 4 pairs), patch 4, 2 registers: fast, but every part exercised.
 SMALL = ViTConfig(embed_dim=48, depth=2, num_heads=2, patch_size=4, num_register_tokens=2)
@@ -32,11 +35,3 @@ def perturb_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
             else:
                 tensor.copy_(noise * tensor.std().clamp_min(0.02))
     return model
-
-
-def smooth_volume(shape: tuple[int, int, int], batch: int = 1, seed: int = 0) -> torch.Tensor:
-    """A deterministic (B, D, H, W) input with structure at several scales plus noise."""
-    gen = torch.Generator().manual_seed(seed)
-    axes = torch.meshgrid(*[torch.linspace(-1, 1, n) for n in shape], indexing="ij")
-    base = torch.sin(3 * axes[0]) + torch.cos(2 * axes[1] + axes[2]) + axes[0] * axes[2]
-    return base.expand(batch, *shape) + 0.3 * torch.randn(batch, *shape, generator=gen)

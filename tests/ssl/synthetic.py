@@ -11,21 +11,12 @@ import torch
 
 
 def make_volume(rng: np.random.Generator, shape: tuple[int, int, int] = (40, 48, 44)) -> np.ndarray:
-    """A body-like HU volume: air, a soft-tissue ellipsoid, low-density 'lungs' and bright blobs."""
-    zz, yy, xx = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
-    vol = np.full(shape, -1000.0, dtype=np.float32)
-    body = (zz / 0.95) ** 2 + (yy / 0.8) ** 2 + (xx / 0.9) ** 2 < 1
-    vol[body] = 40.0
-    for side in (-0.4, 0.4):
-        lung = (zz / 0.7) ** 2 + (yy / 0.5) ** 2 + ((xx - side) / 0.3) ** 2 < 1
-        vol[lung] = -850.0
-    for _ in range(int(rng.integers(1, 4))):
-        c = rng.uniform(-0.5, 0.5, 3)
-        r = rng.uniform(0.08, 0.2)
-        blob = (zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 < r**2
-        vol[blob] = rng.uniform(200, 1200)
-    vol += rng.normal(0, 20, shape).astype(np.float32)
-    return vol
+    """The shared body phantom (``synthetic_ct``) with random dense blobs, so volumes differ."""
+    # Imported here: the torchrun workers import this module for ``tiny_overrides`` only, without
+    # pytest's conftest that puts tests/ on sys.path.
+    from synthetic_ct import body_hu
+
+    return body_hu(shape, rng, noise_hu=20.0, blobs=True)
 
 
 def make_prepared(folder: Path, n: int = 6, seed: int = 0, shape: tuple[int, int, int] = (40, 48, 44)) -> Path:
