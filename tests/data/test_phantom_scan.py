@@ -184,3 +184,36 @@ def test_bad_arguments_raise_voxelfm_errors():
         generate_scan(0, size="huge")
     with pytest.raises(ConfigError, match="unknown findings"):
         generate_scan(0, size="tiny", findings={"fracture": 1})
+
+
+def test_scene_is_complete_and_read_only_before_painting():
+    """Painters read one finished scene and return what they measure; none can change what a later
+    painter sees (the fields are frozen and the shared arrays read-only)."""
+    import dataclasses
+
+    from voxelfm.data.phantom.acquisition import plan_geometry, sample_acquisition
+    from voxelfm.data.phantom.anatomy import build_anatomy
+    from voxelfm.data.phantom.canvas import Canvas
+    from voxelfm.data.phantom.cohort import make_patient
+    from voxelfm.data.phantom.constants import SIZES
+    from voxelfm.data.phantom.render import build_scene, render
+
+    patient = make_patient(0, seed=2)
+    patient.findings.update(dict.fromkeys(FINDINGS, 1))
+    rng = np.random.default_rng([2, 0, 100])
+    acq = sample_acquisition(rng, SIZES["tiny"])
+    anat, ref = build_anatomy(patient, acq.inspiration, True), build_anatomy(patient, 1.0, True)
+    geometry, pose = plan_geometry(acq, anat, rng)
+    canvas = Canvas(geometry, pose)
+    scene = build_scene(canvas, anat, ref, patient, SIZES["tiny"], rng)
+    fields = ("tex", "lob", "cav", "below", "heart_clear")
+    assert all(getattr(scene, f).shape == canvas.shape and not getattr(scene, f).flags.writeable for f in fields)
+    before = {f: getattr(scene, f).copy() for f in fields}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        scene.tex = None
+    rendered = render(canvas, scene)
+    assert all(np.array_equal(getattr(scene, f), before[f]) for f in fields)
+    m = rendered.measurements
+    assert m["largest_nodule_mm"] == max(n[0] for n in m["nodules"]) > 0
+    assert m["calcium_score"] > 0 and m["lung_volume_l"] > 0 and m["effusion_volume_ml"] > 0
+    assert len(rendered.metal_centres) >= 1  # pacemaker, port or sternotomy wires
