@@ -123,36 +123,83 @@ class QFormerHead(nn.Module):
     normalising it away stopped the head from finding a one-token signal in the tests.
     ``query_std`` is the standard deviation of the initial queries, and ``dropout`` applies to the
     projected tokens and to the pooled output.
+
+    ``feature_dropout`` (default: ``dropout``) is the original dropout on the token features;
+    ``token_dropout`` instead drops whole tokens from the attention during training (never every
+    token of a scan). A Bernoulli draw per token feature is most of a training step on CPU
+    (~80 % at 32 x 512 x 192), one draw per token is negligible.
+
+    ``skip`` adds a linear path from a global vector to the output: ``"cls"`` (the backbone's CLS,
+    passed as ``cls=``) or ``"mean"`` (the masked mean of the input tokens). The output is then
+    ``Linear(dropout(global)) + attention branch`` with the attention branch's output layer
+    zero-initialised, so training starts as a linear probe on the global vector and the learned
+    queries add what the pooled vector misses. Why: at ~150 training scans the attention alone
+    does not find a finding that lives in one of hundreds of tokens (benchmarks/README.md,
+    probes), and a Q-Former that starts from nothing lost to the MLP on CLS.
     """
 
     def __init__(
         self, in_dim: int, out_dim: int = 1, hidden_dim: int = 256, num_queries: int = 4, num_layers: int = 1,
         num_heads: int = 4, dropout: float = 0.5, attn_dropout: float = 0.1, residual: bool | None = None,
         use_positions: bool = False, mlp_ratio: float = 2.0, token_norm: bool = False, query_std: float = 1.0,
+        skip: str | None = None, skip_dropout: float = 0.0, feature_dropout: float | None = None,
+        token_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if hidden_dim % num_heads:
             raise ConfigError(f"Q-Former hidden_dim {hidden_dim} is not divisible by num_heads {num_heads}")
+        if skip not in (None, "cls", "mean"):
+            raise ConfigError(f"Q-Former skip must be 'cls', 'mean' or null, got {skip!r}")
+        if not 0.0 <= token_dropout < 1.0:
+            raise ConfigError(f"Q-Former token_dropout must be in [0, 1), got {token_dropout}")
+        self.token_dropout = float(token_dropout)
         residual = num_layers > 1 if residual is None else residual
         self.token_norm = nn.LayerNorm(in_dim) if token_norm else None
         self.token_proj = nn.Linear(in_dim, hidden_dim)
         self.pos_proj = nn.Linear(3, hidden_dim) if use_positions else None
         self.queries = nn.Parameter(torch.randn(1, num_queries, hidden_dim) * query_std)
-        self.drop_tokens = nn.Dropout(dropout)
+        self.drop_tokens = nn.Dropout(dropout if feature_dropout is None else feature_dropout)
         self.layers = nn.ModuleList(
             _CrossAttentionLayer(hidden_dim, num_heads, attn_dropout, residual, mlp_ratio) for _ in range(num_layers)
         )
         self.drop_out = nn.Dropout(dropout)
         self.out = nn.Linear(hidden_dim, out_dim)
+        self.skip = skip
+        self.skip_proj = nn.Linear(in_dim, out_dim) if skip else None
+        self.drop_skip = nn.Dropout(skip_dropout)
+        if skip:  # starts at zero: no random projection of the global vector to unlearn, and a
+            # silent attention branch, so training starts as a linear probe on the global vector
+            for layer in (self.out, self.skip_proj):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, pos: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, pos: torch.Tensor | None = None,
+                cls: torch.Tensor | None = None) -> torch.Tensor:
         if x.dim() == 5:
             x = x.flatten(1, 3)
         if x.dim() != 3:
             raise ConfigError(f"the Q-Former needs patch tokens (B, N, C); got shape {tuple(x.shape)}")
+        if self.skip_proj is None:
+            return self._attend(x, mask, pos)
+        if self.skip == "cls":
+            if cls is None:
+                raise ConfigError("this Q-Former has a CLS skip path but no CLS vectors were given")
+            glob = cls
+        else:
+            glob = masked_mean(x, mask)
+        return self.skip_proj(self.drop_skip(glob)) + self._attend(x, mask, pos)
+
+    def _attend(self, x: torch.Tensor, mask: torch.Tensor | None, pos: torch.Tensor | None) -> torch.Tensor:
+        """The attention branch: learned queries cross-attending to the tokens, then the output layer."""
         if self.token_norm is not None:
             x = self.token_norm(x)
         pad = None if mask is None else ~mask
+        if self.training and self.token_dropout > 0:
+            drop = torch.rand(x.shape[:2], device=x.device) < self.token_dropout
+            dropped = drop if pad is None else drop | pad
+            # A scan whose every real token was drawn keeps them all (attention needs one key).
+            original = torch.zeros_like(drop) if pad is None else pad
+            pad = torch.where(dropped.all(1, keepdim=True), original, dropped)
         q = self.queries.expand(x.shape[0], -1, -1)
         if len(self.layers) == 1 and not self.layers[0].residual and self.pos_proj is None:
             # The original single bare attention: fold the token projection into it (dropout on

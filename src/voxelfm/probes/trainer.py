@@ -191,6 +191,8 @@ def _train(model: nn.Module, batches: Callable[[np.random.Generator], Iterable[B
             if bank is None and isinstance(x, torch.Tensor) and x.dim() >= 3:  # token batches only
                 bank = torch.randn((NOISE_BANK_ROWS, x.shape[-1]), generator=gen, dtype=x.dtype)
             batch["x"] = add_noise(x, config.noise_sigma, config.noise_p, gen, bank)
+            if isinstance(batch.get("cls"), torch.Tensor):  # a head's global (CLS) input gets the same noise
+                batch["cls"] = add_noise(batch["cls"], config.noise_sigma, config.noise_p, gen)
             loss = loss_fn(model, batch)
             if not torch.isfinite(loss):
                 raise ConfigError(f"training diverged at epoch {epoch} (loss {loss.item()}); lower the learning rate")

@@ -44,8 +44,8 @@ class Inputs:
 
     def __init__(self, features: FeatureSet, head: str) -> None:
         self.head = head
+        self.cls = torch.from_numpy(features.cls)
         if head == "mlp":
-            self.cls = torch.from_numpy(features.cls)
             self.bank = None
         else:
             patches = features.require_patches(f"the {head} head")
@@ -56,10 +56,15 @@ class Inputs:
         if self.bank is None:
             return {"x": self.cls[torch.as_tensor(np.asarray(rows), dtype=torch.long)]}
         x, mask, pos = self.bank.gather(rows)
-        return {"x": x, "mask": mask, "pos": pos}
+        out = {"x": x, "mask": mask, "pos": pos}
+        if self.head == "qformer":  # for the Q-Former's optional CLS skip path
+            out["cls"] = self.cls[torch.as_tensor(np.asarray(rows), dtype=torch.long)]
+        return out
 
 
 def forward(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+    if "cls" in batch:
+        return model(batch["x"], mask=batch.get("mask"), pos=batch.get("pos"), cls=batch["cls"])
     return model(batch["x"], mask=batch.get("mask"), pos=batch.get("pos"))
 
 
