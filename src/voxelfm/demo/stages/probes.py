@@ -140,8 +140,7 @@ def plan_jobs(ctx: DemoContext, labels: pd.DataFrame) -> tuple[list[Job], list[H
     head_params = {"hidden_dim": cfg.hidden_dim}
     cls_opts = classification_options(hidden_dim=cfg.hidden_dim, seed=cfg.seed, bootstrap=cfg.bootstrap,
                                       epochs=cfg.epochs)
-    q_opts = {**cls_opts, "head_params": {"hidden_dim": cfg.qformer_hidden_dim, "num_queries": cfg.qformer_queries,
-                                          "skip": cfg.qformer_skip}}
+    q_opts = {**cls_opts, "head_params": cfg.qformer_head_params()}
     jobs = [
         # The Q-Former costs ~10x the MLP per probe on CPU: on 3D features only (3D vs 2.5D uses the MLP).
         Job("classification-qformer", "classification", tuple(findings), "qformer", q_opts),
