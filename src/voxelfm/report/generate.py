@@ -30,6 +30,7 @@ def read_run_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 def load_report_model(run_dir: str | os.PathLike[str], device: str | torch.device | None = None,
                       ) -> tuple[ReportModel, dict[str, Any]]:
     """Rebuild the trained model: LM (+ merged LoRA) + projector, in eval mode."""
+    from voxelfm.core.device import resolve_device
     from voxelfm.report.lm import load_lm
     from voxelfm.report.projector import FeatureProjector
     from voxelfm.report.train import ReportTrainConfig
@@ -41,14 +42,14 @@ def load_report_model(run_dir: str | os.PathLike[str], device: str | torch.devic
     if not lm_dir.is_dir():
         raise CheckpointError(located(lm_dir, "the run's language model directory is missing; "
                                               "run `voxelfm report get-lm smollm2` if it was the cache"))
-    lm, tokenizer = load_lm(lm_dir, dtype=getattr(torch, train_cfg.lm_dtype))
+    lm, tokenizer = load_lm(lm_dir, dtype=train_cfg.lm_dtype)
     if cfg.get("lora"):
         from peft import PeftModel
 
         lm = PeftModel.from_pretrained(lm, str(run / "lora")).merge_and_unload()
     projector = FeatureProjector.load(run)
     model = ReportModel(lm, tokenizer, projector, train_cfg.chat, use_cls=train_cfg.use_cls)
-    model.to(torch.device(device) if device is not None else torch.device("cpu")).eval()
+    model.to(resolve_device(device if device is not None else "cpu", key="device")).eval()
     return model, cfg
 
 

@@ -251,17 +251,23 @@ def check_lm_files(directory: Path) -> list[str]:
 
 
 def load_lm(directory: str | os.PathLike[str], *, dtype: Any = None) -> tuple[Any, Any]:
-    """Load ``(model, tokenizer)`` from a local directory (no network); pads with EOS if needed."""
-    import torch
+    """Load ``(model, tokenizer)`` from a local directory (no network); pads with EOS if needed.
+
+    ``dtype`` of the weights: a precision name (``fp32``, ``bf16``, ``fp16``; see
+    :mod:`voxelfm.core.device`), a torch dtype, or None (fp32).
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from voxelfm.core.device import torch_dtype
+
+    weights_dtype = dtype if dtype is not None and not isinstance(dtype, str) else torch_dtype(dtype or "fp32")
     path = Path(directory)
     if not is_lm_dir(path):
         raise CheckpointError(located(path, "not a language-model directory (needs config.json and weights)"))
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=dtype or torch.float32, local_files_only=True
+            str(path), dtype=weights_dtype, local_files_only=True
         )
     except (OSError, ValueError) as exc:
         raise CheckpointError(located(path, f"cannot load causal LM: {exc}")) from exc
