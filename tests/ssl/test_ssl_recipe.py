@@ -1,4 +1,4 @@
-"""The small-batch recipe (cpu_small): frozen random teacher, same-view targets, student export."""
+"""The small-batch recipe (cpu_small): frozen random teacher, same-view targets, iBOT, student export."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _recipe(index: Path, **extra: object) -> dict:
 def test_cpu_small_resolves_to_the_studied_settings() -> None:
     config = load_config("cpu_small")
     assert config["student"]["embed_dim"] == 216 and config["student"]["layerscale"] == 1.0
-    assert config["dino"]["teacher_view"] == "same" and config["ibot"]["loss_weight"] == 0
+    assert config["dino"]["teacher_view"] == "same" and config["ibot"]["loss_weight"] == 1.0
     assert config["schedules"]["momentum"] == {"start": 1.0, "peak": 1.0, "end": 1.0, "warmup_epochs": 0}
     assert config["crops"]["window_probability"] == 0 and not config["crops"]["axis_permutation"]
     assert default_part(config) == "student"
