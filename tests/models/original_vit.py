@@ -1,4 +1,4 @@
-"""An independent re-statement of the ORIGINAL VoxelFM backbone forward pass (reference §1.2–1.5).
+"""An independent re-statement of the ORIGINAL VoxelFM backbone forward pass (docs/original.md §1.2–1.5).
 
 Written from the formulas only, on a plain state dict, sharing no code with ``voxelfm.models``:
 

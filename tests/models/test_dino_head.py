@@ -1,4 +1,4 @@
-"""DINO head (reference §2.1): layout, weight norm, normalised bottleneck."""
+"""DINO head (docs/original.md §2.1): layout, weight norm, normalised bottleneck."""
 
 from __future__ import annotations
 

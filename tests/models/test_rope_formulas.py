@@ -1,4 +1,4 @@
-"""3D RoPE against the formulas of reference §1.5, computed independently."""
+"""3D RoPE against the formulas of docs/original.md §1.5, computed independently."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from voxelfm.models import RopePositionEmbedding3D, apply_rope, patch_coords, ro
 
 
 def test_periods_of_the_released_model() -> None:
-    # head_dim 72, base 100: 100^(i/12) — the values listed in the reference.
+    # head_dim 72, base 100: 100^(i/12) — the values listed in docs/original.md §1.5.
     expected = [1.0, 1.468, 2.154, 3.162, 4.642, 6.813, 10.0, 14.68, 21.54, 31.62, 46.42, 68.13]
     periods = rope_periods(72, 100.0)
     assert periods.dtype == torch.float32 and periods.shape == (12,)

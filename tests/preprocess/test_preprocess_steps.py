@@ -1,4 +1,4 @@
-"""Each preprocessing step against numbers computed by hand (reference §3.2)."""
+"""Each preprocessing step against numbers computed by hand (docs/original.md §3.2)."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def test_resample_isotropic_matches_torch_and_reports_exact_spacing():
 
 
 def test_patch_budget_reference_example():
-    """400 x 512 x 512 at p 14 and 25,000 patches -> 346 x 443 x 443 (reference §3.2)."""
+    """400 x 512 x 512 at p 14 and 25,000 patches -> 346 x 443 x 443 (docs/original.md §3.2)."""
     size = patch_budget_size((400, 512, 512), 14, 25000)
     assert size == (346, 443, 443)
     assert n_patches(size, 14) == 23064  # 24 * 31 * 31; 0.98 ties with 0.99 and the first wins

@@ -1,4 +1,4 @@
-"""Multi-crop semantics (reference §2.3): axis permutation, linear scale, trilinear resize."""
+"""Multi-crop semantics (docs/original.md §2.3): axis permutation, linear scale, trilinear resize."""
 
 from __future__ import annotations
 

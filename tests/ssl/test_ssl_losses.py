@@ -1,4 +1,4 @@
-"""Losses against small cases computed by hand (reference §2.2)."""
+"""Losses against small cases computed by hand (docs/original.md §2.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""3D block masking and stratified collation statistics (reference §2.4)."""
+"""3D block masking and stratified collation statistics (docs/original.md §2.4)."""
 
 from __future__ import annotations
 

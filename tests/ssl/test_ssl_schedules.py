@@ -1,4 +1,4 @@
-"""Schedules and parameter groups (reference §2.5)."""
+"""Schedules and parameter groups (docs/original.md §2.5)."""
 
 from __future__ import annotations
 

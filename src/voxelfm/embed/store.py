@@ -531,7 +531,7 @@ class EmbeddingStore:
         self._append(record)
         return record
 
-    # -- original {uid}.pth cache (reference §3.6) ---------------------------------------------
+    # -- original {uid}.pth cache (docs/original.md §3.6) ---------------------------------------------
     def import_pth_cache(self, directory: str | os.PathLike[str], *, model_id: str = "imported",
                          spec: dict[str, Any] | None = None) -> int:
         """Import every ``{uid}.pth`` (``{"cls": (1, C), "patch": (d, h, w, C)}``); returns the count.

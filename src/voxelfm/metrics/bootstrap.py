@@ -3,7 +3,7 @@
 Every reported metric gets a 95% percentile bootstrap CI over the test units (scans, trials or
 labels), seeded and with a configurable number of resamples (default 1,000). The original code
 mixed Hanley-McNeil analytic intervals, unseeded bootstraps and 10,000-resample bootstraps
-(reference §4.8); here one resampler serves every metric, and all metrics of one evaluation share
+(docs/original.md §4.8); here one resampler serves every metric, and all metrics of one evaluation share
 the same resampled index sets, so their intervals are mutually consistent.
 
 A resample on which a metric is undefined (e.g. an AUROC resample without positives) is skipped

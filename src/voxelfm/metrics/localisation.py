@@ -1,6 +1,6 @@
 """Localisation metrics: Euclidean error in normalised grid units and in millimetres, hit rate.
 
-The original reported the mean Euclidean distance in normalised crop coordinates only (§4.6);
+The original reported the mean Euclidean distance in normalised crop coordinates only (docs/original.md §4.6);
 millimetres are what a reader can interpret, so both are reported.
 """
 

@@ -1,7 +1,7 @@
 """Regression metrics in the target's own units and in training-SD units.
 
 The original code z-scored targets over the whole labelled set before splitting and reported MAE
-only in SD units (reference §4.3, §9). Here the caller passes predictions back in the target's
+only in SD units (docs/original.md §4.3, §9). Here the caller passes predictions back in the target's
 units and the *training* standard deviation, so both are reported without test leakage.
 """
 

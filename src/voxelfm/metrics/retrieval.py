@@ -1,6 +1,6 @@
 """Retrieval metrics: Recall@K and average precision from rankings, and the CT-RATE protocol.
 
-``label_match_trials`` implements the label-match protocol of §4.5: for a label L, every ordered
+``label_match_trials`` implements the label-match protocol of docs/original.md §4.5: for a label L, every ordered
 pair (query q, target t) of distinct volumes that both carry L is one trial; the target is ranked
 against 99 negatives (volumes without L) drawn uniformly without replacement; a stable descending
 sort places the target before negatives of equal similarity. Only the number of drawn negatives

@@ -1,4 +1,4 @@
-"""Dice per class, macro and micro, as the original segmentation evaluation (§4.7).
+"""Dice per class, macro and micro, as the original segmentation evaluation (docs/original.md §4.7).
 
 Per scan and class: ``(2|P∩T| + eps) / (|P| + |T| + eps)`` on argmax label maps, background (0)
 ignored, NaN when the class is absent from both prediction and truth (skipped in means).

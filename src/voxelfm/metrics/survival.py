@@ -7,7 +7,7 @@
   (``sksurv.metrics.cumulative_dynamic_auc``): cases = event by t, controls = still at risk at t;
   subjects censored before t get no vote but are accounted for through the weights.
 * ``event_within_horizon_auroc``: the original code's "death within horizon" AUROC (label =
-  event and time <= h, censored-before-horizon subjects counted as negatives; §4.4), kept for
+  event and time <= h, censored-before-horizon subjects counted as negatives; docs/original.md §4.4), kept for
   parity with the paper and labelled as such; it is biased when censoring is heavy.
 """
 

@@ -14,7 +14,7 @@ from voxelfm.preprocess.spec import PreprocessSpec
 
 def build_model(preset_or_config: str | ViTConfig | dict[str, Any], *, seed: int | None = None,
                 spec: PreprocessSpec | None = None) -> VisionTransformer3D:
-    """Build a backbone (initialised as in reference §1.6; deterministic when ``seed`` is given).
+    """Build a backbone (initialised as in docs/original.md §1.6; deterministic when ``seed`` is given).
 
     ``spec`` defaults to the original preprocessing with the config's patch size; ``model_id`` is
     the hash of the initial weights.

@@ -13,7 +13,7 @@ FFN_LAYERS = ("mlp", "swiglu", "identity")
 
 @dataclass(frozen=True)
 class ViTConfig:
-    """Architecture of :class:`~voxelfm.models.VisionTransformer3D` (reference §1.1 names).
+    """Architecture of :class:`~voxelfm.models.VisionTransformer3D` (docs/original.md §1.1 names).
 
     ``layerscale`` is the LayerScale init value (``None``/0 disables LayerScale);
     ``drop_path_rate`` applies uniformly to every block (training only);

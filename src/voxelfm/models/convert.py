@@ -1,4 +1,4 @@
-"""Import original VoxelFM checkpoints (reference §1.8) into a voxelfm model directory.
+"""Import original VoxelFM checkpoints (docs/original.md §1.8) into a voxelfm model directory.
 
 Accepted files (read with ``torch.load(weights_only=True, map_location="cpu")``):
 
@@ -28,7 +28,7 @@ from voxelfm.models.weights import load_state_dict_strict, save_model
 from voxelfm.preprocess.spec import PreprocessSpec
 
 _HEAD_PREFIXES = ("dino_head", "ibot_head", "dino_loss", "ibot_patch_loss", "koleo")
-# Original `student` keys we map onto ViTConfig (reference §1.1); others (arch, block_chunks,
+# Original `student` keys we map onto ViTConfig (docs/original.md §1.1); others (arch, block_chunks,
 # pretrained_weights, drop_path_uniform, ...) do not change the backbone's forward pass.
 _STUDENT_KEYS = ("embed_dim", "depth", "num_heads", "patch_size", "mlp_ratio", "num_register_tokens",
                  "layerscale", "rope_base", "ffn_layer", "qkv_bias", "proj_bias", "ffn_bias",
@@ -100,7 +100,7 @@ def _norm_params(dataset: Mapping[str, Any]) -> dict[str, float]:
 def read_original_config(path: str | os.PathLike[str], *, max_patches: int | None = 25000) -> tuple[ViTConfig, PreprocessSpec, dict[str, Any]]:
     """``(ViTConfig, PreprocessSpec, crops)`` from an original run ``config.yaml``.
 
-    Missing ``student`` keys take the defaults of ``ssl_default_config.yaml`` (reference §1.1);
+    Missing ``student`` keys take the defaults of ``ssl_default_config.yaml`` (docs/original.md §1.1);
     drop path is set to 0 (a teacher never drops paths). The spec takes HU range and
     normalisation from ``datasets[0]`` and the paper's 25,000-patch budget.
     """

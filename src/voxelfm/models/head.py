@@ -1,4 +1,4 @@
-"""DINO projection head (reference §2.1): MLP → L2 normalise → weight-normalised prototypes."""
+"""DINO projection head (docs/original.md §2.1): MLP → L2 normalise → weight-normalised prototypes."""
 
 from __future__ import annotations
 

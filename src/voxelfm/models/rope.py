@@ -1,4 +1,4 @@
-"""3D rotary position embedding on patch tokens (reference §1.5).
+"""3D rotary position embedding on patch tokens (docs/original.md §1.5).
 
 Each head's ``head_dim`` channels are split into three contiguous thirds (z, y, x); inside a
 third, channels form interleaved pairs ``(2i, 2i + 1)`` rotated by ``θ = 2π c / period_i`` with

@@ -1,4 +1,4 @@
-"""``VisionTransformer3D``: the VoxelFM backbone (reference §1.2)."""
+"""``VisionTransformer3D``: the VoxelFM backbone (docs/original.md §1.2)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class VisionTransformer3D(nn.Module):
     """3D ViT with CLS + register tokens and 3D RoPE; input ``(B, D, H, W)`` normalised CT.
 
     Token order: ``[CLS, reg_1..reg_R, patch_1..patch_N]`` with patches in (d h w) row-major
-    order. ``forward`` returns the dict of reference §1.2. Attributes ``spec`` (the
+    order. ``forward`` returns the dict of docs/original.md §1.2. Attributes ``spec`` (the
     :class:`~voxelfm.preprocess.PreprocessSpec` the weights expect) and ``model_id`` are set by
     :func:`~voxelfm.models.load_model` / :func:`~voxelfm.models.build_model`.
 
@@ -56,7 +56,7 @@ class VisionTransformer3D(nn.Module):
         self.model_id: str = "untrained"
         self.init_weights()
 
-    # -- initialisation (reference §1.6) ------------------------------------------------------
+    # -- initialisation (docs/original.md §1.6) ------------------------------------------------------
     def init_weights(self) -> None:
         nn.init.normal_(self.cls_token, std=1e-6)
         nn.init.normal_(self.register_tokens, std=1e-6)

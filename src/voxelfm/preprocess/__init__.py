@@ -1,4 +1,4 @@
-"""voxelfm.preprocess: the original VoxelFM preprocessing (reference §3.2), step by step.
+"""voxelfm.preprocess: the original VoxelFM preprocessing (docs/original.md §3.2), step by step.
 
 * :class:`PreprocessSpec` — every pixel-relevant parameter (JSON/YAML, fingerprint).
 * :func:`preprocess(volume, spec)` -> :class:`PreprocessedVolume` (normalised array, HU array,

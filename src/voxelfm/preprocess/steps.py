@@ -1,4 +1,4 @@
-"""The individual preprocessing steps of the original VoxelFM pipeline (reference §3.2).
+"""The individual preprocessing steps of the original VoxelFM pipeline (docs/original.md §3.2).
 
 Each function works on a plain (z, y, x) float array and can be used alone. The numerics match
 the original: ``>`` thresholds, Python ``round`` for isotropic sizes, ``int`` truncation for the

@@ -1,4 +1,4 @@
-"""voxelfm.probes: lightweight probes on frozen features, with bootstrap CIs (reference §4).
+"""voxelfm.probes: lightweight probes on frozen features, with bootstrap CIs (docs/original.md §4).
 
 Entry points:
 

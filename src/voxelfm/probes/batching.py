@@ -17,7 +17,7 @@ def shuffled_batches(rows: np.ndarray, batch_size: int, rng: np.random.Generator
 
 def balanced_batches(rows: np.ndarray, labels: np.ndarray, batch_size: int, rng: np.random.Generator,
                      mode: str = "undersample") -> Iterator[np.ndarray]:
-    """Batches with an equal number of rows from every class (§4.1 ``StratifiedBatchSampler``).
+    """Batches with an equal number of rows from every class (docs/original.md §4.1 ``StratifiedBatchSampler``).
 
     ``"undersample"`` (the original): each epoch reshuffles every class and draws
     ``min(class size) // (batch_size / K)`` batches, so majority classes are under-sampled per

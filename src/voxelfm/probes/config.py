@@ -1,4 +1,4 @@
-"""Probe configuration: one flat dataclass with per-task defaults (reference §4 recipes)."""
+"""Probe configuration: one flat dataclass with per-task defaults (docs/original.md §4 recipes)."""
 
 from __future__ import annotations
 

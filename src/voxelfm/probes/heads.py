@@ -1,4 +1,4 @@
-"""Probe heads on frozen features (reference §4.1, §4.6, §4.7).
+"""Probe heads on frozen features (docs/original.md §4.1, §4.6, §4.7).
 
 Every head is called as ``head(x, mask=None, pos=None)``:
 
@@ -85,7 +85,7 @@ def few_query_attention(attn: nn.MultiheadAttention, q: torch.Tensor, tokens: to
 
 
 class _CrossAttentionLayer(nn.Module):
-    """Queries attend to tokens; ``residual=False`` is the original single bare attention (§4.1)."""
+    """Queries attend to tokens; ``residual=False`` is the original single bare attention (docs/original.md §4.1)."""
 
     def __init__(self, dim: int, num_heads: int, attn_dropout: float, residual: bool, mlp_ratio: float) -> None:
         super().__init__()
@@ -108,7 +108,7 @@ class _CrossAttentionLayer(nn.Module):
 
 
 class QFormerHead(nn.Module):
-    """Learned queries cross-attending to the patch tokens (the paper's "Q-Former", §4.1).
+    """Learned queries cross-attending to the patch tokens (the paper's "Q-Former", docs/original.md §4.1).
 
     With ``num_queries=1`` (and the defaults 1 layer, ``residual=False``, no positions) this is the
     original head: token projection → dropout → one multi-head cross-attention → dropout → linear.
@@ -218,7 +218,7 @@ class QFormerHead(nn.Module):
 
 
 class AttentionLocaliser(nn.Module):
-    """Attention-pooled coordinate regression over patch tokens (§4.6), on true patch centres.
+    """Attention-pooled coordinate regression over patch tokens (docs/original.md §4.6), on true patch centres.
 
     tokens → Linear(C, width) + Linear(3, width)(pos) → self-attention → score MLP → softmax over
     the real tokens → prediction = Σ softmax · pos (a convex combination of patch centres, so it
@@ -272,7 +272,7 @@ class _ConvBlock3D(nn.Module):
 
 
 class SegmentationDecoder(nn.Module):
-    """Patch grid ``(B, d, h, w, C)`` → voxel logits ``(B, K, *target_shape)`` (§4.7).
+    """Patch grid ``(B, d, h, w, C)`` → voxel logits ``(B, K, *target_shape)`` (docs/original.md §4.7).
 
     1x1x1 conv C → hidden, then ``num_steps`` x [ConvBlock3D, trilinear upsample to a size
     interpolated linearly from the grid size to ``target_shape``], then a 1x1x1 conv to K classes.

@@ -1,4 +1,4 @@
-"""k-nearest-neighbour baseline on CLS vectors (§4.2), one classifier per binary label.
+"""k-nearest-neighbour baseline on CLS vectors (docs/original.md §4.2), one classifier per binary label.
 
 scikit-learn ``KNeighborsClassifier`` with distance weights and cosine or euclidean distance; k is
 chosen on the validation split by AUROC from a candidate list (capped at the training size).

@@ -13,7 +13,7 @@ def cox_partial_likelihood(risk: torch.Tensor, time: torch.Tensor, event: torch.
     ``ties="breslow"`` treats tied event times as if each saw the full risk set; ``"efron"``
     removes a growing fraction of the tied events' hazard from the risk set (more accurate with
     many ties). The original computed a Breslow-like loss whose tie handling depended on sort order
-    (§4.4). Returns 0 (with a gradient path) for a batch without events.
+    (docs/original.md §4.4). Returns 0 (with a gradient path) for a batch without events.
     """
     if ties not in ("efron", "breslow"):
         raise ConfigError(f"unknown ties method {ties!r} (use 'efron' or 'breslow')")

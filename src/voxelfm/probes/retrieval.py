@@ -3,7 +3,7 @@
 :class:`RetrievalIndex` is built once from a store (CLS or mean-pooled patch tokens), saved to a
 directory (``index.faiss`` + ``index.json`` with ids and provenance) and queried later
 (``voxelfm retrieve build|query``). :func:`fit` runs the evaluation protocols on one split: the
-CT-RATE label-match protocol (§4.5; one positive vs 99 random negatives, per label and macro) and
+CT-RATE label-match protocol (docs/original.md §4.5; one positive vs 99 random negatives, per label and macro) and
 same-patient retrieval (other scans of the query's patient are relevant).
 """
 

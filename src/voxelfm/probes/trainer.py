@@ -44,7 +44,7 @@ TRAIN_RULES: dict[str, Rule] = {
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings (defaults: §4.1 classification — AdamW, constant lr 1e-3, noise σ 0.1)."""
+    """Optimisation settings (defaults: docs/original.md §4.1 classification — AdamW, constant lr 1e-3, noise σ 0.1)."""
 
     epochs: int = 10
     batch_size: int = 64
@@ -108,7 +108,7 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
 
 def add_noise(x: torch.Tensor | list[torch.Tensor], sigma: float, p: float, gen: torch.Generator,
               bank: torch.Tensor | None = None) -> Any:
-    """Add N(0, σ²) to every feature of a sample with probability ``p`` (training only, §4).
+    """Add N(0, σ²) to every feature of a sample with probability ``p`` (training only, docs/original.md §4).
 
     ``x`` is a batch tensor (first axis = samples) or a list of per-sample tensors. With ``bank``
     (rows of standard-normal vectors of the feature size), each token's noise is a randomly chosen

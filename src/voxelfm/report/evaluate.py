@@ -1,6 +1,6 @@
 """Evaluate generated reports: per-finding P/R/F1 (bootstrap CIs), macro averages, BLEU, ROUGE-L.
 
-Findings are extracted with the same extractor from reference and generated text (reference §5.4).
+Findings are extracted with the same extractor from reference and generated text (docs/original.md §5.4).
 Macro averages run over the findings that occur in at least one reference report of the evaluated
 set (a finding absent from every reference has no defined recall; it is listed under
 ``findings_without_support`` with its false positives still counted per finding). CIs are

@@ -1,6 +1,6 @@
 """Projector: learned queries cross-attend to frozen CT tokens, then an MLP into the LM width.
 
-Follows the original ``AttentionalPoolProjector`` (reference §5.1): learned queries (not projected),
+Follows the original ``AttentionalPoolProjector`` (docs/original.md §5.1): learned queries (not projected),
 separate key/value projections of the vision tokens, one multi-head cross-attention, then
 LayerNorm → Linear → GELU → Linear to the LM hidden size. Two optional additions, both on by
 default because frozen features of different backbones differ in scale and the paper's version

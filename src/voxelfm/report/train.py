@@ -1,4 +1,4 @@
-"""Two-stage training of the report model (reference §5.3).
+"""Two-stage training of the report model (docs/original.md §5.3).
 
 Stage 1 trains the projector only (LM frozen); stage 2 adds LoRA adapters on the LM's attention and
 MLP projections (r 16, α 32, dropout 0.05, ``q,k,v,gate,up,down`` as in the paper) — or, for the

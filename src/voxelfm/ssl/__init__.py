@@ -1,4 +1,4 @@
-"""voxelfm.ssl: self-supervised pretraining of the 3D ViT with DINO + iBOT + KoLeo (reference §2).
+"""voxelfm.ssl: self-supervised pretraining of the 3D ViT with DINO + iBOT + KoLeo (docs/original.md §2).
 
 Public API:
 

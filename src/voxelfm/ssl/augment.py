@@ -1,4 +1,4 @@
-"""Multi-crop 3D augmentation with the original VoxelFM semantics (reference §2.3).
+"""Multi-crop 3D augmentation with the original VoxelFM semantics (docs/original.md §2.3).
 
 Volumes arrive in HU, shape (D, H, W), possibly memory-mapped: only the cropped region is read.
 Every random draw comes from the ``numpy.random.Generator`` passed in, so one sample's crops are

@@ -1,4 +1,4 @@
-"""DINO (CLS), iBOT (masked patches) and KoLeo losses, with centering or Sinkhorn-Knopp (§2.2).
+"""DINO (CLS), iBOT (masked patches) and KoLeo losses, with centering or Sinkhorn-Knopp (docs/original.md §2.2).
 
 Centering follows the original: the centre is an EMA (momentum 0.9) of the teacher outputs'
 batch mean, accumulated over the micro-batches of one optimizer step and all ranks, and updated

@@ -1,4 +1,4 @@
-"""3D block masking and the stratified iBOT mask collation (reference §2.4)."""
+"""3D block masking and the stratified iBOT mask collation (docs/original.md §2.4)."""
 
 from __future__ import annotations
 

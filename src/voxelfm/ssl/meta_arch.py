@@ -1,5 +1,5 @@
 """Student/teacher meta-architecture: forward of one micro-batch, the losses, and the EMA teacher
-(reference §2.1-2.2)."""
+(docs/original.md §2.1-2.2)."""
 
 from __future__ import annotations
 

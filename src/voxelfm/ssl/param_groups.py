@@ -1,5 +1,5 @@
 """AdamW parameter groups: layer-wise lr decay, patch-embed lr multiplier, weight-decay exemptions
-and the prototype ("last layer") flag (reference §2.5)."""
+and the prototype ("last layer") flag (docs/original.md §2.5)."""
 
 from __future__ import annotations
 

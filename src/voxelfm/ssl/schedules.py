@@ -1,4 +1,4 @@
-"""Per-step schedules of lr, weight decay, teacher momentum and teacher temperature (§2.5)."""
+"""Per-step schedules of lr, weight decay, teacher momentum and teacher temperature (docs/original.md §2.5)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Classification probes: binary, multi-label (per-label probes or one shared head), multi-class.
 
-Recipe (§4.1): BCE (CE for multi-class), class-balanced batches, embedding noise σ 0.1, AdamW at a
+Recipe (docs/original.md §4.1): BCE (CE for multi-class), class-balanced batches, embedding noise σ 0.1, AdamW at a
 constant lr 1e-3, fixed epochs, best validation AUROC. Test metrics: AUROC, AUPRC, F1 and balanced
 accuracy at 0.5 and at the threshold that maximised F1 (or Youden's J) on validation.
 """

@@ -1,4 +1,4 @@
-"""Localisation probe: attention-pooled coordinate regression over patch tokens (§4.6).
+"""Localisation probe: attention-pooled coordinate regression over patch tokens (docs/original.md §4.6).
 
 Targets are world LPS (x, y, z) mm (default; e.g. ``nodule_x_mm, nodule_y_mm, nodule_z_mm``) or
 normalised (z, y, x) positions in the preprocessed input grid. World targets are mapped into the

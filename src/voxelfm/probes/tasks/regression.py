@@ -1,6 +1,6 @@
 """Regression probes: one scalar head per target, standardised with training statistics only.
 
-The original z-scored targets over all labelled scans before splitting (§4.3, §9: mild test
+The original z-scored targets over all labelled scans before splitting (docs/original.md §4.3, docs/original.md §9: mild test
 leakage). Here mean and SD come from the training split; predictions are mapped back to the
 target's units, and MAE is reported in units and in training-SD units.
 """

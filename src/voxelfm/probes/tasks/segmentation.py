@@ -1,4 +1,4 @@
-"""Segmentation probe: patch grid → 3D conv decoder → voxel logits (§4.7).
+"""Segmentation probe: patch grid → 3D conv decoder → voxel logits (docs/original.md §4.7).
 
 Training happens on a coarse target grid (the preprocessed input grid downsampled by
 ``target_downsample``) so it stays fast on CPU. Label maps (any geometry; ``label_path`` column,
