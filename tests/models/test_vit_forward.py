@@ -153,3 +153,26 @@ def test_bf16_autocast_is_close_to_fp32() -> None:
     bf16 = model.forward_features(x, autocast_dtype=torch.bfloat16)
     assert bf16["cls"].dtype == torch.float32
     assert float((fp32["patch"] - bf16["patch"]).abs().mean()) < 0.1
+
+
+def test_large_grid_inference_runs_the_ffn_in_slices_with_the_same_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above FFN_CHUNK_TOKENS tokens, no-grad inference slices the FFN branch (memory bound at
+    25,000 patches); the features equal the unsliced forward's."""
+    from voxelfm.models import layers
+
+    model = perturb_(build_model(SMALL, seed=0)).eval()
+    x = smooth_volume((8, 12, 16))  # 2 x 3 x 4 = 24 patches + CLS + registers
+    with torch.no_grad():
+        whole = model(x)["x_norm_patchtokens"]
+        calls: list[int] = []
+        original = layers._chunked_residual
+        monkeypatch.setattr(layers, "_chunked_residual",
+                            lambda t, branch, chunk: calls.append(chunk) or original(t, branch, chunk))
+        monkeypatch.setattr(layers, "FFN_CHUNK_TOKENS", 7)
+        sliced = model(x)["x_norm_patchtokens"]
+    assert calls and set(calls) == {7}
+    torch.testing.assert_close(sliced, whole, rtol=1e-5, atol=1e-6)
+    with torch.enable_grad():  # training path untouched: gradients flow through the unsliced FFN
+        calls.clear()
+        model(x)["x_norm_clstoken"].sum().backward()
+    assert not calls
