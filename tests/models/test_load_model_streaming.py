@@ -49,3 +49,15 @@ def test_a_truncated_weights_file_is_refused(tmp_path: Path) -> None:
     weights.write_bytes(weights.read_bytes()[:-100])
     with pytest.raises(CheckpointError, match="model.safetensors: not a readable safetensors file"):
         load_model(folder)
+
+
+def test_a_model_without_register_tokens_saves_and_loads(tmp_path: Path) -> None:
+    """A zero-size parameter (``register_tokens`` of shape (1, 0, C)) reads as nothing, not a crash."""
+    import dataclasses
+
+    model = perturb_(build_model(dataclasses.replace(SMALL, num_register_tokens=0), seed=1)).eval()
+    save_model(model, tmp_path / "m0", spec=PreprocessSpec(patch_size=4, max_patches=300))
+    loaded = load_model(tmp_path / "m0")
+    assert loaded.state_dict()["register_tokens"].shape[1] == 0
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name

@@ -110,6 +110,10 @@ def _read_into(raw: Any, target: torch.Tensor, entry: dict[str, Any], base: int)
     if dtype is None:
         raise ValueError(f"unsupported tensor dtype {entry['dtype']}")
     raw.seek(base + start)
+    if target.numel() == 0:  # e.g. zero register tokens: nothing to read (and memoryview cannot cast it)
+        if end != start:
+            raise ValueError(f"tensor of {end - start} bytes for an empty parameter")
+        return
     if dtype == target.dtype and target.is_contiguous() and target.device.type == "cpu" and dtype != torch.bfloat16:
         view = memoryview(target.numpy()).cast("B")
         if len(view) != end - start:
