@@ -14,9 +14,8 @@ from voxelfm.cli.main import app
 from voxelfm.core.errors import ConfigError
 from voxelfm.core.geometry import Geometry
 from voxelfm.demo import layout
-from voxelfm.demo.config import get_config
+from voxelfm.demo.config import DemoContext, get_config
 from voxelfm.demo.document import compose_report
-from voxelfm.demo.pipeline import DemoContext
 from voxelfm.demo.results import Estimate, TaskRow, validate_results
 from voxelfm.demo.stages.embed import EmbedStage
 from voxelfm.embed import EmbeddingStore

@@ -11,9 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from voxelfm.cli.main import app
+from voxelfm.core.stages import Pipeline
 from voxelfm.demo import layout, run_demo
+from voxelfm.demo.config import DemoContext
 from voxelfm.demo.document import SECTIONS
-from voxelfm.demo.pipeline import DemoContext, Pipeline
 from voxelfm.demo.results import BACKBONES, CATEGORIES, validate_results
 from voxelfm.demo.stages import default_stages
 

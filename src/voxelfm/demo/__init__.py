@@ -9,7 +9,8 @@ Public API:
   whose outputs pass their checks are skipped.
 * :data:`voxelfm.demo.config.SIZES` — ``tiny`` (tests), ``small`` (< 20 min on 2 CPU cores),
   ``standard`` (GPU).
-* :mod:`voxelfm.demo.pipeline` — the stage framework (``Stage``, ``Pipeline``, ``CheckResult``).
+* Stages run on :mod:`voxelfm.core.stages` (``Stage``, ``Pipeline``, ``CheckResult``), the library's
+  resumable stage framework.
 * :mod:`voxelfm.demo.results` — the ``results.json`` schema and its validator.
 
 CLI: ``voxelfm demo [--out DIR] [--size tiny|small|standard] [--device cpu|cuda|auto]``.
@@ -40,9 +41,9 @@ def run_demo(
     """Run (or resume) the demo into ``out``; see the module docstring. ``backbones`` adds comparator
     backbones (``m3d-clip``, ``ct-clip``, ``merlin``, ``radfm``) at random init, reduced for a CPU."""
     from voxelfm.core.device import resolve_device
+    from voxelfm.core.stages import Pipeline
     from voxelfm.demo import layout
-    from voxelfm.demo.config import get_config
-    from voxelfm.demo.pipeline import DemoContext, Pipeline
+    from voxelfm.demo.config import DemoContext, get_config
     from voxelfm.demo.stages import default_stages
 
     out = Path(out).expanduser().resolve()

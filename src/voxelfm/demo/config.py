@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voxelfm.core.errors import ConfigError
+from voxelfm.core.stages import StageContext
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,10 @@ class DemoConfig:
         data = self.to_dict() if part is None else self.to_dict()[part]
         text = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+#: What every demo stage sees (voxelfm.core.stages): the output directory, this config, device, console.
+DemoContext = StageContext[DemoConfig]
 
 
 SIZES: dict[str, DemoConfig] = {

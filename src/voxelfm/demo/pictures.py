@@ -10,7 +10,7 @@ import numpy as np
 
 from voxelfm.core.types import CTVolume
 from voxelfm.demo import layout
-from voxelfm.demo.pipeline import DemoContext
+from voxelfm.demo.config import DemoContext
 from voxelfm.viz.panels import (
     Neighbour,
     PcaPanel,

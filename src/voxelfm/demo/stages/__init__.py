@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from voxelfm.demo.pipeline import Stage
+from voxelfm.core.stages import Stage
 from voxelfm.demo.stages.cohort import CohortStage
 from voxelfm.demo.stages.embed import EmbedStage
 from voxelfm.demo.stages.pretrain import PretrainStage

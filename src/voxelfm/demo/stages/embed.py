@@ -15,9 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from voxelfm.core.stages import CheckResult, Stage
 from voxelfm.demo import layout
-from voxelfm.demo.config import ComparatorConfig
-from voxelfm.demo.pipeline import CheckResult, DemoContext, Stage
+from voxelfm.demo.config import ComparatorConfig, DemoContext
 
 
 def save_comparator(ctx: DemoContext, comparator: ComparatorConfig) -> Path:

@@ -17,8 +17,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from voxelfm.core.stages import CheckResult, Stage
 from voxelfm.demo import layout
-from voxelfm.demo.pipeline import CheckResult, DemoContext, Stage
+from voxelfm.demo.config import DemoContext
 
 
 def demo_spec(ctx: DemoContext) -> Any:

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from voxelfm.core.atomic import atomic_write_text
+from voxelfm.core.stages import CheckResult, Stage
 from voxelfm.demo import layout
-from voxelfm.demo.pipeline import CheckResult, DemoContext, Stage
+from voxelfm.demo.config import DemoContext
 from voxelfm.demo.results import CATEGORIES, Estimate, TaskRow
 
 if TYPE_CHECKING:

@@ -15,9 +15,10 @@ from typing import Any
 
 from voxelfm.core.atomic import atomic_write_text
 from voxelfm.core.errors import DataError, located
+from voxelfm.core.stages import CheckResult, Stage, read_summary, read_timings
 from voxelfm.demo import layout
+from voxelfm.demo.config import DemoContext
 from voxelfm.demo.document import SECTIONS, compose_report
-from voxelfm.demo.pipeline import CheckResult, DemoContext, Stage, read_summary, read_timings
 from voxelfm.demo.results import SCHEMA_VERSION, validate_results
 
 

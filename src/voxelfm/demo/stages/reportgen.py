@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from voxelfm.core.atomic import atomic_write_text
+from voxelfm.core.stages import CheckResult, Stage
 from voxelfm.demo import layout
-from voxelfm.demo.pipeline import CheckResult, DemoContext, Stage
+from voxelfm.demo.config import DemoContext
 from voxelfm.demo.results import Estimate, TaskRow
 from voxelfm.demo.stages.probes import feature_set, forget_features
 

@@ -1,43 +1,58 @@
-"""The demo stage framework: checked outputs, skip on re-run, re-run on damage or config change."""
+"""The stage framework (voxelfm.core.stages): checked outputs, skip on re-run, re-run on damage or
+config change. ``voxelfm demo`` is its user; these tests use a config of their own."""
 
 from __future__ import annotations
 
-import dataclasses
+import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from voxelfm.demo.config import get_config
-from voxelfm.demo.pipeline import CheckResult, DemoContext, DemoError, Pipeline, Stage, read_timings
+from voxelfm.core.stages import CheckResult, Pipeline, Stage, StageContext, StageError, read_timings
+
+
+@dataclass(frozen=True)
+class Config:
+    """Two parts: ``n_scans`` (read by the writer) and ``offset`` (by the summer)."""
+
+    n_scans: int = 5
+    offset: int = 0
+
+    def fingerprint(self, part: str) -> str:
+        return hashlib.sha256(json.dumps(getattr(self, part)).encode()).hexdigest()[:16]
+
+
+Ctx = StageContext[Config]
 
 
 class WriteNumbers(Stage):
     name = "numbers"
     title = "write numbers"
-    config_parts = ("cohort",)
+    config_parts = ("n_scans",)
 
     def __init__(self) -> None:
         self.calls = 0
 
-    def outputs(self, ctx: DemoContext) -> list[Path]:
+    def outputs(self, ctx: Ctx) -> list[Path]:
         return [ctx.path("numbers.json")]
 
-    def run(self, ctx: DemoContext) -> dict[str, Any]:
+    def run(self, ctx: Ctx) -> dict[str, Any]:
         self.calls += 1
-        n = ctx.config.cohort.n_scans
+        n = ctx.config.n_scans
         ctx.path("numbers.json").write_text(json.dumps(list(range(n))))
         return {"n": n}
 
-    def check(self, ctx: DemoContext) -> CheckResult:
+    def check(self, ctx: Ctx) -> CheckResult:
         res = CheckResult()
         try:
             data = json.loads(ctx.path("numbers.json").read_text())
         except (OSError, json.JSONDecodeError) as exc:
             res.problems.append(f"numbers.json unreadable: {exc}")
             return res
-        res.require(len(data) == ctx.config.cohort.n_scans, "numbers.json has the wrong length")
+        res.require(len(data) == ctx.config.n_scans, "numbers.json has the wrong length")
         return res
 
 
@@ -45,32 +60,30 @@ class SumNumbers(Stage):
     name = "sum"
     title = "sum them"
     inputs = ("numbers",)
-    config_parts = ("probes",)
+    config_parts = ("offset",)
 
     def __init__(self, broken: bool = False) -> None:
         self.calls = 0
         self.broken = broken
 
-    def outputs(self, ctx: DemoContext) -> list[Path]:
+    def outputs(self, ctx: Ctx) -> list[Path]:
         return [ctx.path("sum.txt")]
 
-    def run(self, ctx: DemoContext) -> dict[str, Any]:
+    def run(self, ctx: Ctx) -> dict[str, Any]:
         self.calls += 1
         total = sum(json.loads(ctx.path("numbers.json").read_text()))
         ctx.path("sum.txt").write_text("oops" if self.broken else str(total))
         return {"total": total}
 
-    def check(self, ctx: DemoContext) -> CheckResult:
+    def check(self, ctx: Ctx) -> CheckResult:
         res = CheckResult()
         text = ctx.path("sum.txt").read_text() if ctx.path("sum.txt").exists() else ""
         res.require(text.isdigit(), "sum.txt is not a number")
         return res
 
 
-def _ctx(tmp_path: Path, n: int = 5) -> DemoContext:
-    cfg = get_config("tiny")
-    cfg = dataclasses.replace(cfg, cohort=dataclasses.replace(cfg.cohort, n_scans=n))
-    return DemoContext(out=tmp_path / "out", config=cfg)
+def _ctx(tmp_path: Path, n: int = 5) -> Ctx:
+    return Ctx(out=tmp_path / "out", config=Config(n_scans=n))
 
 
 def test_rerun_skips_finished_stages_and_records_timings(tmp_path: Path) -> None:
@@ -100,7 +113,7 @@ def test_config_change_reruns_stage_and_downstream(tmp_path: Path) -> None:
     a, b = WriteNumbers(), SumNumbers()
     pipe = Pipeline([a, b])
     pipe.run(_ctx(tmp_path, n=5))
-    records = pipe.run(_ctx(tmp_path, n=6))  # cohort changed -> numbers and (through it) sum re-run
+    records = pipe.run(_ctx(tmp_path, n=6))  # n_scans changed -> numbers and (through it) sum re-run
     assert [r.status for r in records] == ["ran", "ran"]
     assert (tmp_path / "out" / "sum.txt").read_text() == "15"
 
@@ -108,7 +121,7 @@ def test_config_change_reruns_stage_and_downstream(tmp_path: Path) -> None:
 def test_invalid_outputs_fail_loudly_and_leave_no_marker(tmp_path: Path) -> None:
     pipe = Pipeline([WriteNumbers(), SumNumbers(broken=True)])
     ctx = _ctx(tmp_path)
-    with pytest.raises(DemoError, match="sum.txt is not a number"):
+    with pytest.raises(StageError, match="sum.txt is not a number"):
         pipe.run(ctx)
     assert Pipeline.read_marker(pipe, ctx, "numbers") is not None
     assert Pipeline.read_marker(pipe, ctx, "sum") is None
@@ -124,27 +137,27 @@ class PartialWriter(Stage):
 
     name = "partial"
     title = "partial"
-    config_parts = ("cohort",)
+    config_parts = ("n_scans",)
 
     def __init__(self) -> None:
         self.calls = 0
         self.seen_partial: list[bool] = []
 
-    def outputs(self, ctx: DemoContext) -> list[Path]:
+    def outputs(self, ctx: Ctx) -> list[Path]:
         return [ctx.path("partial")]
 
-    def run(self, ctx: DemoContext) -> dict[str, Any]:
+    def run(self, ctx: Ctx) -> dict[str, Any]:
         self.calls += 1
         folder = ctx.path("partial")
         self.seen_partial.append((folder / "part.txt").exists())
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "part.txt").write_text(str(ctx.config.cohort.n_scans))
+        (folder / "part.txt").write_text(str(ctx.config.n_scans))
         if self.calls == 1:
-            raise DemoError("simulated crash")
+            raise StageError("simulated crash")
         (folder / "done.txt").write_text("ok")
         return {}
 
-    def check(self, ctx: DemoContext) -> CheckResult:
+    def check(self, ctx: Ctx) -> CheckResult:
         res = CheckResult()
         res.require(ctx.path("partial", "done.txt").is_file(), "not finished")
         return res
@@ -153,7 +166,7 @@ class PartialWriter(Stage):
 def test_interrupted_stage_resumes_from_partial_outputs_of_the_same_config(tmp_path: Path) -> None:
     stage = PartialWriter()
     ctx = _ctx(tmp_path)
-    with pytest.raises(DemoError, match="simulated crash"):
+    with pytest.raises(StageError, match="simulated crash"):
         Pipeline([stage]).run(ctx)
     Pipeline([stage]).run(ctx)
     assert stage.seen_partial == [False, True]  # the partial work was kept for the component to resume
@@ -161,9 +174,9 @@ def test_interrupted_stage_resumes_from_partial_outputs_of_the_same_config(tmp_p
 
 def test_outputs_of_another_config_or_a_forced_stage_are_cleared(tmp_path: Path) -> None:
     stage = PartialWriter()
-    with pytest.raises(DemoError):
+    with pytest.raises(StageError):
         Pipeline([stage]).run(_ctx(tmp_path, n=5))
-    Pipeline([stage]).run(_ctx(tmp_path, n=6))  # another cohort: never resume from n=5 outputs
+    Pipeline([stage]).run(_ctx(tmp_path, n=6))  # another config: never resume from n=5 outputs
     assert stage.seen_partial == [False, False]
     (tmp_path / "out" / "partial" / "stray.txt").write_text("x")
     Pipeline([stage]).run(_ctx(tmp_path, n=6), force=["partial"])

@@ -1,4 +1,7 @@
-"""The stage framework of ``voxelfm demo``: ordered stages, checked outputs, resumable runs.
+"""A resumable stage framework: ordered stages, checked outputs, re-runs only where needed.
+
+``voxelfm demo`` is built on it; it knows nothing about the demo. A stage's config is any object
+with ``fingerprint(part) -> str`` (a stable hash of one named part of it).
 
 A stage declares its name, the stages whose outputs it reads (``inputs``), the paths it writes
 (``outputs``), a ``run`` that produces them and a ``check`` that verifies they are complete and
@@ -20,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import shutil
 import time
 from abc import ABC, abstractmethod
@@ -28,27 +30,33 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from rich.console import Console
 
 from voxelfm.core.atomic import atomic_write_text
 from voxelfm.core.errors import ConfigError, VoxelFMError, located
-from voxelfm.demo.config import DemoConfig
-
-log = logging.getLogger(__name__)
 
 
-class DemoError(VoxelFMError):
-    """A demo stage failed or produced outputs that do not pass their check."""
+class StageError(VoxelFMError):
+    """A stage failed or produced outputs that do not pass their check."""
+
+
+class StageConfig(Protocol):
+    """What the framework needs of a config: a stable hash of each part a stage declares it uses."""
+
+    def fingerprint(self, part: str) -> str: ...
+
+
+C = TypeVar("C", bound=StageConfig)
 
 
 @dataclass
-class DemoContext:
+class StageContext(Generic[C]):
     """What every stage sees: where to write, the config, the device and the console."""
 
     out: Path
-    config: DemoConfig
+    config: C
     device: str = "cpu"
     console: Console = field(default_factory=lambda: Console(stderr=True))
 
@@ -110,29 +118,27 @@ def cpu_time() -> float | None:
 
 
 class Stage(ABC):
-    """One step of the demo. Subclasses set ``name``, ``title``, ``inputs`` and ``config_parts``."""
+    """One step of a pipeline. Subclasses set ``name``, ``title``, ``inputs`` and ``config_parts``."""
 
     name: str = ""
     title: str = ""
     inputs: tuple[str, ...] = ()  # names of stages whose outputs this one reads
-    config_parts: tuple[str, ...] = ()  # DemoConfig fields this stage's outputs depend on
+    config_parts: tuple[str, ...] = ()  # config parts this stage's outputs depend on
 
     @abstractmethod
-    def outputs(self, ctx: DemoContext) -> list[Path]:
+    def outputs(self, ctx: StageContext[Any]) -> list[Path]:
         """Paths this stage writes (files or directories)."""
 
     @abstractmethod
-    def run(self, ctx: DemoContext) -> dict[str, Any]:
+    def run(self, ctx: StageContext[Any]) -> dict[str, Any]:
         """Produce the outputs; return a small JSON-able summary for the stage marker."""
 
     @abstractmethod
-    def check(self, ctx: DemoContext) -> CheckResult:
+    def check(self, ctx: StageContext[Any]) -> CheckResult:
         """Verify the outputs are complete and valid (not just present)."""
 
-    def own_fingerprint(self, ctx: DemoContext) -> str:
+    def own_fingerprint(self, ctx: StageContext[Any]) -> str:
         parts = {p: ctx.config.fingerprint(p) for p in self.config_parts}
-        if "n_examples" in self.config_parts:
-            parts["n_examples"] = str(ctx.config.n_examples)
         text = json.dumps({"stage": self.name, "parts": parts}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -157,10 +163,10 @@ class Pipeline:
         raise ConfigError(f"no stage named {name!r}; stages: {', '.join(s.name for s in self.stages)}")
 
     @staticmethod
-    def marker_path(ctx: DemoContext, name: str) -> Path:
+    def marker_path(ctx: StageContext[Any], name: str) -> Path:
         return ctx.path(".stages", f"{name}.json")
 
-    def fingerprint(self, ctx: DemoContext, stage: Stage, upstream: dict[str, str]) -> str:
+    def fingerprint(self, ctx: StageContext[Any], stage: Stage, upstream: dict[str, str]) -> str:
         text = json.dumps(
             {"own": stage.own_fingerprint(ctx), "inputs": {d: upstream[d] for d in stage.inputs}},
             sort_keys=True,
@@ -168,17 +174,17 @@ class Pipeline:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @staticmethod
-    def started_path(ctx: DemoContext, name: str) -> Path:
+    def started_path(ctx: StageContext[Any], name: str) -> Path:
         return ctx.path(".stages", f"{name}.started.json")
 
-    def read_marker(self, ctx: DemoContext, name: str, *, started: bool = False) -> dict[str, Any] | None:
+    def read_marker(self, ctx: StageContext[Any], name: str, *, started: bool = False) -> dict[str, Any] | None:
         path = self.started_path(ctx, name) if started else self.marker_path(ctx, name)
         try:
             return json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             return None
 
-    def stale_outputs(self, ctx: DemoContext, stage: Stage, fingerprint: str, forced: bool) -> bool:
+    def stale_outputs(self, ctx: StageContext[Any], stage: Stage, fingerprint: str, forced: bool) -> bool:
         """Whether existing outputs were made with another config (or the user forced a re-run)."""
         if forced:
             return True
@@ -188,19 +194,19 @@ class Pipeline:
         return False
 
     @staticmethod
-    def clear_outputs(ctx: DemoContext, stage: Stage) -> None:
-        """Delete a stage's outputs (only ever inside the demo's output directory)."""
+    def clear_outputs(ctx: StageContext[Any], stage: Stage) -> None:
+        """Delete a stage's outputs (only ever inside the output directory)."""
         root = ctx.out.resolve()
         for path in stage.outputs(ctx):
             target = path.resolve()
             if root not in target.parents:
-                raise DemoError(f"stage {stage.name!r} output {target} lies outside {root}; not deleting it")
+                raise StageError(f"stage {stage.name!r} output {target} lies outside {root}; not deleting it")
             if target.is_dir():
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
 
-    def is_done(self, ctx: DemoContext, stage: Stage, fingerprint: str) -> tuple[bool, str]:
+    def is_done(self, ctx: StageContext[Any], stage: Stage, fingerprint: str) -> tuple[bool, str]:
         """Whether ``stage`` can be skipped, and why not when it cannot."""
         marker = self.read_marker(ctx, stage.name)
         if marker is None:
@@ -212,7 +218,7 @@ class Pipeline:
             return False, "outputs failed their check: " + "; ".join(result.problems[:3])
         return True, ""
 
-    def run(self, ctx: DemoContext, *, force: Sequence[str] = ()) -> list[StageRecord]:
+    def run(self, ctx: StageContext[Any], *, force: Sequence[str] = ()) -> list[StageRecord]:
         """Run (or skip) every stage in order; ``force`` re-runs the named stages and what follows."""
         ctx.out.mkdir(parents=True, exist_ok=True)
         for name in force:
@@ -254,13 +260,13 @@ class Pipeline:
             try:
                 summary = stage.run(ctx) or {}
             except VoxelFMError as exc:
-                raise DemoError(f"stage {stage.name!r} failed: {exc}") from exc
+                raise StageError(f"stage {stage.name!r} failed: {exc}") from exc
             seconds = time.perf_counter() - start
             cpu_end = cpu_time()
             cpu = None if cpu_start is None or cpu_end is None else round(cpu_end - cpu_start, 2)
             result = stage.check(ctx)
             if not result.ok:
-                raise DemoError(
+                raise StageError(
                     located(ctx.out, f"stage {stage.name!r} finished but its outputs are invalid: "
                             + "; ".join(result.problems))
                 )
@@ -279,7 +285,7 @@ def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(data, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
-def read_timings(ctx: DemoContext, stages: Sequence[Stage], key: str = "seconds") -> dict[str, float]:
+def read_timings(ctx: StageContext[Any], stages: Sequence[Stage], key: str = "seconds") -> dict[str, float]:
     """Wall time (``key="seconds"``) or CPU time (``"cpu_seconds"``) of the run that produced each
     finished stage's outputs (from the markers)."""
     timings: dict[str, float] = {}
@@ -292,9 +298,13 @@ def read_timings(ctx: DemoContext, stages: Sequence[Stage], key: str = "seconds"
     return timings
 
 
-def read_summary(ctx: DemoContext, name: str) -> dict[str, Any]:
+def read_summary(ctx: StageContext[Any], name: str) -> dict[str, Any]:
     """The summary a finished stage recorded in its marker (empty when there is none)."""
     try:
         return dict(json.loads(Pipeline.marker_path(ctx, name).read_text()).get("summary") or {})
     except (OSError, ValueError, AttributeError, json.JSONDecodeError):
         return {}
+
+
+__all__ = ["CheckResult", "Pipeline", "Stage", "StageConfig", "StageContext", "StageError", "StageRecord", "cpu_time",
+           "read_summary", "read_timings"]
