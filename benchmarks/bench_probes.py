@@ -45,11 +45,11 @@ def make(n: int, grid: int, dim: int, seed: int = 0, split: tuple[float, float] 
     return FeatureSet(ids, cls, list(patches)), labels
 
 
-#: The classification recipe of ``voxelfm demo`` (voxelfm.demo.stages.probes.classification_options).
+#: The classification recipe of ``voxelfm demo`` (voxelfm.demo.config.DemoProbeBudget.classification_options).
 def demo_recipe() -> dict:
-    from voxelfm.demo.stages.probes import classification_options
+    from voxelfm.demo.config import DemoProbeBudget
 
-    return classification_options(hidden_dim=128, seed=4, bootstrap=200)
+    return DemoProbeBudget(hidden_dim=128, bootstrap=200, seed=4).classification_options()
 
 
 def head_params(head: str) -> dict:

@@ -71,7 +71,13 @@ class EmbedConfig:
 class DemoProbeBudget:
     """How much probe training the demo affords (not :class:`voxelfm.probes.ProbeConfig`, which it sets per run)."""
 
-    epochs: int | None = None  # None: each task's default epochs (voxelfm.probes.config)
+    epochs: int | None = None  # None: each task's default epochs (voxelfm.probes.config); classification: cls_epochs
+    # The classification recipe (MLP on CLS and Q-Former on patches alike; classification_options).
+    cls_epochs: int = 20
+    cls_batch_size: int = 32
+    cls_lr: float = 1e-3
+    cls_min_lr: float = 1e-5
+    cls_warmup_fraction: float = 0.1  # of the epochs (floored, at least one); a cosine decay over the rest
     seg_epochs: int = 6
     seg_downsample: int = 8  # segmentation target grid = preprocessed grid / this (CPU budget)
     seg_hidden_dim: int = 32
@@ -92,6 +98,21 @@ class DemoProbeBudget:
     fraction_seeds: int = 2
     regression_epochs: int = 100  # few scans x 20 epochs is ~40 optimizer steps: too few to fit
     seed: int = 4
+
+    def classification_options(self) -> dict[str, Any]:
+        """The classification probes' ``voxelfm.probes.run_probe`` config (MLP head parameters).
+
+        About 150 optimizer steps per probe on ~150 training scans: class-balanced batches with the
+        minority class over-sampled (the original's under-sampling gives one batch per epoch on a
+        cohort this small, i.e. ten steps in all), a linear warm-up then a cosine decay, the best
+        validation-AUROC epoch kept. Budgeted in epochs, so the result does not depend on the machine.
+        """
+        epochs = self.cls_epochs if self.epochs is None else int(self.epochs)
+        warm = max(1, int(round(epochs * self.cls_warmup_fraction, 6)))
+        return {"bootstrap": self.bootstrap, "bootstrap_seed": self.seed, "balance": "oversample",
+                "head_params": {"hidden_dim": self.hidden_dim},
+                "train": {"epochs": epochs, "batch_size": self.cls_batch_size, "lr": self.cls_lr, "warmup_epochs": warm,
+                          "cosine_epochs": epochs - warm, "min_lr": self.cls_min_lr, "seed": self.seed}}
 
     def qformer_head_params(self) -> dict[str, Any]:
         """The Q-Former's ``head_params`` (voxelfm.probes.heads.QFormerHead)."""

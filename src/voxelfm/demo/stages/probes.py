@@ -27,6 +27,7 @@ from voxelfm.demo.results import CATEGORIES, Estimate, TaskRow
 
 if TYPE_CHECKING:
     import pandas as pd
+    from rich.progress import Progress, TaskID
 
     from voxelfm.probes.data import FeatureSet
     from voxelfm.probes.run import ProbeResult
@@ -93,22 +94,6 @@ def forget_features(keep: tuple[Source, ...] = ()) -> None:
             del _LOADED[path]
 
 
-def classification_options(*, hidden_dim: int, seed: int, bootstrap: int, epochs: int | None = None) -> dict[str, Any]:
-    """The demo's classification recipe (MLP on CLS and Q-Former on patches alike).
-
-    About 150 optimizer steps per probe on ~150 training scans: class-balanced batches of 32 with
-    the minority class over-sampled (the original's under-sampling gives one batch per epoch on a
-    cohort this small, i.e. ten steps in all), a linear warm-up then a cosine decay, the best
-    validation-AUROC epoch kept. Budgeted in epochs, so the result does not depend on the machine.
-    """
-    epochs = 20 if epochs is None else int(epochs)
-    warm = max(1, epochs // 10)
-    return {"bootstrap": bootstrap, "bootstrap_seed": seed, "balance": "oversample",
-            "head_params": {"hidden_dim": hidden_dim},
-            "train": {"epochs": epochs, "batch_size": 32, "lr": 1e-3, "warmup_epochs": warm,
-                      "cosine_epochs": epochs - warm, "min_lr": 1e-5, "seed": seed}}
-
-
 def usable_binary(labels: pd.DataFrame, columns: list[str], min_per_class: int = 1) -> list[str]:
     """Columns with both classes (at least ``min_per_class`` each) in every split."""
     def ok(col: str) -> bool:
@@ -139,8 +124,7 @@ def plan_jobs(ctx: DemoContext, labels: pd.DataFrame) -> tuple[list[Job], list[H
     common = {"bootstrap": cfg.bootstrap, "bootstrap_seed": cfg.seed}
     train = {"epochs": cfg.epochs} if cfg.epochs is not None else {}
     head_params = {"hidden_dim": cfg.hidden_dim}
-    cls_opts = classification_options(hidden_dim=cfg.hidden_dim, seed=cfg.seed, bootstrap=cfg.bootstrap,
-                                      epochs=cfg.epochs)
+    cls_opts = cfg.classification_options()
     q_opts = {**cls_opts, "head_params": cfg.qformer_head_params()}
     jobs = [
         # The Q-Former costs ~10x the MLP per probe on CPU: on 3D features only (3D vs 2.5D uses the MLP).
@@ -193,34 +177,17 @@ class ProbesStage(Stage):
 
     def run(self, ctx: DemoContext) -> dict[str, Any]:
         import pandas as pd
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-        from voxelfm.core.errors import VoxelFMError
-        from voxelfm.probes.run import run_probe
+        from voxelfm.core.progress import progress_bar
 
         labels = pd.read_csv(layout.cohort_dir(ctx.out) / "labels.csv")
         jobs, headlines, used = plan_jobs(ctx, labels)
-        results: dict[tuple[str, Source], ProbeResult] = {}
         failures: list[str] = []
-        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=ctx.console) as progress:
-            # comparator backbones (--backbones) run every job on their 3D features
-            extra: tuple[Source, ...] = tuple((name, "3d") for name in layout.comparator_names(ctx.config))
+        # comparator backbones (--backbones) run every job on their 3D features
+        extra: tuple[Source, ...] = tuple((name, "3d") for name in layout.comparator_names(ctx.config))
+        with progress_bar(ctx.console) as progress:
             bar = progress.add_task("probes", total=sum(len(j.sources) + len(extra) for j in jobs) + len(THREE_D))
-            for job in jobs:
-                for source in (*job.sources, *extra):
-                    progress.update(bar, description=f"{job.name} · {source_name(source)}")
-                    try:
-                        results[(job.name, source)] = run_probe(
-                            job.task, feature_set(ctx, *source), labels, target=list(job.targets) or None,
-                            head=job.head, out_dir=layout.probes_dir(ctx.out) / job.name / source_name(source),
-                            config=job.options, figures=False)
-                    except VoxelFMError as exc:
-                        # Small cohorts can leave a task without enough test cases (e.g. no events
-                        # in the test split): say so in the report rather than abort every other task.
-                        failures.append(f"{job.name} on {source_name(source)}: {exc}")
-                        ctx.console.print(f"[yellow]skipped {job.name} on {source_name(source)}:[/] {exc}")
-                    progress.advance(bar)
+            results = run_jobs(ctx, labels, jobs, extra, failures, progress, bar)
             sweep = fraction_points(ctx, labels, used["findings"], jobs[0].options, failures,
                                     lambda text: progress.update(bar, description=text, advance=1))
         forget_features(keep=THREE_D)  # report generation reads the 3D stores only
@@ -251,6 +218,33 @@ class ProbesStage(Stage):
             mask = ctx.out / str(ex.get("prediction", ""))
             res.require(mask.is_file() and mask.stat().st_size > 0, f"{mask}: predicted mask missing")
         return res
+
+
+def run_jobs(ctx: DemoContext, labels: pd.DataFrame, jobs: list[Job], extra: tuple[Source, ...], failures: list[str],
+             progress: Progress, bar: TaskID) -> dict[tuple[str, Source], ProbeResult]:
+    """One :func:`voxelfm.probes.run_probe` per job and feature source (its own plus ``extra``).
+
+    A probe the cohort cannot support is recorded in ``failures`` and the others carry on.
+    """
+    from voxelfm.core.errors import VoxelFMError
+    from voxelfm.probes.run import run_probe
+
+    results: dict[tuple[str, Source], ProbeResult] = {}
+    for job in jobs:
+        for source in (*job.sources, *extra):
+            progress.update(bar, description=f"{job.name} · {source_name(source)}")
+            try:
+                results[(job.name, source)] = run_probe(
+                    job.task, feature_set(ctx, *source), labels, target=list(job.targets) or None,
+                    head=job.head, out_dir=layout.probes_dir(ctx.out) / job.name / source_name(source),
+                    config=job.options, figures=False)
+            except VoxelFMError as exc:
+                # Small cohorts can leave a task without enough test cases (e.g. no events
+                # in the test split): say so in the report rather than abort every other task.
+                failures.append(f"{job.name} on {source_name(source)}: {exc}")
+                ctx.console.print(f"[yellow]skipped {job.name} on {source_name(source)}:[/] {exc}")
+            progress.advance(bar)
+    return results
 
 
 def _json_default(obj: Any) -> Any:
@@ -309,6 +303,9 @@ def _row(ctx: DemoContext, category: str, task: str, metric: str, higher: bool, 
     return TaskRow(category, task, metric, higher, values, diff, p_value, **extra).to_dict()
 
 
+Getter = Callable[..., "ProbeResult | None"]  # (job, backbone, mode="3d") -> the finished run, if any
+
+
 def summarise(ctx: DemoContext, labels: pd.DataFrame, headlines: list[Headline],
               results: dict[tuple[str, Source], ProbeResult], sweep: list[dict[str, Any]],
               used: dict[str, list[str]]) -> dict[str, Any]:
@@ -316,6 +313,33 @@ def summarise(ctx: DemoContext, labels: pd.DataFrame, headlines: list[Headline],
     def get(job: str, backbone: str, mode: str = "3d") -> ProbeResult | None:
         return results.get((job, (backbone, mode)))
 
+    n_findings = len(used["findings"])
+    heads, modes = classifier_rows(ctx, n_findings, get)
+    retrieval, segmentation = get("retrieval", "pretrained"), get("segmentation", "pretrained")
+    return {
+        "tasks": task_rows(ctx, headlines, get),
+        "heads": heads,
+        "inference_modes": modes,
+        "comparators": comparator_rows(ctx, headlines, get),
+        "data_fraction": {"task": f"Q-Former (one shared head) on {n_findings} findings",
+                          "metric": "macro AUROC", "seeds": ctx.config.probes.fraction_seeds, "points": sweep},
+        "per_finding_f1": per_finding_f1(labels, get("classification-qformer", "pretrained"), used["findings"]),
+        "examples": {
+            "retrieval": retrieval_examples(ctx, labels, retrieval, used["findings"]) if retrieval else [],
+            "segmentation": segmentation_examples(ctx, segmentation) if segmentation else [],
+        },
+        "used_targets": used,
+        "notes": [
+            f"Classification probes cover the {n_findings} findings with both classes in every split.",
+            "Pretraining saw only the training-split scans (no labels); probes were trained on the training "
+            "split, selected on validation and evaluated once on the test split.",
+        ],
+    }
+
+
+def task_rows(ctx: DemoContext, headlines: list[Headline], get: Getter) -> list[dict[str, Any]]:
+    """The results table: each headline metric on every feature source, with the paired differences
+    pretrained − random and pretrained − histogram."""
     rows = []
     for h in headlines:
         pre, rnd, base = (get(h.job, b) for b in layout.BACKBONE_NAMES)
@@ -333,8 +357,14 @@ def summarise(ctx: DemoContext, labels: pd.DataFrame, headlines: list[Headline],
                 detail = f"MAE in {unit}: {a.value:.3g} (pretrained) vs {b.value:.3g} (random)"
         rows.append(_row(ctx, h.category, h.task, h.metric, h.higher_is_better, values, (pre, rnd), h.metric_key,
                          detail=detail, baseline_difference=_difference(ctx, pre, base, h.metric_key)[0]))
+    return rows
 
-    key, label, n_findings = "macro/auroc", "macro AUROC", len(used["findings"])
+
+def classifier_rows(ctx: DemoContext, n_findings: int,
+                    get: Getter) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Macro AUROC of MLP on CLS vs Q-Former on patches (paper Fig. 5 left) and of 3D vs chunked 2.5D
+    features (Fig. 5 right), each with its paired difference."""
+    key, label = "macro/auroc", "macro AUROC"
     head_jobs = (("classification-mlp", "MLP on CLS"), ("classification-qformer", "Q-Former on patches"))
     values = {f"{b} · {head}": _estimate(get(job, b), key)
               for b in layout.BACKBONE_NAMES for job, head in head_jobs if get(job, b) is not None}
@@ -346,38 +376,20 @@ def summarise(ctx: DemoContext, labels: pd.DataFrame, headlines: list[Headline],
                    "pretrained · 2.5D": _estimate(get(job, "pretrained", "2.5d"), key)},
                   (get(job, "pretrained"), get(job, "pretrained", "2.5d")), key, detail="difference: 3D − 2.5D")
              for job, head in head_jobs[::-1] if get(job, "pretrained") and get(job, "pretrained", "2.5d")]
+    return heads, modes
 
-    q_pre = get("classification-qformer", "pretrained")
-    per_finding = {}
-    for finding in used["findings"] if q_pre is not None else []:
-        if f"{finding}/f1@0.5" in q_pre.metrics:
+
+def per_finding_f1(labels: pd.DataFrame, result: ProbeResult | None, findings: list[str]) -> dict[str, Any]:
+    """F1 at 0.5 of each finding (the pretrained Q-Former) and its number of positive test scans."""
+    out = {}
+    for finding in findings if result is not None else []:
+        if f"{finding}/f1@0.5" in result.metrics:
             support = int(labels.loc[labels["split"] == "test", finding].sum())
-            per_finding[finding] = {**_estimate(q_pre, f"{finding}/f1@0.5").to_dict(), "support": support}
-
-    retrieval, segmentation = get("retrieval", "pretrained"), get("segmentation", "pretrained")
-    return {
-        "tasks": rows,
-        "heads": heads,
-        "inference_modes": modes,
-        "comparators": comparator_rows(ctx, headlines, get),
-        "data_fraction": {"task": f"Q-Former (one shared head) on {n_findings} findings",
-                          "metric": label, "seeds": ctx.config.probes.fraction_seeds, "points": sweep},
-        "per_finding_f1": per_finding,
-        "examples": {
-            "retrieval": retrieval_examples(ctx, labels, retrieval, used["findings"]) if retrieval else [],
-            "segmentation": segmentation_examples(ctx, segmentation) if segmentation else [],
-        },
-        "used_targets": used,
-        "notes": [
-            f"Classification probes cover the {n_findings} findings with both classes in every split.",
-            "Pretraining saw only the training-split scans (no labels); probes were trained on the training "
-            "split, selected on validation and evaluated once on the test split.",
-        ],
-    }
+            out[finding] = {**_estimate(result, f"{finding}/f1@0.5").to_dict(), "support": support}
+    return out
 
 
-def comparator_rows(ctx: DemoContext, headlines: list[Headline],
-                    get: Callable[[str, str], ProbeResult | None]) -> list[dict[str, Any]]:
+def comparator_rows(ctx: DemoContext, headlines: list[Headline], get: Getter) -> list[dict[str, Any]]:
     """Each comparator backbone beside the reference (pretrained) on every headline metric, with the
     paired difference comparator − pretrained (as ``voxelfm evaluate`` with ``reference: pretrained``)."""
     rows = []
