@@ -192,3 +192,16 @@ def test_stage_after_a_rerun_stage_reruns(tmp_path: Path) -> None:
     ctx.path("numbers.json").write_text("[1, 2")  # damaged upstream output, same config
     records = pipe.run(ctx)
     assert [r.status for r in records] == ["ran", "ran"] and (a.calls, b.calls) == (2, 2)
+
+
+def test_check_reads_json_objects_and_records_what_is_wrong(tmp_path: Path) -> None:
+    good, bad, listed = tmp_path / "good.json", tmp_path / "bad.json", tmp_path / "list.json"
+    good.write_text('{"a": 1}')
+    bad.write_text('{"a": ')
+    listed.write_text("[1, 2]")
+    res = CheckResult()
+    assert res.read_json(good) == {"a": 1} and res.ok
+    assert res.read_json(bad) is None and res.read_json(listed) is None
+    assert res.read_json(tmp_path / "absent.json") is None
+    assert [p.split(":")[0] for p in res.problems] == [str(bad), str(listed), str(tmp_path / "absent.json")]
+    assert "not a JSON object" in res.problems[1] and not res.ok

@@ -91,3 +91,15 @@ def test_detectable_difference_from_a_paired_ci() -> None:
     assert detectable_difference(Estimate(0.0, -0.0392, 0.0392)) == pytest.approx(0.056)
     assert detectable_difference(Estimate(0.1)) is None
     assert detectable_difference(None) is None
+
+
+def test_head_comparison_describes_the_configured_q_former() -> None:
+    res = _results()
+    res["heads"] = [TaskRow("classification", "3 findings", "macro AUROC", True,
+                            {"pretrained · MLP on CLS": Estimate(0.7, 0.6, 0.8, 20)}).to_dict()]
+    res["config"] = {"probes": {"qformer_queries": 1, "qformer_skip": "cls"}}
+    heads = compose_report(res, {}).render().split('<section id="heads">')[1].split("</section>")[0]
+    assert "(1 learned query cross-attending to all patch tokens, plus a linear path from the CLS token)" in heads
+    res["config"] = {"probes": {"qformer_queries": 4, "qformer_skip": None}}
+    heads = compose_report(res, {}).render().split('<section id="heads">')[1].split("</section>")[0]
+    assert "(4 learned queries cross-attending to all patch tokens, outputs averaged)" in heads

@@ -82,6 +82,18 @@ class CheckResult:
     def __bool__(self) -> bool:
         return self.ok
 
+    def read_json(self, path: Path) -> dict[str, Any] | None:
+        """The JSON object in ``path``, or None with the problem recorded (missing, malformed, not an object)."""
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            self.problems.append(f"{path}: unreadable ({exc})")
+            return None
+        if not isinstance(data, dict):
+            self.problems.append(f"{path}: not a JSON object")
+            return None
+        return data
+
 
 @dataclass
 class StageRecord:

@@ -305,6 +305,17 @@ def _report_examples(sec: Section, results: Mapping[str, Any]) -> None:
         sec.compare([("Reference", str(ex.get("reference", ""))), ("Generated", generated)])
 
 
+def _qformer_text(results: Mapping[str, Any]) -> str:
+    """The demo's Q-Former as configured (results.json ``config.probes``)."""
+    probes = ((results.get("config") or {}).get("probes") or {})
+    n = probes.get("qformer_queries")
+    if not isinstance(n, int):
+        return "a single-layer Q-Former cross-attending to all patch tokens"
+    text = f"a single-layer Q-Former ({n} learned quer{'y' if n == 1 else 'ies'} cross-attending to all patch tokens"
+    text += ", outputs averaged" if n > 1 else ""
+    return text + (", plus a linear path from the CLS token)" if probes.get("qformer_skip") == "cls" else ")")
+
+
 def compose_report(
     results: Mapping[str, Any], figures: Mapping[str, Any], *, title: str = "voxelfm demo report",
 ) -> HtmlReport:
@@ -342,8 +353,7 @@ def compose_report(
     heads = parse_rows(results.get("heads", []))
     if heads:
         sec.paragraph("The same classification task with two probe heads on each frozen backbone: a "
-                      "two-layer MLP on the CLS token, and a single-layer Q-Former (4 learned queries "
-                      "cross-attending to all patch tokens, outputs averaged).")
+                      f"two-layer MLP on the CLS token, and {_qformer_text(results)}.")
         _comparison_table(sec, heads, "heads-table")
     _figure_or_note(sec, figures, "heads", "MLP on CLS vs Q-Former on patch tokens (95% CIs).",
                     "MLP vs Q-Former comparison")

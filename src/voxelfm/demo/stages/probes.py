@@ -201,10 +201,8 @@ class ProbesStage(Stage):
     def check(self, ctx: DemoContext) -> CheckResult:
         res = CheckResult()
         path = layout.probes_summary(ctx.out)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            res.problems.append(f"{path}: unreadable ({exc})")
+        data = res.read_json(path)
+        if data is None:
             return res
         rows = [TaskRow.from_dict(r) for r in data.get("tasks", [])]
         missing = [c for c in PROBE_CATEGORIES if c not in {r.category for r in rows}]

@@ -58,10 +58,8 @@ class RenderStage(Stage):
     def check(self, ctx: DemoContext) -> CheckResult:
         res = CheckResult()
         rpath, hpath = layout.results_json(ctx.out), layout.report_html(ctx.out)
-        try:
-            results = json.loads(rpath.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            res.problems.append(f"{rpath}: unreadable ({exc})")
+        results = res.read_json(rpath)
+        if results is None:
             return res
         res.problems += [f"{rpath}: {p}" for p in validate_results(results)]
         try:

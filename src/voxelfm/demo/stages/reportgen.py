@@ -89,10 +89,8 @@ class ReportGenStage(Stage):
     def check(self, ctx: DemoContext) -> CheckResult:
         res = CheckResult()
         path = layout.reportgen_summary(ctx.out)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            res.problems.append(f"{path}: unreadable ({exc})")
+        data = res.read_json(path)
+        if data is None:
             return res
         rows = data.get("tasks", [])
         res.require(bool(rows) and all(set(layout.BACKBONE_NAMES) <= set(r.get("values", {})) for r in rows),
