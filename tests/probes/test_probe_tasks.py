@@ -5,6 +5,7 @@ import pytest
 
 from voxelfm.core.errors import DataError
 from voxelfm.probes import run_probe
+from voxelfm.probes.retrieval import read_neighbours
 
 FAST = {"bootstrap": 100, "train": {"threads": 1}}
 
@@ -113,6 +114,19 @@ def test_retrieval_label_match_and_same_patient(small):
     assert res.metrics["finding/recall@1"].value > res.metrics["noise/recall@1"].value
     assert res.metrics["noise/recall@10"].value < 0.7  # random baseline 10/21
     assert "same_patient/map" in res.metrics
+    neighbours = read_neighbours(res.predictions)
+    assert list(neighbours) == [str(i) for i in res.predictions["scan_id"]]
+    first = neighbours[str(res.predictions["scan_id"].iloc[0])]
+    assert first and all(isinstance(sid, str) and -1.0 <= sim <= 1.0 for sid, sim in first)
+    assert [sim for _, sim in first] == sorted((sim for _, sim in first), reverse=True)  # nearest first
+
+
+def test_read_neighbours_inverts_the_joined_columns() -> None:
+    import pandas as pd
+
+    preds = pd.DataFrame({"scan_id": ["a", "b", "c"], "neighbours": ["b;c", "", float("nan")],
+                          "similarities": ["0.9000;0.1000", "", float("nan")]})
+    assert read_neighbours(preds) == {"a": [("b", 0.9), ("c", 0.1)], "b": [], "c": []}
 
 
 def test_localisation_learns_marker_position_in_world_mm(small):

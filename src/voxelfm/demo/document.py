@@ -247,6 +247,16 @@ def _comparison_table(sec: Section, rows: Sequence[TaskRow], table_id: str) -> N
     sec.table(["task", "metric", *keys, "difference [95% CI]", "difference of"], body, table_id=table_id)
 
 
+def _comparison_section(sec: Section, results: Mapping[str, Any], figures: Mapping[str, Any], key: str, text: str,
+                        caption: str, what: str, table_id: str) -> None:
+    """A comparison of two variants (results ``key``): what was compared, the table and its figure."""
+    rows = parse_rows(results.get(key, []))
+    if rows:
+        sec.paragraph(text)
+        _comparison_table(sec, rows, table_id)
+    _figure_or_note(sec, figures, key, caption, what)
+
+
 def _comparators(sec: Section, results: Mapping[str, Any]) -> None:
     rows = parse_rows(results.get("comparators", []))
     if not rows:
@@ -349,24 +359,15 @@ def compose_report(
     _figure_or_note(sec, figures, "data_fraction", "Test metric against the fraction of training labels used.",
                     "data-fraction sweep")
 
-    sec = secs["heads"]
-    heads = parse_rows(results.get("heads", []))
-    if heads:
-        sec.paragraph("The same classification task with two probe heads on each frozen backbone: a "
-                      f"two-layer MLP on the CLS token, and {_qformer_text(results)}.")
-        _comparison_table(sec, heads, "heads-table")
-    _figure_or_note(sec, figures, "heads", "MLP on CLS vs Q-Former on patch tokens (95% CIs).",
-                    "MLP vs Q-Former comparison")
-
-    sec = secs["inference-modes"]
-    modes = parse_rows(results.get("inference_modes", []))
-    if modes:
-        sec.paragraph("Features of the pretrained backbone from one forward pass over the whole volume "
-                      "(3D) against chunked inference over overlapping axial slabs whose CLS tokens are "
-                      "aggregated and patch grids stitched (2.5D); same probe, same test scans.")
-        _comparison_table(sec, modes, "modes-table")
-    _figure_or_note(sec, figures, "inference_modes", "Full 3D vs chunked 2.5D (95% CIs).",
-                    "3D vs 2.5D comparison")
+    _comparison_section(secs["heads"], results, figures, "heads",
+                        "The same classification task with two probe heads on each frozen backbone: a "
+                        f"two-layer MLP on the CLS token, and {_qformer_text(results)}.",
+                        "MLP on CLS vs Q-Former on patch tokens (95% CIs).", "MLP vs Q-Former comparison", "heads-table")
+    _comparison_section(secs["inference-modes"], results, figures, "inference_modes",
+                        "Features of the pretrained backbone from one forward pass over the whole volume "
+                        "(3D) against chunked inference over overlapping axial slabs whose CLS tokens are "
+                        "aggregated and patch grids stitched (2.5D); same probe, same test scans.",
+                        "Full 3D vs chunked 2.5D (95% CIs).", "3D vs 2.5D comparison", "modes-table")
 
     _comparators(secs["comparators"], results)
     _per_finding(secs["per-finding-f1"], results, figures)

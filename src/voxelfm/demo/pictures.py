@@ -92,7 +92,7 @@ def segmentation_figures(ctx: DemoContext, cohort: _Cohort, examples: list[dict[
     from voxelfm.data.phantom import SEGMENTATION_LABELS
     from voxelfm.io import load_label_map
 
-    names = _label_names(SEGMENTATION_LABELS)
+    names = dict(SEGMENTATION_LABELS)  # {label id: structure name}
     out = []
     for ex in examples[: ctx.config.n_examples]:
         scan_id = str(ex["scan_id"])
@@ -111,14 +111,6 @@ def segmentation_figures(ctx: DemoContext, cohort: _Cohort, examples: list[dict[
             caption += f": macro Dice over structures {float(dice):.3f}"
         out.append((png, caption + "."))
     return out
-
-
-def _label_names(spec: Any) -> dict[int, str]:
-    """Accept ``{id: name}`` or ``{name: id}`` from the phantom module."""
-    items = dict(spec)
-    if all(isinstance(k, int) for k in items):
-        return {int(k): str(v) for k, v in items.items()}
-    return {int(v): str(k) for k, v in items.items()}
 
 
 def pca_figures(ctx: DemoContext, cohort: _Cohort, scan_ids: list[str]) -> list[tuple[bytes, str]]:
@@ -156,8 +148,6 @@ def pca_figures(ctx: DemoContext, cohort: _Cohort, scan_ids: list[str]) -> list[
                      "colours = first three principal components of the patch tokens, fitted per backbone "
                      "on the body patches of these scans."))
     return figs
-
-
 
 
 def all_figures(ctx: DemoContext, results: dict[str, Any]) -> dict[str, Any]:

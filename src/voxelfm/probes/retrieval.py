@@ -390,11 +390,25 @@ def fit(data: ProbeData, targets: list[str], config: ProbeConfig) -> TaskOutput:
     return out
 
 
+def read_neighbours(predictions: Any) -> dict[str, list[tuple[str, float]]]:
+    """Each query's neighbours in retrieval predictions, nearest first, as ``(scan_id, similarity)``.
+
+    The inverse of the ``neighbours`` / ``similarities`` columns (``;``-joined so the predictions
+    stay one CSV row per query); a query without neighbours (an empty or missing cell) gets ``[]``.
+    """
+    out: dict[str, list[tuple[str, float]]] = {}
+    for query, ids, sims in zip(predictions["scan_id"], predictions["neighbours"], predictions["similarities"],
+                                strict=True):
+        hits = ids.split(";") if isinstance(ids, str) and ids else []
+        out[str(query)] = list(zip(hits, map(float, str(sims).split(";")), strict=True)) if hits else []
+    return out
+
+
 def _prefixed(prefix: str, fn):
     if not prefix:
         return fn
     return lambda *a: {f"{prefix}{k}": v for k, v in fn(*a).items()}
 
 
-__all__ = ["INDEX_KINDS", "RetrievalIndex", "exact_neighbours", "feature_vectors", "fit", "recall_at_k",
-           "search_threads"]
+__all__ = ["INDEX_KINDS", "RetrievalIndex", "exact_neighbours", "feature_vectors", "fit", "read_neighbours",
+           "recall_at_k", "search_threads"]

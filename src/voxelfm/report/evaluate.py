@@ -13,12 +13,15 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from voxelfm.core.errors import DataError, located
 from voxelfm.report.findings import FindingExtractor, FindingVocabulary, RuleBasedExtractor
+
+if TYPE_CHECKING:
+    from voxelfm.metrics import DifferenceCI
 
 
 def label_matrix(texts: Sequence[str], extractor: FindingExtractor) -> np.ndarray:
@@ -90,6 +93,18 @@ def finding_metrics(y_true: np.ndarray, y_pred: np.ndarray, names: Sequence[str]
     return {"n_reports": n, "per_finding": per, "macro": macro,
             "findings_without_support": [nm for nm, s in zip(names, supported, strict=True) if not s],
             "bootstrap": {"n": n_bootstrap, "seed": seed, "ci": ci}}
+
+
+def macro_f1_difference(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, names: Sequence[str], *,
+                        n_resamples: int = 1000, seed: int = 4) -> DifferenceCI:
+    """Macro finding F1 of ``pred_a`` minus that of ``pred_b`` on the same reports (label matrices,
+    rows the same scans), with a paired bootstrap CI and p-value over the scans."""
+    from voxelfm.metrics import paired_bootstrap
+
+    def macro_f1(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+        return {"f1": finding_metrics(truth, pred, names, n_bootstrap=0)["macro"]["f1"]}
+
+    return paired_bootstrap(macro_f1, [y_true, pred_a], [y_true, pred_b], n_resamples=n_resamples, seed=seed)["f1"]
 
 
 def text_metrics(generated: Sequence[str], references: Sequence[str]) -> dict[str, float]:

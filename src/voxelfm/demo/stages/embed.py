@@ -49,8 +49,7 @@ class EmbedStage(Stage):
         return [layout.store_dir(ctx.out, b, m) for b, m in layout.embeddings(ctx.config)] + models
 
     def run(self, ctx: DemoContext) -> dict[str, Any]:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
+        from voxelfm.core.progress import progress_bar
         from voxelfm.embed import EmbedTarget, read_manifest_csv, run_embeddings
         from voxelfm.embed.histogram import HistogramBaseline
         from voxelfm.models import load_model
@@ -65,8 +64,7 @@ class EmbedStage(Stage):
         embeddings = layout.embeddings(ctx.config)
         targets = [EmbedTarget(models[b], layout.store_dir(ctx.out, b, m), mode=m) for b, m in embeddings]
         jobs = read_manifest_csv(layout.cohort_dir(ctx.out) / "labels.csv")
-        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), console=ctx.console) as progress:
+        with progress_bar(ctx.console) as progress:
             bar = progress.add_task(f"scans ({len(targets)} embeddings each)", total=len(jobs))
             summaries = run_embeddings(targets, jobs, device=ctx.device, slab_thickness=cfg.slab_thickness,
                                        slab_overlap=cfg.slab_overlap,

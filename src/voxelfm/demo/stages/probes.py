@@ -405,21 +405,21 @@ def comparator_rows(ctx: DemoContext, headlines: list[Headline], get: Getter) ->
 def retrieval_examples(ctx: DemoContext, labels: pd.DataFrame, res: ProbeResult,
                        findings: list[str]) -> list[dict[str, Any]]:
     """Test queries with findings, their top-5 neighbours and whether each shares a finding."""
+    from voxelfm.probes.retrieval import read_neighbours
+
     table = labels.set_index("scan_id")
 
     def present(scan_id: str) -> set[str]:
         return {f for f in findings if int(table.loc[scan_id, f]) == 1}
 
     out = []
-    for _, row in res.predictions.iterrows():
-        query = str(row["scan_id"])
-        if not present(query) or not isinstance(row["neighbours"], str):
+    for query, hits in read_neighbours(res.predictions).items():
+        if not present(query) or not hits:
             continue
-        pairs = list(zip(row["neighbours"].split(";"), str(row["similarities"]).split(";"), strict=True))[:5]
         out.append({"query": query, "backbone": "pretrained", "neighbours": [
-            {"scan_id": sid, "similarity": float(sim), "match": bool(present(query) & present(sid)),
+            {"scan_id": sid, "similarity": sim, "match": bool(present(query) & present(sid)),
              "same_patient": str(table.loc[sid, "patient_id"]) == str(table.loc[query, "patient_id"])}
-            for sid, sim in pairs]})
+            for sid, sim in hits[:5]]})
         if len(out) >= ctx.config.n_examples:
             break
     return out

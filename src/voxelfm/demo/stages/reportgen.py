@@ -110,19 +110,14 @@ def _f1(entry: dict[str, Any], n: int | None = None) -> Estimate:
 def summarise(ctx: DemoContext, per_backbone: dict[str, dict[str, Any]], truth: np.ndarray, test_ids: list[str],
               refs: dict[str, str], names: list[str]) -> dict[str, Any]:
     """The stage summary the render stage reads: Fig. 2 row, per-finding F1, examples, notes."""
-    from voxelfm.metrics import paired_bootstrap
-    from voxelfm.report.evaluate import finding_metrics
+    from voxelfm.report.evaluate import macro_f1_difference
 
     n = len(test_ids)
     values = {b: _f1(info["metrics"]["findings"]["macro"], n) for b, info in per_backbone.items()}
 
-    def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-        return {"f1": finding_metrics(y_true, y_pred, names, n_bootstrap=0)["macro"]["f1"]}
-
     def versus(other: str) -> Any:  # pretrained − other, resampling the same test reports
-        return paired_bootstrap(macro_f1, [truth, per_backbone["pretrained"]["pred"]],
-                                [truth, per_backbone[other]["pred"]], n_resamples=ctx.config.probes.bootstrap,
-                                seed=ctx.config.reportgen.seed)["f1"]
+        return macro_f1_difference(truth, per_backbone["pretrained"]["pred"], per_backbone[other]["pred"], names,
+                                   n_resamples=ctx.config.probes.bootstrap, seed=ctx.config.reportgen.seed)
 
     diff = versus("random")
     base = versus(layout.BASELINE) if layout.BASELINE in per_backbone else None
