@@ -292,9 +292,14 @@ class Pipeline:
         return records
 
 
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for stage outputs: numpy/torch scalars as Python numbers, else ``str``."""
+    return obj.item() if hasattr(obj, "item") else str(obj)
+
+
 def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
     """Round-trip through JSON so a marker never fails to write on a stray numpy value."""
-    return json.loads(json.dumps(data, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+    return json.loads(json.dumps(data, default=json_default))
 
 
 def read_timings(ctx: StageContext[Any], stages: Sequence[Stage], key: str = "seconds") -> dict[str, float]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from voxelfm.core.atomic import atomic_write_text
-from voxelfm.core.stages import CheckResult, Stage
+from voxelfm.core.stages import CheckResult, Stage, json_default
 from voxelfm.demo import layout
 from voxelfm.demo.config import DemoContext
 from voxelfm.demo.results import CATEGORIES, Estimate, TaskRow
@@ -195,7 +195,7 @@ class ProbesStage(Stage):
         summary["probe_seconds"] = {f"{job}/{source_name(src)}": round(res.seconds, 2)
                                     for (job, src), res in results.items()}
         summary["notes"] += [f"Probe not computed: {f}" for f in failures]
-        atomic_write_text(layout.probes_summary(ctx.out), json.dumps(summary, indent=2, default=_json_default))
+        atomic_write_text(layout.probes_summary(ctx.out), json.dumps(summary, indent=2, default=json_default))
         return {"runs": len(results) + len(sweep), "findings": len(used["findings"])}
 
     def check(self, ctx: DemoContext) -> CheckResult:
@@ -243,10 +243,6 @@ def run_jobs(ctx: DemoContext, labels: pd.DataFrame, jobs: list[Job], extra: tup
                 ctx.console.print(f"[yellow]skipped {job.name} on {source_name(source)}:[/] {exc}")
             progress.advance(bar)
     return results
-
-
-def _json_default(obj: Any) -> Any:
-    return obj.item() if hasattr(obj, "item") else str(obj)
 
 
 def fraction_points(ctx: DemoContext, labels: pd.DataFrame, findings: list[str], options: dict[str, Any],
