@@ -25,7 +25,6 @@ import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from voxelfm.core.errors import ConfigError, located
@@ -307,23 +306,11 @@ def yaml_value(text: str) -> Any:
 
 def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A YAML file whose top level is a mapping (empty file: ``{}``), numbers as :func:`yaml_numbers`;
-    a missing file, invalid YAML or another top level is one ``ConfigError`` naming the file."""
-    import yaml
+    a missing file, invalid YAML or another top level is one ``ConfigError`` naming the file
+    (read by :func:`voxelfm.core.readers.read_yaml`)."""
+    from voxelfm.core.readers import read_yaml
 
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(located(path, "config file not found"))
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(located(path, f"cannot read config file ({exc})")) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(located(path, f"invalid YAML ({exc})")) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(located(path, f"top level must be a mapping, got {type(data).__name__}"))
-    return yaml_numbers(data)
+    return yaml_numbers(read_yaml(path, what="config file", error=ConfigError, mapping=True))
 
 
 # -- key=value assignments (--set, pretraining overrides) -----------------------------------------

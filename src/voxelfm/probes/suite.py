@@ -35,6 +35,7 @@ import pandas as pd
 from voxelfm.core.atomic import atomic_write_text
 from voxelfm.core.config_check import check_known_keys
 from voxelfm.core.errors import ConfigError, VoxelFMError, located
+from voxelfm.core.readers import read_yaml
 from voxelfm.probes.config import DEFAULT_HEADS, TASKS
 from voxelfm.probes.data import FeatureSet
 
@@ -76,15 +77,8 @@ class Suite:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Suite:
         """Parse and check a suite YAML; relative paths resolve against its folder."""
-        import yaml
-
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(located(path, "suite file does not exist"))
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(located(path, f"invalid YAML ({exc})")) from None
+        raw = read_yaml(path, what="suite file", error=ConfigError) or {}
         return cls.from_dict(raw, base=path.parent, source=str(path))
 
     @classmethod

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from voxelfm.core.errors import ConfigError, located
+from voxelfm.core.readers import read_json, read_yaml
 
 # The 18 CT-RATE abnormalities (order of the CT-RATE label table) with synonyms seen in reports.
 CT_RATE_FINDINGS: dict[str, tuple[str, ...]] = {
@@ -172,23 +173,14 @@ class FindingVocabulary:
     def from_file(cls, path: str | os.PathLike[str]) -> FindingVocabulary:
         """Load ``{"finding": ["synonym", ...], ...}`` from a JSON or YAML file."""
         p = Path(path)
-        try:
-            text = p.read_text()
-            data = json.loads(text) if p.suffix == ".json" else _yaml_load(text)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(located(p, f"cannot read finding vocabulary: {exc}")) from exc
+        read = read_json if p.suffix == ".json" else read_yaml
+        data = read(p, what="finding vocabulary", error=ConfigError, mapping=True)
         if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
             raise ConfigError(located(p, "vocabulary must map finding names to lists of synonyms"))
         return cls({str(k): tuple(str(s) for s in v) for k, v in data.items()})
 
     def to_dict(self) -> dict[str, list[str]]:
         return {k: list(v) for k, v in self.synonyms.items()}
-
-
-def _yaml_load(text: str) -> Any:
-    import yaml
-
-    return yaml.safe_load(text)
 
 
 class FindingExtractor(Protocol):
