@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -60,25 +61,34 @@ out = {"mode": args["mode"], "grid": args["grid"], "patches": int(np.prod(args["
        "input_gib": array.nbytes / 2**30,
        "weights_gib": weights_gib,
        "blocks_run": len(model.blocks), "peak_after_build_gib": hwm(), "rss_before_forward_gib": rss()}
+def forward():
+    return features_from_preprocessed(model, pre, mode=args["mode"], slab_thickness=args["thickness"],
+                                      slab_overlap=args["overlap"])
+
+if args["warmup"]:  # one untimed forward first: one-time kernel/allocator set-up out of the figure
+    forward()
 c0, t0 = time.process_time(), time.perf_counter()
-feats = features_from_preprocessed(model, pre, mode=args["mode"], slab_thickness=args["thickness"],
-                                   slab_overlap=args["overlap"])
+feats = forward()
 out.update(forward_cpu_s=time.process_time() - c0, forward_wall_s=time.perf_counter() - t0,
-           peak_rss_gib=hwm(), patch_shape=list(feats.patch.shape))
+           peak_rss_gib=hwm(), patch_shape=list(feats.patch.shape), warmup=bool(args["warmup"]))
 out["forward_peak_over_before_gib"] = out["peak_rss_gib"] - out["rss_before_forward_gib"]
 print(json.dumps(out))
 """
 
 
-def run_case(mode: str, args: argparse.Namespace) -> dict:
+def run_case(mode: str, overlap: int | None, args: argparse.Namespace) -> dict:
     payload = {"preset": args.preset, "grid": args.grid, "mode": mode, "threads": args.threads, "blocks": args.blocks,
-               "thickness": args.thickness, "overlap": args.overlap}
+               "thickness": args.thickness, "overlap": overlap, "warmup": args.warmup}
     done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(payload)], capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{mode} case failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    print(mode, json.dumps(result), flush=True)
+    print(case_label(mode, overlap), json.dumps(result), flush=True)
     return result
+
+
+def case_label(mode: str, overlap: int | None) -> str:
+    return mode if mode == "3d" or overlap is None else f"{mode}-overlap{overlap}"
 
 
 def main() -> None:
@@ -91,13 +101,33 @@ def main() -> None:
                              "block has the same shapes and frees its input, so one block reaches the full peak")
     parser.add_argument("--thickness", type=int, default=None, help="2.5D slab thickness in patches (default 4)")
     parser.add_argument("--overlap", type=int, default=None, help="2.5D slab overlap in patches (default 1)")
+    parser.add_argument("--extra-overlaps", type=int, nargs="*", default=[],
+                        help="also run 2.5D with these overlaps (labelled 2.5d-overlapK), e.g. 0: slabs that "
+                             "share no rows, which separates the cost of re-run rows from the slab machinery")
     parser.add_argument("--modes", nargs="+", default=["2.5d", "3d"], choices=["2.5d", "3d"])
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run every case this many times, interleaved; ratios are per repeat, then the median")
+    parser.add_argument("--warmup", action="store_true",
+                        help="one untimed forward before the timed one in each child (throughput, not first call)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    results = {mode: run_case(mode, args) for mode in args.modes}
-    if {"2.5d", "3d"} <= set(results):
-        results["cpu_ratio_2.5d_over_3d"] = results["2.5d"]["forward_cpu_s"] / results["3d"]["forward_cpu_s"]
-    print(json.dumps(results, indent=1))
+    cases = [(mode, args.overlap) for mode in args.modes]
+    if "2.5d" in args.modes:
+        cases += [("2.5d", k) for k in args.extra_overlaps]
+    runs: dict[str, list[dict]] = {}
+    for _ in range(args.repeats):
+        for mode, overlap in cases:
+            runs.setdefault(case_label(mode, overlap), []).append(run_case(mode, overlap, args))
+    # The first repeat keeps the old layout (one dict per case); all repeats are under "runs".
+    results: dict = {label: found[0] for label, found in runs.items()}
+    if "3d" in runs:
+        for label in [lab for lab in runs if lab != "3d"]:
+            ratios = [a["forward_cpu_s"] / b["forward_cpu_s"] for a, b in zip(runs[label], runs["3d"], strict=True)]
+            results[f"cpu_ratio_{label}_over_3d"] = statistics.median(ratios)
+            results[f"cpu_ratios_{label}_over_3d"] = ratios
+    results["cpu_s"] = {label: [r["forward_cpu_s"] for r in found] for label, found in runs.items()}
+    results["runs"] = runs
+    print(json.dumps({k: v for k, v in results.items() if k != "runs"}, indent=1))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

@@ -71,6 +71,40 @@ def test_stitching_averages_overlaps() -> None:
     assert grid[:, 0, 0, 0].tolist() == [0, 0, 0, 0.5, 1, 1.5, 1.5, 2, 2]
 
 
+def _stitch_float64(plan, slabs):  # the float64 stitching used before the float32 stitcher
+    total = np.zeros((plan.depth, *slabs[0].shape[1:]), dtype=np.float64)
+    for start, patch in zip(plan.starts, slabs, strict=True):
+        total[start:start + plan.thickness] += patch
+    return (total / plan.coverage().reshape(-1, 1, 1, 1)).astype(np.float32)
+
+
+@pytest.mark.parametrize(("depth", "thickness", "overlap"), [(9, 4, 1), (8, 4, 1), (13, 5, 3), (7, 4, 3)])
+def test_float32_stitching_matches_float64_within_ulps(depth, thickness, overlap) -> None:
+    plan = plan_slabs(depth, thickness, overlap)
+    rng = np.random.default_rng(depth)
+    slabs = [rng.standard_normal((plan.thickness, 3, 2, 16), dtype=np.float32) * 5 for _ in plan.starts]
+    got, ref = stitch_patches(plan, slabs), _stitch_float64(plan, slabs)
+    assert got.dtype == np.float32 and got.shape == ref.shape
+    coverage = plan.coverage()
+    # Rows covered once or twice are bit-identical (x + 0, and (a + b) / 2 rounds once)...
+    np.testing.assert_array_equal(got[coverage <= 2], ref[coverage <= 2])
+    # ...deeper rows sum k float32 values: within (k - 1) ulps of the largest slab value.
+    bound = (coverage.max() - 1) * np.finfo(np.float32).eps * max(float(np.abs(s).max()) for s in slabs)
+    assert float(np.abs(got - ref).max()) <= bound
+
+
+def test_stitcher_rejects_wrong_slab_count_or_shape() -> None:
+    from voxelfm.embed.slabs import PatchStitcher
+
+    plan = plan_slabs(9, 4, 1)
+    stitcher = PatchStitcher(plan)
+    with pytest.raises(ValueError, match="rows"):
+        stitcher.add(np.zeros((3, 2, 2, 3), np.float32))
+    stitcher.add(np.zeros((4, 2, 2, 3), np.float32))
+    with pytest.raises(ValueError, match="slab grids added"):
+        stitcher.result()
+
+
 def test_2p5d_equals_manual_slab_inference(model) -> None:
     vol = phantom(2)
     pre = preprocess(vol, SPEC)
@@ -79,7 +113,7 @@ def test_2p5d_equals_manual_slab_inference(model) -> None:
     plan = plan_slabs(d, 2, 1)
     assert len(plan.starts) > 1
     outs = [model.forward_features(torch.from_numpy(pre.array[None, s * 8:(s + 2) * 8].copy())) for s in plan.starts]
-    expected_patch = stitch_patches(plan, [o["patch"][0].numpy() for o in outs])
+    expected_patch = _stitch_float64(plan, [o["patch"][0].numpy() for o in outs])
     expected_cls = np.mean([o["cls"][0].numpy() for o in outs], axis=0)
     np.testing.assert_allclose(feats.patch, expected_patch, atol=1e-5)
     np.testing.assert_allclose(feats.cls, expected_cls, atol=1e-5)

@@ -11,7 +11,7 @@ import torch
 from voxelfm.core.device import torch_dtype
 from voxelfm.core.errors import ConfigError, InputValidationError
 from voxelfm.core.types import CTVolume, VoxelFeatures
-from voxelfm.embed.slabs import plan_slabs, stitch_patches
+from voxelfm.embed.slabs import PatchStitcher, plan_slabs
 from voxelfm.preprocess.pipeline import PreprocessedVolume
 
 MODES = ("3d", "2.5d")
@@ -92,18 +92,21 @@ def features_from_preprocessed(
                 raise InputValidationError(f"{pre.geometry.shape}: preprocessed volume is smaller than one patch ({p})")
             plan = plan_slabs(d, slab_thickness, slab_overlap)
             slabs = [pre.array[s * p:(s + plan.thickness) * p] for s in plan.starts]
-            cls_list, reg_list, patch_list = [], [], []
+            cls_list, reg_list = [], []
+            stitcher = PatchStitcher(plan)  # slab grids are summed as they come, not all kept
             for i in range(0, len(slabs), SLAB_BATCH):
                 x = torch.from_numpy(np.ascontiguousarray(np.stack(slabs[i:i + SLAB_BATCH]), dtype=np.float32))
                 out = _forward(model, x, device, autocast)
                 cls_list += list(out["cls"])
                 reg_list += list(out["registers"])
-                patch_list += list(out["patch"])
+                for slab_patch in out["patch"]:
+                    stitcher.add(slab_patch)
+                del out, x
             # Every slab has the same shape (the last one is shifted, not padded), so the plain
             # mean is also the patch-count-weighted mean.
             cls = np.mean(cls_list, axis=0)
             regs = np.mean(reg_list, axis=0)
-            patch = stitch_patches(plan, patch_list)
+            patch = stitcher.result()
             grid = (d, h, w)
     patch_geometry = model.patch_geometry(pre.geometry, grid)
     patch, patch_geometry = canonical_grid(np.asarray(patch, dtype=np.float32), patch_geometry)

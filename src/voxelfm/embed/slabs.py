@@ -50,11 +50,48 @@ def plan_slabs(depth: int, thickness: int | None = None, overlap: int | None = N
     return SlabPlan(depth=depth, thickness=thickness, starts=tuple(starts))
 
 
+class PatchStitcher:
+    """Running average of slab patch grids into one ``(depth, h, w, C)`` float32 grid.
+
+    Slabs are added as their forward passes finish, so only the running sum is kept, never
+    every slab's grid (at 25,000 patches of 864 channels that list was ~0.1 GiB). The sum is
+    float32: a row is covered by at most ``thickness`` slabs, so each output value is a sum of a
+    few float32 numbers divided by a small integer, within a few float32 ulps of the float64
+    average (tests/embed/test_extract_modes.py bounds the difference).
+    """
+
+    def __init__(self, plan: SlabPlan) -> None:
+        self.plan = plan
+        self._total: np.ndarray | None = None
+        self._added = 0
+
+    def add(self, patch: np.ndarray) -> None:
+        """Add the next slab's grid ``(thickness, h, w, C)`` (slabs in the order of ``plan.starts``)."""
+        plan = self.plan
+        if self._added >= len(plan.starts):
+            raise ValueError(f"more slab grids than the plan's {len(plan.starts)} slabs")
+        if patch.shape[0] != plan.thickness:
+            raise ValueError(f"slab grid has {patch.shape[0]} rows, the plan's slabs have {plan.thickness}")
+        if self._total is None:
+            self._total = np.zeros((plan.depth, *patch.shape[1:]), dtype=np.float32)
+        start = plan.starts[self._added]
+        self._total[start:start + plan.thickness] += patch
+        self._added += 1
+
+    def result(self) -> np.ndarray:
+        """The stitched grid: every row's sum divided, in place, by how many slabs covered it."""
+        if self._total is None or self._added != len(self.plan.starts):
+            raise ValueError(f"{self._added} slab grids added, the plan has {len(self.plan.starts)}")
+        total = self._total
+        for row, count in enumerate(self.plan.coverage()):
+            if count > 1:  # rows seen once are already their own average
+                total[row] /= np.float32(count)
+        return total
+
+
 def stitch_patches(plan: SlabPlan, slab_patches: list[np.ndarray]) -> np.ndarray:
     """Average overlapping slab grids ``(thickness, h, w, C)`` into one ``(depth, h, w, C)`` grid."""
-    first = slab_patches[0]
-    total = np.zeros((plan.depth, *first.shape[1:]), dtype=np.float64)
-    for start, patch in zip(plan.starts, slab_patches, strict=True):
-        total[start:start + plan.thickness] += patch
-    counts = plan.coverage().reshape(-1, *([1] * (first.ndim - 1)))
-    return (total / counts).astype(np.float32)
+    stitcher = PatchStitcher(plan)
+    for patch in slab_patches:
+        stitcher.add(patch)
+    return stitcher.result()
