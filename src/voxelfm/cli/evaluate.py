@@ -21,12 +21,15 @@ def register(app: typer.Typer) -> None:
         keep_going: Annotated[bool, typer.Option("--keep-going/--fail-fast", help="Continue after a failing task.")] = True,
         verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     ) -> None:
-        """Run every task of SUITE; write run folders, summary.csv, differences.csv and figures."""
+        """Run every task of SUITE; write run folders, summary.csv, differences.csv, figures/ and report.html
+        (results table with 95% CIs, paired differences to the reference, CI bars, data-fraction curves,
+        head comparison, failed tasks)."""
         from rich.console import Console
         from rich.table import Table
 
         from voxelfm.cli.common import setup_logging
         from voxelfm.probes.suite import HEADLINE, run_suite
+        from voxelfm.viz.results_report import write_suite_report
 
         setup_logging(verbose)
         summary = run_suite(suite, out, keep_going=keep_going)
@@ -40,4 +43,4 @@ def register(app: typer.Typer) -> None:
             table.add_row(str(row["name"]), str(row["head"]), str(row["backbone"]), str(row["metric"]),
                           f"{row['value']:.3f}", ci, str(row["n"]))
         Console().print(table)
-        typer.echo(f"summary written to {out / 'summary.csv'}")
+        typer.echo(f"summary written to {out / 'summary.csv'}; report: {write_suite_report(out)}")

@@ -17,8 +17,9 @@ Suite file::
          fractions: [0.2, 0.5, 1.0], fraction_seeds: [0, 1, 2]}
 
 Output: ``DIR/<name>/<head>/<store>/`` run directories, ``DIR/summary.csv`` (every metric with its
-CI), ``DIR/differences.csv``, ``DIR/summary.json``, ``DIR/fractions_<name>.csv`` and figures in
-``DIR/figures/`` (Fig. 2-style bars, MLP vs Q-Former, data-fraction curves).
+CI), ``DIR/differences.csv``, ``DIR/summary.json`` and ``DIR/fractions_<name>_<head>.csv``. The
+readable report (``DIR/report.html`` and the figures in ``DIR/figures/``) is drawn from these tables by
+:func:`voxelfm.viz.results_report.write_suite_report`, which ``voxelfm evaluate`` calls afterwards.
 """
 
 from __future__ import annotations
@@ -132,17 +133,6 @@ def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _headline_rows(summary: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for (_name, task, _head), sub in summary.groupby(["name", "task", "head"], sort=False):
-        for metric in HEADLINE.get(task, []):
-            hit = sub[sub["metric"] == metric]
-            if len(hit):
-                rows.append(hit)
-                break
-    return pd.concat(rows, ignore_index=True) if rows else summary.iloc[0:0]
-
-
 class _Features:
     """Each store read once per suite: with patch tokens when any task needs them, else CLS only."""
 
@@ -192,10 +182,9 @@ def _probe_stores(suite: Suite, entry: TaskEntry, head_name: str, cfg: dict[str,
 
 def _fraction_curves(suite: Suite, entry: TaskEntry, head_name: str, cfg: dict[str, Any], features: _Features,
                      out: Path, outcome: _Outcome, keep_going: bool) -> None:
-    """The task's data-fraction sweep on every store: ``fractions_<name>_<head>.csv`` and a figure."""
+    """The task's data-fraction sweep on every store: ``fractions_<name>_<head>.csv``."""
     from voxelfm.probes.fractions import fraction_sweep
     from voxelfm.probes.run import needs_patches
-    from voxelfm.viz.plots import fraction_curves
 
     frames = []
     for store in suite.stores:
@@ -210,28 +199,9 @@ def _fraction_curves(suite: Suite, entry: TaskEntry, head_name: str, cfg: dict[s
             outcome.errors.append({"name": entry.name, "head": head_name, "backbone": store,
                                    "error": f"fraction sweep: {exc}"})
             continue
-        frames.append(f.assign(backbone=store))
+        frames.append(f.assign(backbone=store, task=entry.task))
     if frames:
-        table = pd.concat(frames, ignore_index=True)
-        table.to_csv(out / f"fractions_{entry.name}_{head_name}.csv", index=False)
-        metric = next((m for m in HEADLINE.get(entry.task, []) if m in set(table["metric"])), None)
-        if metric:
-            fraction_curves(table, out / "figures" / f"fractions_{entry.name}_{head_name}.png", metric=metric)
-
-
-def _summary_figures(summary: pd.DataFrame, out: Path) -> None:
-    """Headline metrics of every task as bars, and MLP vs Q-Former where a task ran both."""
-    from voxelfm.viz.plots import head_comparison, metric_bars
-
-    head_rows = _headline_rows(summary)
-    if not len(head_rows):
-        return
-    bars = head_rows.assign(category=head_rows["task"], task=head_rows["name"] + " (" + head_rows["head"] + ")")
-    metric_bars(bars, out / "figures" / "tasks.png", group="backbone", title="test metrics with 95% CIs")
-    cmp = head_rows[head_rows["head"].isin(["mlp", "qformer"])]
-    if len(cmp) and cmp.groupby("name")["head"].nunique().max() > 1:
-        for store, sub in cmp.groupby("backbone"):
-            head_comparison(sub.assign(task=sub["name"]), out / "figures" / f"heads_{store}.png")
+        pd.concat(frames, ignore_index=True).to_csv(out / f"fractions_{entry.name}_{head_name}.csv", index=False)
 
 
 def run_suite(suite: Suite | str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
@@ -265,8 +235,6 @@ def run_suite(suite: Suite | str | os.PathLike[str], out_dir: str | os.PathLike[
     differences = pd.concat(outcome.diffs, ignore_index=True) if outcome.diffs else pd.DataFrame()
     summary.to_csv(out / "summary.csv", index=False)
     differences.to_csv(out / "differences.csv", index=False)
-    if len(summary):
-        _summary_figures(summary, out)
     payload = {"summary": summary.to_dict(orient="records"), "differences": differences.to_dict(orient="records"),
                "errors": outcome.errors, "stores": suite.stores, "reference": reference}
     atomic_write_text(out / "summary.json", json.dumps(payload, indent=1, default=str))
