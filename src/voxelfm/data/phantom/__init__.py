@@ -5,6 +5,8 @@ In memory::
     from voxelfm.data.phantom import generate_scan, generate_cohort
     scan = generate_scan(0, seed=0, size="tiny")     # PhantomScan(volume, labels, row, report)
     cohort = generate_cohort(20, seed=0, size="small")
+    # findings at the severe end of their clinical ranges, ~30 % prevalence each (small studies):
+    cohort = generate_cohort(200, config=phantom_config("enriched", conspicuity=1.0))
     cohort.table()                                    # the labels.csv rows as a DataFrame
 
 On disk (``voxelfm phantom OUT --n N``)::
@@ -37,7 +39,7 @@ from voxelfm.data.phantom.constants import (
     SEGMENTATION_LABELS,
     SIZES,
 )
-from voxelfm.data.phantom.patient import FindingModel, PrevalenceConfig
+from voxelfm.data.phantom.patient import PREVALENCES, FindingModel, PrevalenceConfig, phantom_config
 
 __all__ = [
     "FINDINGS",
@@ -45,6 +47,7 @@ __all__ = [
     "LABEL_IDS",
     "LOCALISATION_COLUMNS",
     "PATIENT_CLASSES",
+    "PREVALENCES",
     "REGRESSION_TARGETS",
     "SEGMENTATION_LABELS",
     "SIZES",
@@ -55,6 +58,7 @@ __all__ = [
     "ScanPlan",
     "generate_cohort",
     "generate_scan",
+    "phantom_config",
     "plan_cohort",
     "write_cohort",
 ]

@@ -49,6 +49,14 @@ def _findings_table(table: pd.DataFrame, config: PrevalenceConfig) -> str:
     return "\n".join(lines)
 
 
+def _conspicuity_note(config: PrevalenceConfig) -> str:
+    if config.conspicuity == 0.0:
+        return ""
+    return (f"\n\nConspicuity {config.conspicuity:g}: every finding's sizes and densities were moved "
+            f"{100 * config.conspicuity:.0f} % of the way from their typical clinical range to its severe end "
+            "(`voxelfm.data.phantom.conspicuity.RANGES`); patients, positions and labels are unchanged.")
+
+
 def write_card(path: str | os.PathLike[str], table: pd.DataFrame, *, seed: int, size: str, format: str,
                config: PrevalenceConfig | None) -> None:
     """Write ``dataset.md`` describing the generative model and this cohort's statistics."""
@@ -112,7 +120,7 @@ Drawn per patient in a fixed order from logistic models, `logit p = logit(base) 
 is the prevalence of a 60-year-old non-smoking woman without the parent findings
 (configurable: `PrevalenceConfig`). Age ~ N({config.age_mean:g}, {config.age_sd:g}) clipped to 25-92.
 
-{_findings_table(table, config)}
+{_findings_table(table, config)}{_conspicuity_note(config)}
 
 ## Anatomy and image model
 Patient frame (mm, origin at the carina) placed on the table with small roll/pitch/yaw and shifts;

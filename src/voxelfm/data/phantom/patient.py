@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from voxelfm.core.errors import ConfigError, located
+from voxelfm.data.phantom.conspicuity import apply_conspicuity, check_conspicuity
 from voxelfm.data.phantom.constants import FINDINGS
 
 
@@ -62,8 +63,11 @@ class PrevalenceConfig:
     age_sd: float = 12.0
     male_fraction: float = 0.52
     smoker_fraction: float = 0.40
+    #: 0 (default) .. 1: finding magnitudes moved towards their severe clinical end (see ``conspicuity``).
+    conspicuity: float = 0.0
 
     def __post_init__(self) -> None:
+        check_conspicuity(self.conspicuity)
         missing = [name for name in FINDINGS if name not in self.findings]
         unknown = [name for name in self.findings if name not in FINDINGS]
         if missing or unknown:
@@ -80,6 +84,35 @@ class PrevalenceConfig:
                 raise ConfigError(located("PrevalenceConfig", f"unknown finding {name!r}"))
             models[name] = dataclasses.replace(models[name], base=float(value))
         return dataclasses.replace(self, findings=models)
+
+
+#: Base prevalences of the "enriched" cohort: tuned (with the default odds ratios and
+#: demographics) so that every finding is present in about 30 % of patients, for statistical power
+#: in small studies. Real cohorts are the "clinical" default (CT-RATE-like 5-45 %).
+ENRICHED_BASES: dict[str, float] = {
+    "medical_material": 0.19, "arterial_wall_calcification": 0.16, "cardiomegaly": 0.25,
+    "pericardial_effusion": 0.21, "coronary_artery_wall_calcification": 0.09, "hiatal_hernia": 0.32,
+    "lymphadenopathy": 0.20, "emphysema": 0.12, "atelectasis": 0.16, "lung_nodule": 0.20,
+    "lung_opacity": 0.15, "pleural_effusion": 0.20, "consolidation": 0.25, "bronchiectasis": 0.25,
+    "peribronchial_thickening": 0.15,
+}
+
+#: Prevalence presets of :func:`phantom_config`.
+PREVALENCES: tuple[str, ...] = ("clinical", "enriched")
+
+
+def phantom_config(prevalence: str = "clinical", conspicuity: float = 0.0) -> PrevalenceConfig | None:
+    """The cohort config of a prevalence preset and a conspicuity; ``None`` for the default.
+
+    ``None`` (not an equal object) keeps the default cohort's resume settings and files unchanged.
+    """
+    if prevalence not in PREVALENCES:
+        raise ConfigError(located("phantom", f"unknown prevalence {prevalence!r}; choose one of {', '.join(PREVALENCES)}"))
+    conspicuity = check_conspicuity(conspicuity)
+    if prevalence == "clinical" and conspicuity == 0.0:
+        return None
+    config = PrevalenceConfig(conspicuity=conspicuity)
+    return config.with_base(**ENRICHED_BASES) if prevalence == "enriched" else config
 
 
 #: Order in which findings are drawn (parents before children).
@@ -136,7 +169,7 @@ def sample_patient(rng: np.random.Generator, patient_id: str, config: Prevalence
     height = float(rng.normal(176 if male else 163, 7))
     bmi = float(np.clip(rng.lognormal(np.log(26.5), 0.17), 17, 45))
     findings = sample_findings(rng, age, male, smoker, config)
-    params = _finding_params(rng, age, male)
+    params = apply_conspicuity(_finding_params(rng, age, male), config.conspicuity)
     return Patient(patient_id, round(age, 1), male, smoker, round(pack_years, 1), round(height, 1),
                    round(bmi, 1), findings, params)
 

@@ -14,6 +14,8 @@ stopped; the tables are rebuilt from the row files at the end.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -86,6 +88,12 @@ def _done(out: Path, plan: ScanPlan, format: str) -> bool:
     return state.exists() and image.exists() and (out / "labels" / f"{plan.scan_id}.nii.gz").exists()
 
 
+def config_digest(config: PrevalenceConfig) -> str:
+    """A short digest of every field of ``config`` (finding models, demographics, conspicuity)."""
+    text = json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _check_settings(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
     path = out / ".phantom" / "settings.json"
     if path.exists() and not overwrite:
@@ -112,7 +120,8 @@ def write_cohort(out_dir: str | os.PathLike[str], n: int, seed: int = 0, format:
     tighter confidence intervals on a small cohort).
 
     ``progress(done, total)`` is called after every finished scan (including resumed ones).
-    A custom ``config`` is not part of the resume check: use a fresh folder when changing it.
+    A custom ``config`` (e.g. :func:`~voxelfm.data.phantom.patient.phantom_config`) is part of the
+    resume check through its digest.
     """
     import pandas as pd
 
@@ -129,6 +138,8 @@ def write_cohort(out_dir: str | os.PathLike[str], n: int, seed: int = 0, format:
     out.mkdir(parents=True, exist_ok=True)
     settings = {"version": STATE_VERSION, "n": n, "seed": seed, "format": format, "size": size,
                 "custom_config": config is not None}
+    if config is not None:  # a different custom config must not resume this cohort
+        settings["config_digest"] = config_digest(config)
     fractions = tuple(float(f) for f in split_fractions)
     if fractions != (0.7, 0.15, 0.15):  # recorded only when not the default: older cohorts still resume
         settings["split_fractions"] = list(fractions)

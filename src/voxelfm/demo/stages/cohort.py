@@ -24,15 +24,17 @@ class CohortStage(Stage):
     def run(self, ctx: DemoContext) -> dict[str, Any]:
         from voxelfm.core.errors import ConfigError
         from voxelfm.core.progress import progress_bar
-        from voxelfm.data.phantom import write_cohort
+        from voxelfm.data.phantom import phantom_config, write_cohort
 
         cfg = ctx.config.cohort
+        phantom = phantom_config(cfg.prevalence, cfg.conspicuity)  # None: the default phantom
         with progress_bar(ctx.console) as progress:
             task = progress.add_task(f"phantoms ({cfg.phantom_size}, {cfg.format})", total=cfg.n_scans)
 
             def generate(overwrite: bool) -> None:
                 write_cohort(layout.cohort_dir(ctx.out), n=cfg.n_scans, seed=cfg.seed, format=cfg.format,
-                             size=cfg.phantom_size, overwrite=overwrite, split_fractions=cfg.split_fractions,
+                             size=cfg.phantom_size, config=phantom, overwrite=overwrite,
+                             split_fractions=cfg.split_fractions,
                              progress=lambda done, _total: progress.update(task, completed=done))
 
             try:
@@ -41,7 +43,8 @@ class CohortStage(Stage):
                 # The folder holds a cohort of another demo size: this demo owns it, so replace it.
                 ctx.console.print("[yellow]cohort settings changed: regenerating the cohort[/]")
                 generate(overwrite=True)
-        return {"n_scans": cfg.n_scans, "format": cfg.format, "size": cfg.phantom_size}
+        return {"n_scans": cfg.n_scans, "format": cfg.format, "size": cfg.phantom_size,
+                "prevalence": cfg.prevalence, "conspicuity": cfg.conspicuity}
 
     def check(self, ctx: DemoContext) -> CheckResult:
         return check_cohort(layout.cohort_dir(ctx.out), ctx.config.cohort.n_scans)

@@ -67,11 +67,13 @@ def paint_parenchymal_disease(cv: Canvas, sc: Scene, boxes: dict[str, Slices]) -
             u[2] = -0.55 - 0.35 * abs(u[2])
             u[1] = 0.2 + 0.5 * abs(u[1])
             c = sc.to_scan(sc.ref.place_in_lung(side, sc.ref.lung_unit_to_point(side, u), 6.0))
-            sl = cv.bbox(*box(c, 40.0))
+            # Plate size: 38 x 28 x 3.5 mm unless the conspicuity knob made it explicit.
+            scale, thick = p.get("atelectasis_scale", 1.0), p.get("atelectasis_mm", 3.5)
+            sl = cv.bbox(*box(c, 40.0 * scale))
             if sl is None:
                 continue
             x, y, z = cv.coords(sl)
-            d = shapes.ellipsoid(x, y, z, c, [38.0, 28.0, 3.5])
+            d = shapes.ellipsoid(x, y, z, c, [38.0 * scale, 28.0 * scale, thick])
             fill(cv, sl, d, f32(-40.0), weight=lung_weight(cv, sl))
 
 

@@ -44,7 +44,8 @@ def paint_lungs(cv: Canvas, sc: Scene) -> dict[str, Slices]:
         if level is not None:
             fill(cv, sl, np.maximum(cav, level - y), HU.FLUID + f32(3.0) * sc.tex[sl], LABEL_IDS["effusion"])
             if sc.has("atelectasis"):  # compressive atelectasis just above the fluid
-                band = np.maximum(np.maximum(cav, y - level), level - f32(14.0) - y)
+                band_mm = sc.patient.params.get("atelectasis_band_mm", 14.0)
+                band = np.maximum(np.maximum(cav, y - level), level - f32(band_mm) - y)
                 fill(cv, sl, band, f32(-120.0) + f32(60.0) * sc.lob[sl])
     return boxes
 
@@ -119,7 +120,7 @@ def paint_bronchi(cv: Canvas, sc: Scene, trees, boxes: dict[str, Slices]) -> Non
             rb0, rb1 = rb0 * factor, rb1 * np.maximum(factor, 1.0) * 1.1
         wall = 0.25 * rb0 + 0.5
         if sc.has("peribronchial_thickening"):
-            wall = wall * 2.3 + 0.6
+            wall = wall * sc.patient.params.get("peribronchial_factor", 2.3) + 0.6
         shift = (art.r0 + rb0 + wall + 0.5)[:, None] * off
         # Bronchi much thinner than a voxel are invisible on CT (air lumen and wall average out).
         seen = rb0 + wall >= 0.6 * cv.h
