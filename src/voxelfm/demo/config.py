@@ -32,6 +32,8 @@ class CohortConfig:
     format: str = "nifti"  # nifti | dicom
     seed: int = 7
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)  # patient-level train/val/test
+    prevalence: str = "clinical"  # clinical (CT-RATE-like) | enriched (~30 % each finding); docs/phantom.md
+    conspicuity: float = 0.0  # 0-1: finding sizes/densities towards the severe clinical end; docs/phantom.md
 
 
 @dataclass(frozen=True)
