@@ -16,13 +16,15 @@ from voxelfm.core.geometry import Geometry
 from voxelfm.demo import layout
 from voxelfm.demo.config import DemoContext, get_config
 from voxelfm.demo.document import compose_report
-from voxelfm.demo.results import Estimate, TaskRow, validate_results
+from voxelfm.demo.results import validate_results
 from voxelfm.demo.stages.embed import EmbedStage
 from voxelfm.embed import EmbeddingStore
 from voxelfm.embed.histogram import MODEL_ID as HISTOGRAM_ID
 from voxelfm.io import write_nifti
+from voxelfm.metrics import DifferenceCI, MetricCI
 from voxelfm.models import ViTConfig, build_model, load_model, save_model
 from voxelfm.preprocess import PreprocessSpec
+from voxelfm.viz.result_rows import ResultRow
 
 COMPARATORS = ("m3d-clip", "radfm")
 
@@ -75,9 +77,10 @@ def test_comparators_are_off_by_default_and_named_ones_must_exist() -> None:
 
 
 def test_comparator_rows_reach_the_report() -> None:
-    row = TaskRow("classification", "3 findings", "macro AUROC", True,
-                  {"pretrained": Estimate(0.7, 0.6, 0.8, 20), "m3d-clip": Estimate(0.55, 0.4, 0.7, 20)},
-                  Estimate(-0.15, -0.3, 0.0, 20), 0.04, detail="difference: m3d-clip − pretrained")
+    row = ResultRow("classification", "3 findings", "macro AUROC", True,
+                    {"pretrained": MetricCI(0.7, 0.6, 0.8, 20), "m3d-clip": MetricCI(0.55, 0.4, 0.7, 20)},
+                    {"m3d-clip − pretrained": DifferenceCI(-0.15, -0.3, 0.0, 0.04, 20, 0.55, 0.7)},
+                    detail="difference: m3d-clip − pretrained")
     results = {"size": "tiny", "comparators": [row.to_dict()], "backbones": {"m3d-clip": {"model_id": "abc"}}}
     html = compose_report(results, {}).render()
     table = html.split('id="comparators-table"')[1].split("</table>")[0]
@@ -95,7 +98,7 @@ def test_tiny_demo_with_comparators(tmp_path: Path) -> None:
     results = json.loads(layout.results_json(out).read_text())
     assert validate_results(results) == []
     assert set(COMPARATORS) <= set(results["backbones"])
-    rows = [TaskRow.from_dict(r) for r in results["comparators"]]
+    rows = [ResultRow.from_dict(r) for r in results["comparators"]]
     for name in COMPARATORS:
         mine = [r for r in rows if name in r.values]
         assert {r.category for r in mine} >= {"classification", "regression", "retrieval", "segmentation"}

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from voxelfm.demo.document import SECTIONS, compose_report
-from voxelfm.demo.results import CATEGORIES, SCHEMA_VERSION, Estimate, TaskRow, validate_results
+from voxelfm.demo.results import (
+    CATEGORIES,
+    SCHEMA_VERSION,
+    VERSUS_BASELINE,
+    VERSUS_RANDOM,
+    validate_results,
+)
+from voxelfm.metrics import DifferenceCI, MetricCI
 from voxelfm.viz.panels import (
     Neighbour,
     PcaPanel,
@@ -14,19 +20,24 @@ from voxelfm.viz.panels import (
     retrieval_figure,
     segmentation_figure,
 )
+from voxelfm.viz.result_rows import ResultRow
 from voxelfm.viz.slices import to_png
 
 
 def _est(v: float) -> dict:
-    return Estimate(v, v - 0.05, v + 0.05, 20).to_dict()
+    return MetricCI(v, v - 0.05, v + 0.05, 20).to_dict()
+
+
+def _diff(v: float, low: float, high: float) -> DifferenceCI:
+    return DifferenceCI(v, low, high, 0.01, 20, 0.8, 0.6)
 
 
 def _results() -> dict:
     tasks = [
-        TaskRow(cat, f"{cat} task", "AUROC", True,
-                {"pretrained": Estimate.from_any(_est(0.8)), "random": Estimate.from_any(_est(0.6)),
-                 "histogram": Estimate.from_any(_est(0.85))},
-                Estimate(0.2, 0.1, 0.3, 20), baseline_difference=Estimate(-0.05, -0.09, -0.01, 20)).to_dict()
+        ResultRow(cat, f"{cat} task", "AUROC", True,
+                  {"pretrained": MetricCI(0.8, 0.75, 0.85, 20), "random": MetricCI(0.6, 0.55, 0.65, 20),
+                   "histogram": MetricCI(0.85, 0.8, 0.9, 20)},
+                  {VERSUS_RANDOM: _diff(0.2, 0.1, 0.3), VERSUS_BASELINE: _diff(-0.05, -0.09, -0.01)}).to_dict()
         for cat in CATEGORIES
     ]
     return {
@@ -85,18 +96,10 @@ def test_every_section_is_rendered_with_data_or_a_reason() -> None:
     assert "HU histogram (no network)" in html.split('id="fig2-table"')[1]
 
 
-def test_detectable_difference_from_a_paired_ci() -> None:
-    from voxelfm.demo.document import detectable_difference
-
-    assert detectable_difference(Estimate(0.0, -0.0392, 0.0392)) == pytest.approx(0.056)
-    assert detectable_difference(Estimate(0.1)) is None
-    assert detectable_difference(None) is None
-
-
 def test_head_comparison_describes_the_configured_q_former() -> None:
     res = _results()
-    res["heads"] = [TaskRow("classification", "3 findings", "macro AUROC", True,
-                            {"pretrained · MLP on CLS": Estimate(0.7, 0.6, 0.8, 20)}).to_dict()]
+    res["heads"] = [ResultRow("classification", "3 findings", "macro AUROC", True,
+                              {"pretrained · MLP on CLS": MetricCI(0.7, 0.6, 0.8, 20)}).to_dict()]
     res["config"] = {"probes": {"qformer_queries": 1, "qformer_skip": "cls"}}
     heads = compose_report(res, {}).render().split('<section id="heads">')[1].split("</section>")[0]
     assert "(1 learned query cross-attending to all patch tokens, plus a linear path from the CLS token)" in heads

@@ -10,8 +10,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from voxelfm.demo.results import BACKBONES, CATEGORIES, Estimate, TaskRow, parse_rows
+from voxelfm.demo.results import BACKBONES, CATEGORIES, VERSUS_BASELINE, VERSUS_RANDOM, parse_rows
 from voxelfm.viz.html import Cell, HtmlReport, Section
+from voxelfm.viz.result_rows import ResultRow, as_ci, clear_direction, row_mdd
+from voxelfm.viz.results_report import (
+    PAIRED_TEXT,
+    comparison_table,
+    differences_table,
+    figure_or_note,
+    fmt_ci,
+    no_data,
+    results_table,
+    verdict_lines,
+)
 
 #: (id, title) of every section of the report, in order.
 SECTIONS: tuple[tuple[str, str], ...] = (
@@ -34,39 +45,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
 BACKBONE_LABELS = {"pretrained": "pretrained (SSL)", "random": "random init", "histogram": "HU histogram (no network)"}
 
 
-def _fmt(est: Estimate | None, digits: int = 3) -> str:
-    return "—" if est is None else est.format(digits)
-
-
-def _diff_cell(row: TaskRow, baseline: bool = False) -> Cell:
-    d = row.baseline_difference if baseline else row.difference
-    if d is None or d.value is None:
-        return Cell("—", "num")
-    text = d.format(3)
-    if d.excludes_zero:
-        return Cell(text, "num " + ("good" if _clear_direction(row, baseline) > 0 else "bad"))
-    return Cell(text, "num")
-
-
-def _clear_direction(row: TaskRow, baseline: bool = False) -> int:
-    """+1 when the paired CI excludes 0 on the side where pretrained is better, -1 on the side
-    where the other (random init, or the HU-histogram baseline) is better, 0 otherwise."""
-    d = row.baseline_difference if baseline else row.difference
-    if d is None or d.value is None or not d.excludes_zero:
-        return 0
-    return 1 if (d.value > 0) == row.higher_is_better else -1
-
-
-def _metric_label(row: TaskRow) -> str:
-    arrow = "↑" if row.higher_is_better else "↓"
-    return f"{row.metric} {arrow}"
-
-
-def _no_data(sec: Section, what: str) -> None:
-    sec.callout(f"Not available in this run: {what}", kind="note")
-
-
-def _about(sec: Section, results: Mapping[str, Any], rows: Sequence[TaskRow]) -> None:
+def _about(sec: Section, results: Mapping[str, Any], rows: Sequence[ResultRow]) -> None:
     """The first screen: what ran, on what data, what beat what (with CIs), what it cannot show."""
     data = results.get("data", {})
     splits = data.get("splits", {})
@@ -91,25 +70,11 @@ def _about(sec: Section, results: Mapping[str, Any], rows: Sequence[TaskRow]) ->
         "size and seed give the same numbers on any machine."
     )
     sec.heading("What beat what")
-    v = verdict(rows)
-    bullets = []
-    for key, name, baseline in (("random", "random init", False), ("histogram", "the HU-histogram baseline", True)):
-        if not v[key]["n"]:
-            continue
-        parts = []
-        for sign, word in ((1, "better"), (-1, "worse")):
-            clear = [r for r in rows if _clear_direction(r, baseline) == sign]
-            if clear:
-                parts.append(f"{word} on " + "; ".join(
-                    f"{r.task} ({r.metric}) {(r.baseline_difference if baseline else r.difference).format(3)}"  # type: ignore[union-attr]
-                    for r in clear[:5]) + ("; …" if len(clear) > 5 else ""))
-        bullets.append(
-            f"Pretrained vs {name}: clearly better on {v[key]['better']} of {v[key]['n']} metrics, clearly worse "
-            f"on {v[key]['worse']}, no clear difference on the rest (pretrained − other, paired-bootstrap 95% CIs)"
-            + (": " + ". ".join(parts) + "." if parts else "."))
+    bullets = verdict_lines(rows, {VERSUS_RANDOM: "Pretrained vs random init",
+                                   VERSUS_BASELINE: "Pretrained vs the HU-histogram baseline"})
     cls_row = next((r for r in rows if r.category == "classification"), None)
     if cls_row is not None:
-        vals = ", ".join(f"{BACKBONE_LABELS.get(b, b)} {_fmt(cls_row.values.get(b))}" for b in BACKBONES
+        vals = ", ".join(f"{BACKBONE_LABELS.get(b, b)} {fmt_ci(cls_row.values.get(b))}" for b in BACKBONES
                          if b in cls_row.values)
         bullets.append(f"Classification ({cls_row.task}, {cls_row.metric}): {vals}.")
     if bullets:
@@ -130,61 +95,15 @@ def _about(sec: Section, results: Mapping[str, Any], rows: Sequence[TaskRow]) ->
     ])
 
 
-def _results_table(sec: Section, rows: Sequence[TaskRow]) -> None:
-    if not rows:
-        _no_data(sec, "no task results")
+def _paired(sec: Section, rows: Sequence[ResultRow]) -> None:
+    sec.paragraph("Difference pretrained − random and pretrained − HU histogram on the same test scans. " + PAIRED_TEXT)
+    shown = differences_table(sec, rows, {VERSUS_RANDOM: "pretrained − random",
+                                          VERSUS_BASELINE: "pretrained − HU histogram"})
+    if not shown:
         return
-    sec.paragraph(
-        "One row per task category and metric, as in the paper's Fig. 2: the value on the held-out "
-        "test scans with its 95% confidence interval for each frozen backbone. ↑ = higher is better."
-    )
-    table_rows = []
-    by_cat: dict[str, list[TaskRow]] = {}
-    for r in rows:
-        by_cat.setdefault(r.category, []).append(r)
-    ordered = [c for c in CATEGORIES if c in by_cat] + [c for c in by_cat if c not in CATEGORIES]
-    for cat in ordered:
-        for i, r in enumerate(by_cat[cat]):
-            table_rows.append([
-                Cell(cat if i == 0 else "", "group"),
-                r.task,
-                _metric_label(r),
-                *[Cell(_fmt(r.values.get(b)), "num") for b in BACKBONES],
-                Cell(str(next((v.n for v in r.values.values() if v.n is not None), "")), "num"),
-                Cell(r.detail, "muted"),
-            ])
-    sec.table(
-        ["category", "task", "metric", *[BACKBONE_LABELS[b] for b in BACKBONES], "n test", "note"],
-        table_rows, table_id="fig2-table",
-    )
-    present = {r.category for r in rows}
-    missing = [c for c in CATEGORIES if c not in present]
-    if missing:
-        sec.callout("No result in this run for: " + ", ".join(missing))
-
-
-def _paired(sec: Section, rows: Sequence[TaskRow]) -> None:
-    with_diff = [r for r in rows if r.difference is not None]
-    if not with_diff:
-        _no_data(sec, "no paired differences were computed")
-        return
-    sec.paragraph(
-        "Difference pretrained − random and pretrained − HU histogram on the same test scans, with a "
-        "95% CI from a paired bootstrap (both feature sources resampled with the same test-scan "
-        "indices). Green: the CI excludes 0 in favour of pretraining; red: in favour of the other; "
-        "plain: no clear difference. The last column is the smallest true difference this test set "
-        "would detect with 80% power at the 5% level (2.8 paired-bootstrap standard errors)."
-    )
-    sec.table(
-        ["category", "task", "metric", "pretrained − random [95% CI]", "pretrained − HU histogram [95% CI]",
-         "detectable difference"],
-        [[r.category, r.task, _metric_label(r), _diff_cell(r), _diff_cell(r, baseline=True),
-          Cell(_fmt_mdd(r), "num")] for r in with_diff],
-        table_id="paired-table",
-    )
-    wins = sum(1 for r in with_diff if _clear_direction(r) > 0)
-    losses = sum(1 for r in with_diff if _clear_direction(r) < 0)
-    sec.paragraph(f"Pretraining is clearly better than random init on {wins} of {len(with_diff)} metrics and "
+    wins = sum(1 for r in shown if clear_direction(r, VERSUS_RANDOM) > 0)
+    losses = sum(1 for r in shown if clear_direction(r, VERSUS_RANDOM) < 0)
+    sec.paragraph(f"Pretraining is clearly better than random init on {wins} of {len(shown)} metrics and "
                   f"clearly worse on {losses}.", muted=True)
     if wins <= losses:
         sec.callout(
@@ -195,66 +114,14 @@ def _paired(sec: Section, rows: Sequence[TaskRow]) -> None:
             "pretraining.", kind="note")
 
 
-def detectable_difference(est: Estimate | None) -> float | None:
-    """Minimum detectable difference (80% power, two-sided 5%) from a paired-bootstrap 95% CI.
-
-    The CI half-width is 1.96 standard errors; a true difference of (1.96 + 0.84) SE is found
-    with 80% power, so MDD = 2.8 x (high - low) / 3.92.
-    """
-    if est is None or est.low is None or est.high is None:
-        return None
-    return 2.8 * (est.high - est.low) / 3.92
-
-
-def row_mdd(row: TaskRow) -> float | None:
-    """A row's minimum detectable difference: the larger of its two paired comparisons' (two
-    identical feature sources have a zero-width CI that says nothing about the test set)."""
-    found = [m for m in (detectable_difference(row.difference), detectable_difference(row.baseline_difference))
-             if m is not None]
-    return max(found) if found else None
-
-
-def _fmt_mdd(row: TaskRow) -> str:
-    mdd = row_mdd(row)
-    return "—" if mdd is None else f"±{mdd:.3f}"
-
-
-def verdict(rows: Sequence[TaskRow]) -> dict[str, Any]:
-    """Counts of clear wins and losses of pretraining against random init and the baseline."""
-    out: dict[str, Any] = {}
-    for key, baseline in (("random", False), ("histogram", True)):
-        diffs = [r for r in rows if (r.baseline_difference if baseline else r.difference) is not None]
-        out[key] = {"n": len(diffs), "better": sum(1 for r in diffs if _clear_direction(r, baseline) > 0),
-                    "worse": sum(1 for r in diffs if _clear_direction(r, baseline) < 0)}
-    return out
-
-
-def _figure_or_note(sec: Section, figures: Mapping[str, Any], key: str, caption: str, what: str) -> None:
-    png = figures.get(key)
-    if png:
-        sec.figure(png, caption=caption)
-    else:
-        _no_data(sec, what)
-
-
-def _comparison_table(sec: Section, rows: Sequence[TaskRow], table_id: str) -> None:
-    """Rows whose ``values`` hold variants such as ``pretrained · MLP`` / ``pretrained · Q-Former``."""
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r.values if k not in keys]
-    body = [[r.task, _metric_label(r), *[Cell(_fmt(r.values.get(k)), "num") for k in keys],
-             _diff_cell(r), Cell(r.detail, "muted")] for r in rows]
-    sec.table(["task", "metric", *keys, "difference [95% CI]", "difference of"], body, table_id=table_id)
-
-
 def _comparison_section(sec: Section, results: Mapping[str, Any], figures: Mapping[str, Any], key: str, text: str,
                         caption: str, what: str, table_id: str) -> None:
     """A comparison of two variants (results ``key``): what was compared, the table and its figure."""
     rows = parse_rows(results.get(key, []))
     if rows:
         sec.paragraph(text)
-        _comparison_table(sec, rows, table_id)
-    _figure_or_note(sec, figures, key, caption, what)
+        comparison_table(sec, rows, table_id)
+    figure_or_note(sec, figures.get(key), caption, what)
 
 
 def _comparators(sec: Section, results: Mapping[str, Any]) -> None:
@@ -267,13 +134,13 @@ def _comparators(sec: Section, results: Mapping[str, Any]) -> None:
                   "hyper-parameters reduced for a CPU, each fed by its own preprocessing recipe; the same probes on "
                   "the same test scans. Differences are comparator − pretrained (the reference), paired bootstrap. "
                   "They show the comparison harness end to end, not what the published weights can do.")
-    _comparison_table(sec, rows, "comparators-table")
+    comparison_table(sec, rows, "comparators-table")
 
 
 def _per_finding(sec: Section, results: Mapping[str, Any], figures: Mapping[str, Any]) -> None:
     items = results.get("per_finding_f1") or []
     if not items:
-        _no_data(sec, "per-finding F1 (needs both the classification probes and report generation)")
+        no_data(sec, "per-finding F1 (needs both the classification probes and report generation)")
         return
     sec.paragraph(
         "F1 at threshold 0.5 of the per-finding Q-Former probes against F1 of the findings extracted "
@@ -284,8 +151,8 @@ def _per_finding(sec: Section, results: Mapping[str, Any], figures: Mapping[str,
         sec.figure(figures["per_finding_f1"], caption="Per-finding F1 with 95% CIs: probes vs generated reports.")
     sec.table(
         ["finding", "probe F1", "report F1", "positives in test"],
-        [[i["finding"], Cell(_fmt(Estimate.from_any(i.get("probe"))), "num"),
-          Cell(_fmt(Estimate.from_any(i.get("report"))), "num"), Cell(str(i.get("support", "")), "num")]
+        [[i["finding"], Cell(fmt_ci(as_ci(i.get("probe"))), "num"),
+          Cell(fmt_ci(as_ci(i.get("report"))), "num"), Cell(str(i.get("support", "")), "num")]
          for i in items],
         table_id="per-finding-table",
     )
@@ -295,7 +162,7 @@ def _report_examples(sec: Section, results: Mapping[str, Any]) -> None:
     rg = results.get("report_generation") or {}
     examples = (results.get("examples") or {}).get("reports") or []
     if not examples:
-        _no_data(sec, "report generation")
+        no_data(sec, "report generation")
         return
     lm = rg.get("lm", "?")
     field = rg.get("text_field", "report")
@@ -309,7 +176,7 @@ def _report_examples(sec: Section, results: Mapping[str, Any]) -> None:
         sec.callout(str(rg["lm_note"]), kind="note")
     metrics = rg.get("metrics") or {}
     if metrics:
-        sec.table(["metric", "value"], [[k, Cell(_fmt(Estimate.from_any(v)), "num")] for k, v in metrics.items()])
+        sec.table(["metric", "value"], [[k, Cell(fmt_ci(as_ci(v)), "num")] for k, v in metrics.items()])
     for ex in examples:
         sec.heading(f"Scan {ex.get('scan_id', '?')}")
         generated = str(ex.get("generated", "")).strip() or "(empty: the model ended the report at once)"
@@ -344,9 +211,12 @@ def compose_report(
     secs = {sid: report.section(sid, title) for sid, title in SECTIONS}
 
     _about(secs["about"], results, rows)
-    _results_table(secs["results-table"], rows)
+    secs["results-table"].paragraph(
+        "One row per task category and metric, as in the paper's Fig. 2: the value on the held-out "
+        "test scans with its 95% confidence interval for each frozen backbone. ↑ = higher is better.")
+    results_table(secs["results-table"], rows, {b: BACKBONE_LABELS[b] for b in BACKBONES}, categories=CATEGORIES)
     _paired(secs["paired-difference"], rows)
-    _figure_or_note(secs["bars"], figures, "bars",
+    figure_or_note(secs["bars"], figures.get("bars"),
                     "Each task's headline metric per backbone; whiskers are 95% CIs.", "bar chart")
 
     frac = results.get("data_fraction") or {}
@@ -357,7 +227,7 @@ def compose_report(
             f"(same validation and test scans); metric {frac.get('metric', '?')}, mean over "
             f"{frac.get('seeds', '?')} subset seed(s), whiskers = 95% CIs of the test metric."
         )
-    _figure_or_note(sec, figures, "data_fraction", "Test metric against the fraction of training labels used.",
+    figure_or_note(sec, figures.get("data_fraction"), "Test metric against the fraction of training labels used.",
                     "data-fraction sweep")
 
     _comparison_section(secs["heads"], results, figures, "heads",
@@ -382,7 +252,7 @@ def compose_report(
         for png, caption in figures["retrieval"]:
             sec.figure(png, caption=caption)
     else:
-        _no_data(sec, "retrieval examples")
+        no_data(sec, "retrieval examples")
 
     sec = secs["segmentation-overlays"]
     if figures.get("segmentation"):
@@ -391,7 +261,7 @@ def compose_report(
         for png, caption in figures["segmentation"]:
             sec.figure(png, caption=caption)
     else:
-        _no_data(sec, "segmentation overlays")
+        no_data(sec, "segmentation overlays")
 
     sec = secs["pca-maps"]
     if figures.get("pca"):
@@ -402,7 +272,7 @@ def compose_report(
         for png, caption in figures["pca"]:
             sec.figure(png, caption=caption)
     else:
-        _no_data(sec, "PCA maps")
+        no_data(sec, "PCA maps")
 
     _run_details(secs["run-details"], results)
     return report

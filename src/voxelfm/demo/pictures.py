@@ -150,12 +150,41 @@ def pca_figures(ctx: DemoContext, cohort: _Cohort, scan_ids: list[str]) -> list[
     return figs
 
 
+FINDINGS_PER_PANEL = 4  # more bars per panel make the finding names unreadable
+
+
+def metric_charts(results: dict[str, Any], out_dir: Path) -> dict[str, bytes | None]:
+    """Bars with CIs, data-fraction curve, MLP vs Q-Former, 3D vs 2.5D and per-finding F1 (also
+    written as PNGs under ``out_dir``)."""
+    import pandas as pd
+
+    from voxelfm.demo.results import parse_rows
+    from voxelfm.viz.result_rows import ResultRow, as_ci
+    from voxelfm.viz.results_report import bars_png, fractions_png, heads_png
+
+    points = (results.get("data_fraction") or {}).get("points") or []
+    frac = pd.DataFrame([{"fraction": p["fraction"], "backbone": p["backbone"], "seed": p.get("seed", 0),
+                          "value": ci.value, "ci_low": ci.ci_low, "ci_high": ci.ci_high}
+                         for p in points if p.get("value") is not None for ci in [as_ci(p)]])
+    items = list(results.get("per_finding_f1", []))
+    panels = max(1, -(-len(items) // FINDINGS_PER_PANEL))
+    f1 = [ResultRow(f"per-finding F1 ({i // FINDINGS_PER_PANEL + 1}/{panels})", item["finding"].replace("_", " "), "",
+                    values={"classification probe": as_ci(item.get("probe")), "generated report": as_ci(item.get("report"))})
+          for i, item in enumerate(items)]
+    return {
+        "bars": bars_png(parse_rows(results.get("tasks", [])), out_dir / "results_bars.png"),
+        "data_fraction": fractions_png(frac, out_dir / "data_fraction.png"),
+        "heads": heads_png(parse_rows(results.get("heads", [])), out_dir / "mlp_vs_qformer.png"),
+        "inference_modes": bars_png(parse_rows(results.get("inference_modes", [])), out_dir / "3d_vs_2.5d.png",
+                                    group="mode"),
+        "per_finding_f1": bars_png(f1, out_dir / "per_finding_f1.png", group="source"),
+    }
+
+
 def all_figures(ctx: DemoContext, results: dict[str, Any]) -> dict[str, Any]:
     """Every figure of the report, keyed as :func:`voxelfm.demo.document.compose_report` expects."""
     cohort = _Cohort(layout.cohort_dir(ctx.out))
-    from voxelfm.demo.charts import all_charts
-
-    figures: dict[str, Any] = dict(all_charts(results, ctx.out / "figures"))
+    figures: dict[str, Any] = {k: v for k, v in metric_charts(results, ctx.out / "figures").items() if v}
     examples = results.get("examples", {})
     figures["retrieval"] = retrieval_figures(ctx, cohort, examples.get("retrieval", []))
     figures["segmentation"] = segmentation_figures(ctx, cohort, examples.get("segmentation", []))

@@ -12,6 +12,7 @@ in ``OUT/probes/summary.json``.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +24,14 @@ from voxelfm.core.atomic import atomic_write_text
 from voxelfm.core.stages import CheckResult, Stage, json_default
 from voxelfm.demo import layout
 from voxelfm.demo.config import DemoContext
-from voxelfm.demo.results import CATEGORIES, Estimate, TaskRow
+from voxelfm.demo.results import CATEGORIES, VERSUS_BASELINE, VERSUS_RANDOM
+from voxelfm.viz.result_rows import ResultRow, as_ci
 
 if TYPE_CHECKING:
     import pandas as pd
     from rich.progress import Progress, TaskID
 
+    from voxelfm.metrics import DifferenceCI, MetricCI
     from voxelfm.probes.data import FeatureSet
     from voxelfm.probes.run import ProbeResult
 
@@ -204,7 +207,7 @@ class ProbesStage(Stage):
         data = res.read_json(path)
         if data is None:
             return res
-        rows = [TaskRow.from_dict(r) for r in data.get("tasks", [])]
+        rows = [ResultRow.from_dict(r) for r in data.get("tasks", [])]
         missing = [c for c in PROBE_CATEGORIES if c not in {r.category for r in rows}]
         res.require(not missing, f"{path}: no results for {missing}")
         for r in rows:
@@ -264,20 +267,19 @@ def fraction_points(ctx: DemoContext, labels: pd.DataFrame, findings: list[str],
             failures.append(f"data fractions on {source_name(source)}: {exc}")
             continue
         points += [{"fraction": float(r["fraction"]), "seed": seeds.index(int(r["seed"])), "backbone": source[0],
-                    "n_train": int(r["n_train"]), **Estimate.from_any(r).to_dict()}
+                    "n_train": int(r["n_train"]), **as_ci(r).to_dict()}
                    for r in table[table["metric"] == "macro/auroc"].to_dict(orient="records")]
     order = {b: i for i, b in enumerate(layout.BACKBONE_NAMES)}
     return sorted(points, key=lambda p: (p["seed"], p["fraction"], order[p["backbone"]]))
 
 
-def _estimate(res: ProbeResult | None, key: str) -> Estimate:
-    est = None if res is None else res.metrics.get(key)
-    return Estimate.from_any(est.to_dict()) if est is not None else Estimate(None)
+def _estimate(res: ProbeResult | None, key: str) -> MetricCI:
+    return as_ci(None if res is None else res.metrics.get(key))  # missing: NaN
 
 
 def _difference(ctx: DemoContext, a: ProbeResult | None, b: ProbeResult | None,
-                key: str) -> tuple[Estimate | None, float | None]:
-    """``a − b`` for one metric (paired over the same test units) and its p-value; Nones when undefined."""
+                key: str) -> DifferenceCI | None:
+    """``a − b`` for one metric (paired over the same test units); None when undefined."""
     from voxelfm.core.errors import VoxelFMError
     from voxelfm.probes.compare import paired_differences
 
@@ -288,13 +290,14 @@ def _difference(ctx: DemoContext, a: ProbeResult | None, b: ProbeResult | None,
         diff = paired_differences(a, b, n_resamples=cfg.bootstrap, seed=cfg.seed, metrics=[key]).get(key)
     except VoxelFMError:
         diff = None
-    return (None, None) if diff is None else (Estimate.from_any(diff.to_dict()), diff.p_value)
+    return diff
 
 
-def _row(ctx: DemoContext, category: str, task: str, metric: str, higher: bool, values: dict[str, Estimate],
+def _row(ctx: DemoContext, category: str, task: str, metric: str, higher: bool, values: dict[str, MetricCI],
          pair: tuple[ProbeResult | None, ProbeResult | None], key: str, **extra: Any) -> dict[str, Any]:
-    diff, p_value = _difference(ctx, *pair, key)
-    return TaskRow(category, task, metric, higher, values, diff, p_value, **extra).to_dict()
+    diffs = {extra.pop("label", VERSUS_RANDOM): _difference(ctx, *pair, key), **extra.pop("more", {})}
+    return ResultRow(category, task, metric, higher, values, {k: d for k, d in diffs.items() if d is not None},
+                     **extra).to_dict()
 
 
 Getter = Callable[..., "ProbeResult | None"]  # (job, backbone, mode="3d") -> the finished run, if any
@@ -340,17 +343,17 @@ def task_rows(ctx: DemoContext, headlines: list[Headline], get: Getter) -> list[
         if pre is None or rnd is None:
             continue
         values = {b: _estimate(get(h.job, b), h.metric_key) for b in layout.BACKBONE_NAMES}
-        if values["pretrained"].value is None and values["random"].value is None:
+        if math.isnan(values["pretrained"].value) and math.isnan(values["random"].value):
             continue  # e.g. no event before a horizon in this small test set
         detail = ""
         if h.metric_key.endswith("/mae_sd"):
             unit_key = h.metric_key[: -len("_sd")]
             unit = TARGETS.get(unit_key.split("/")[0], ("", "target units"))[1]
             a, b = _estimate(pre, unit_key), _estimate(rnd, unit_key)
-            if a.value is not None and b.value is not None:
+            if math.isfinite(a.value) and math.isfinite(b.value):
                 detail = f"MAE in {unit}: {a.value:.3g} (pretrained) vs {b.value:.3g} (random)"
         rows.append(_row(ctx, h.category, h.task, h.metric, h.higher_is_better, values, (pre, rnd), h.metric_key,
-                         detail=detail, baseline_difference=_difference(ctx, pre, base, h.metric_key)[0]))
+                         detail=detail, more={VERSUS_BASELINE: _difference(ctx, pre, base, h.metric_key)}))
     return rows
 
 
@@ -364,11 +367,13 @@ def classifier_rows(ctx: DemoContext, n_findings: int,
               for b in layout.BACKBONE_NAMES for job, head in head_jobs if get(job, b) is not None}
     heads = [_row(ctx, "classification", f"{n_findings} findings", label, True, values,
                   (get("classification-qformer", "pretrained"), get("classification-mlp", "pretrained")), key,
+                  label="pretrained Q-Former − pretrained MLP",
                   detail="difference: pretrained Q-Former − pretrained MLP")] if values else []
     modes = [_row(ctx, "classification", f"{n_findings} findings, {head}", label, True,
                   {"pretrained · 3D": _estimate(get(job, "pretrained"), key),
                    "pretrained · 2.5D": _estimate(get(job, "pretrained", "2.5d"), key)},
-                  (get(job, "pretrained"), get(job, "pretrained", "2.5d")), key, detail="difference: 3D − 2.5D")
+                  (get(job, "pretrained"), get(job, "pretrained", "2.5d")), key, label="3D − 2.5D",
+                  detail="difference: 3D − 2.5D")
              for job, head in head_jobs[::-1] if get(job, "pretrained") and get(job, "pretrained", "2.5d")]
     return heads, modes
 
@@ -394,7 +399,7 @@ def comparator_rows(ctx: DemoContext, headlines: list[Headline], get: Getter) ->
                 continue
             values = {"pretrained": _estimate(reference, h.metric_key), name: _estimate(other, h.metric_key)}
             rows.append(_row(ctx, h.category, h.task, h.metric, h.higher_is_better, values, (other, reference),
-                             h.metric_key, detail=f"difference: {name} − pretrained"))
+                             h.metric_key, label=f"{name} − pretrained", detail=f"difference: {name} − pretrained"))
     return rows
 
 

@@ -15,18 +15,12 @@ from typing import Any
 
 from voxelfm.core.atomic import atomic_write_text
 from voxelfm.core.errors import DataError, located
+from voxelfm.core.readers import read_json
 from voxelfm.core.stages import CheckResult, Stage, read_summary, read_timings
 from voxelfm.demo import layout
 from voxelfm.demo.config import DemoContext
 from voxelfm.demo.document import SECTIONS, compose_report
 from voxelfm.demo.results import SCHEMA_VERSION, validate_results
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(located(path, f"cannot read stage summary: {exc}")) from exc
 
 
 class RenderStage(Stage):
@@ -92,14 +86,14 @@ def assemble_results(ctx: DemoContext, timings: dict[str, float],
 
     out = ctx.out
     labels = pd.read_csv(layout.cohort_dir(out) / "labels.csv")
-    probes = _read_json(layout.probes_summary(out))
-    reportgen = _read_json(layout.reportgen_summary(out))
+    probes = read_json(layout.probes_summary(out), what="probe stage summary")
+    reportgen = read_json(layout.reportgen_summary(out), what="report-generation stage summary")
     from voxelfm.embed.histogram import FEATURE_NAMES, MODEL_ID
 
     pretrain = read_summary(ctx, "pretrain")
     backbones = {}
     for name in layout.MODEL_BACKBONES:
-        cfg = _read_json(layout.model_dir(out, name) / "config.json")
+        cfg = read_json(layout.model_dir(out, name) / "config.json", what="model config")
         backbones[name] = {
             "model_id": cfg.get("model_id"),
             "preset": ctx.config.pretrain.preset,
@@ -120,7 +114,7 @@ def assemble_results(ctx: DemoContext, timings: dict[str, float],
                        "fractions, mean, SD, 5th/50th/95th percentiles and log volume (voxelfm.embed.histogram)",
     }
     for name in layout.comparator_names(ctx.config):
-        cfg = _read_json(layout.model_dir(out, name) / "config.json")
+        cfg = read_json(layout.model_dir(out, name) / "config.json", what="model config")
         backbones[name] = {
             "model_id": cfg.get("model_id"), "preset": f"{name} (reduced)",
             "dir": str(layout.model_dir(out, name).relative_to(out)),

@@ -22,8 +22,10 @@ from voxelfm.core.atomic import atomic_write_text
 from voxelfm.core.stages import CheckResult, Stage
 from voxelfm.demo import layout
 from voxelfm.demo.config import DemoContext
-from voxelfm.demo.results import Estimate, TaskRow
+from voxelfm.demo.results import VERSUS_BASELINE, VERSUS_RANDOM
 from voxelfm.demo.stages.probes import feature_set, forget_features
+from voxelfm.metrics import MetricCI
+from voxelfm.viz.result_rows import ResultRow
 
 
 def finding_vocabulary() -> Any:
@@ -103,8 +105,8 @@ class ReportGenStage(Stage):
         return res
 
 
-def _f1(entry: dict[str, Any], n: int | None = None) -> Estimate:
-    return Estimate(entry["f1"], *entry["f1_ci"], n=n)
+def _f1(entry: dict[str, Any], n: int = 0) -> MetricCI:
+    return MetricCI(entry["f1"], *entry["f1_ci"], n=n)
 
 
 def summarise(ctx: DemoContext, per_backbone: dict[str, dict[str, Any]], truth: np.ndarray, test_ids: list[str],
@@ -123,11 +125,10 @@ def summarise(ctx: DemoContext, per_backbone: dict[str, dict[str, Any]], truth: 
     base = versus(layout.BASELINE) if layout.BASELINE in per_backbone else None
     pre = per_backbone["pretrained"]["metrics"]
     chance = pre.get("baseline_prevalence", {}).get("macro", {}).get("f1")
-    row = TaskRow("report generation", "findings extracted from generated reports", "macro F1", True,
-                  values, Estimate.from_any(diff.to_dict()), p_value=diff.p_value,
-                  detail="rule-based finding extraction with negation handling"
-                         + (f"; chance (prevalence) {chance:.3f}" if chance is not None else ""),
-                  baseline_difference=Estimate.from_any(base.to_dict()) if base is not None else None)
+    row = ResultRow("report generation", "findings extracted from generated reports", "macro F1", True,
+                    values, {VERSUS_RANDOM: diff} | ({VERSUS_BASELINE: base} if base is not None else {}),
+                    detail="rule-based finding extraction with negation handling"
+                           + (f"; chance (prevalence) {chance:.3f}" if chance is not None else ""))
     gen = {r["scan_id"]: r["generated"] for r in per_backbone["pretrained"]["rows"]}
     every = per_backbone.items()
     metrics = {f"macro F1 ({b})": values[b].to_dict() for b in values} | {
