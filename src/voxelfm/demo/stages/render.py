@@ -20,7 +20,7 @@ from voxelfm.core.stages import CheckResult, Stage, read_summary, read_timings
 from voxelfm.demo import layout
 from voxelfm.demo.config import DemoContext
 from voxelfm.demo.document import SECTIONS, compose_report
-from voxelfm.demo.results import SCHEMA_VERSION, validate_results
+from voxelfm.demo.results import SCHEMA_VERSION, parse_rows, validate_results
 
 
 class RenderStage(Stage):
@@ -79,7 +79,11 @@ def check_report_html(html: str) -> list[str]:
 
 def assemble_results(ctx: DemoContext, timings: dict[str, float],
                      cpu_seconds: dict[str, float] | None = None) -> dict[str, Any]:
-    """Merge every stage's summary into the ``results.json`` document."""
+    """Merge every stage's summary into the ``results.json`` document (rows in the current schema,
+    also when a stage's summary was written in schema 1)."""
+    def rows(data: Any) -> list[dict[str, Any]]:
+        return [r.to_dict() for r in parse_rows(data)]
+
     import pandas as pd
 
     import voxelfm
@@ -146,10 +150,10 @@ def assemble_results(ctx: DemoContext, timings: dict[str, float],
             "splits": {str(k): int(v) for k, v in labels["split"].value_counts().items()},
         },
         "backbones": backbones,
-        "tasks": list(probes.get("tasks", [])) + list(reportgen.get("tasks", [])),
-        "heads": probes.get("heads", []),
-        "inference_modes": probes.get("inference_modes", []),
-        **({"comparators": probes.get("comparators", [])} if layout.comparator_names(ctx.config) else {}),
+        "tasks": rows(probes.get("tasks", [])) + rows(reportgen.get("tasks", [])),
+        "heads": rows(probes.get("heads", [])),
+        "inference_modes": rows(probes.get("inference_modes", [])),
+        **({"comparators": rows(probes.get("comparators", []))} if layout.comparator_names(ctx.config) else {}),
         "data_fraction": probes.get("data_fraction", {}),
         "per_finding_f1": per_finding,
         "report_generation": {k: reportgen.get(k) for k in ("lm", "lm_note", "metrics", "text_field")
