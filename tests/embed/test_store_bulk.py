@@ -80,3 +80,56 @@ def test_rows_of_an_unsorted_generation(tmp_path: Path) -> None:
     cons = Consolidated.open(tmp_path / "g")
     assert cons.rows_of(["a", "b", "zz", "c", ""]).tolist() == [2, 0, -1, 1, -1]
     np.testing.assert_array_equal(EmbeddingStore(tmp_path / "g").cls_features(["a", "c"]).cls, _cls(2, 1))
+
+
+def _assert_same_as_get(store: EmbeddingStore, ids: list[str]) -> None:
+    bulk = store.patch_features(ids)
+    assert bulk.ids == ids and bulk.cls.dtype == np.float32 and bulk.cls.shape[0] == len(ids)
+    for i, sid in enumerate(ids):
+        one = store.get(sid)
+        np.testing.assert_array_equal(bulk.cls[i], one.cls.reshape(-1))
+        assert bulk.patches[i].dtype == np.float32
+        np.testing.assert_array_equal(bulk.patches[i], one.patch)
+        assert bulk.patch_geometry[i].to_dict() == one.patch_geometry.to_dict()
+        assert bulk.input_geometry[i].to_dict() == one.input_geometry.to_dict()
+        assert bulk.model_ids[i] == one.model_id
+
+
+def test_patch_features_equal_scan_by_scan_reads_across_packs_and_newer_entries(tmp_path: Path) -> None:
+    grids = [(2, 3, 4), (1, 2, 2), (3, 1, 2)]
+    store = EmbeddingStore(tmp_path / "s")
+    for i in range(0, 10, 2):
+        store.write(f"s{i}", _features(i, grids[i % 3]))
+    compact(tmp_path / "s")  # pack 1: even ids
+    for i in range(1, 10, 2):
+        store.write(f"s{i}", _features(i, grids[i % 3]))
+    compact(tmp_path / "s")  # pack 2: odd ids, interleaved with pack 1 in id order
+    time.sleep(0.01)
+    store.write("s4", _features(44, (2, 2, 2)))  # re-embedded after the compaction: its entry wins
+    store.write("s10", _features(10))  # new since
+    store = EmbeddingStore(tmp_path / "s")
+    every = store.ids()
+    assert len(every) == 11
+    _assert_same_as_get(store, every)
+    assert store.patch_features().ids == every
+    _assert_same_as_get(store, ["s7", "s4", "s10", "s0", "s3", "s1"])  # any order, generation and entries mixed
+    with pytest.raises(StoreError, match=r"no embedding for scan 'nope'"):
+        store.patch_features(["s1", "nope"])
+    # the probes' loader (bulk) gives what it gave reading scan by scan
+    loaded = FeatureSet.from_store(tmp_path / "s", ["s3", "s4", "absent", "s10"], patches=True)
+    assert loaded.ids == ["s3", "s4", "s10"] and loaded.model_id == "m1"
+    np.testing.assert_array_equal(loaded.patches[1], _features(44, (2, 2, 2)).patch)
+    np.testing.assert_array_equal(loaded.cls, _cls(3, 44, 10))
+
+
+def test_patch_features_of_a_compacted_store_and_of_entries_only(tmp_path: Path) -> None:
+    for name, compacted in (("c", True), ("e", False)):
+        store = EmbeddingStore(tmp_path / name)
+        for i in (3, 0, 2, 1):
+            store.write(f"s{i}", _features(i, (1 + i % 2, 2, 3)))
+        if compacted:
+            compact(tmp_path / name)
+            store = EmbeddingStore(tmp_path / name)
+        _assert_same_as_get(store, store.ids())
+        _assert_same_as_get(store, ["s2", "s0"])
+    assert EmbeddingStore(tmp_path / "empty").patch_features().cls.shape == (0, 0)

@@ -253,6 +253,58 @@ class Consolidated:
             spec=spec, model_id=record.get("model_id"), mode=record.get("mode") or "3d",
             spec_fingerprint=record.get("spec_fingerprint"))
 
+    def bulk_patches(self, rows: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], list[Geometry | None],
+                                                       list[Geometry | None], list[str | None]]:
+        """CLS rows, patch grids (copies), patch and input geometries and model ids of ``rows``.
+
+        The same values as :meth:`features` row by row, read in bulk: one indexed read of the CLS
+        matrix and of the patch index, the records sliced out of one memory map of
+        ``records.jsonl`` (no system call per row), and grids that lie back to back in a pack
+        copied out in one run and split (each grid a view of its run's copy).
+        """
+        import mmap
+
+        rows = np.asarray(rows, dtype=np.int64)
+        cls = np.asarray(self.cls[rows], dtype=np.float32)
+        index = np.asarray(self.array("patch_index")[rows])
+        offsets = self.array("offsets")
+        starts, ends = np.asarray(offsets[rows]), np.asarray(offsets[rows + 1])
+        patch_geo: list[Geometry | None] = []
+        input_geo: list[Geometry | None] = []
+        models: list[str | None] = []
+        single = self.info.get("models") or {}
+        single_model = next(iter(single)) if len(single) == 1 else None
+        if len(rows):
+            with open(self.dir / "records.jsonl", "rb") as handle, \
+                    mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as text:
+                for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+                    record = json.loads(text[start:end])
+                    meta = record.get("meta") or {}
+                    patch_geo.append(_geometry(meta.get("patch_geometry")))
+                    input_geo.append(_geometry(meta.get("input_geometry")))
+                    models.append(single_model if len(single) == 1 else record.get("model_id"))
+        return cls, self._grids(index), patch_geo, input_geo, models
+
+    def _grids(self, index: np.ndarray) -> list[np.ndarray]:
+        """Copies of the grids ``index`` (rows of ``patch_index``) describes, one copy per run of
+        grids stored back to back in the same pack."""
+        grids: list[np.ndarray] = [np.empty(0)] * len(index)
+        i = 0
+        while i < len(index):
+            pack, first = int(index[i, 0]), int(index[i, 1])
+            j, end = i, first
+            while j < len(index) and int(index[j, 0]) == pack and int(index[j, 1]) == end:
+                end += int(index[j, 2] * index[j, 3] * index[j, 4])
+                j += 1
+            block = np.array(self._pack(pack)[first:end]) if end > first else np.zeros((0, self.dim), np.float32)
+            at = 0
+            for k in range(i, j):
+                d, h, w = (int(v) for v in index[k, 2:5])
+                grids[k] = block[at:at + d * h * w].reshape(d, h, w, self.dim)
+                at += d * h * w
+            i = j
+        return grids
+
     def overlay(self, live: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """The last record of every scan: the generation's, replaced by newer live (manifest) records."""
         out = {str(r["scan_id"]): r for r in self.records()}

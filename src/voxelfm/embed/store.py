@@ -84,6 +84,18 @@ class ClsFeatures:
     models: dict[str | None, int]  # model id -> number of rows
 
 
+@dataclass
+class PatchFeatures:
+    """CLS vectors, patch grids and geometries of some scans of a store, item ``i`` for ``ids[i]``."""
+
+    ids: list[str]
+    cls: np.ndarray  # (N, C) float32
+    patches: list[np.ndarray]  # (d, h, w, C) float32 each
+    patch_geometry: list[Geometry | None]
+    input_geometry: list[Geometry | None]
+    model_ids: list[str | None]
+
+
 class NonFiniteFeaturesError(StoreError):
     """Features with NaN/Inf were refused (the scan is already recorded as failed)."""
 
@@ -340,13 +352,18 @@ class EmbeddingStore:
 
     def get(self, scan_id: str) -> VoxelFeatures:
         """Features of one scan (StoreError if absent or unreadable)."""
-        from safetensors import SafetensorError, safe_open
-
-        path = self.entry_path(scan_id)
+        self.entry_path(scan_id)  # the id check, whether or not the entry file is read
         cons = self.consolidated()
         row = None if cons is None else cons.serves(scan_id, self._live_latest().get(scan_id))
         if row is not None:
             return cons.features(row)
+        return self._read_entry(scan_id)
+
+    def _read_entry(self, scan_id: str) -> VoxelFeatures:
+        """Features from the scan's entry file (StoreError if absent or unreadable)."""
+        from safetensors import SafetensorError, safe_open
+
+        path = self.entry_path(scan_id)
         if not path.is_file():
             raise StoreError(located(self.path, f"no embedding for scan {scan_id!r}"))
         try:
@@ -438,6 +455,52 @@ class EmbeddingStore:
                 raise StoreError(located(self.entry_path(wanted[i]), f"cls has {vector.size} values, other scans {dim}"))
             matrix[i] = vector
         return ClsFeatures(wanted, matrix, models)
+
+    def patch_features(self, ids: Sequence[str] | None = None) -> PatchFeatures:
+        """CLS vectors, patch grids and geometries of every ok scan (or of ``ids``, in that order).
+
+        The values of :meth:`get` scan by scan, read in bulk where the store allows: rows of the
+        consolidated generation come from its memory maps in a few indexed reads
+        (:meth:`~voxelfm.embed.shards.Consolidated.bulk_patches`); scans embedded since the last
+        compaction (or a newer record replaces) open their entry file. The manifests are read once
+        for the whole call, not once per scan. StoreError if an id has no embedding.
+        """
+        cons = self.consolidated()
+        live = self._live_latest()
+        wanted = self.ids() if ids is None else [str(i) for i in ids]
+        rows = cons.rows_of(wanted) if cons is not None else np.full(len(wanted), -1, dtype=np.int64)
+        if cons is not None and live and len(rows):
+            times = cons.array("times")
+            for i, sid in enumerate(wanted):  # as Consolidated.serves: a newer live record wins
+                record = live.get(sid)
+                if rows[i] >= 0 and record is not None and float(record.get("time") or 0.0) > float(times[rows[i]]):
+                    rows[i] = -1
+        from_gen = np.flatnonzero(rows >= 0)
+        n = len(wanted)
+        grids: list[np.ndarray] = [np.empty(0)] * n
+        patch_geo: list[Geometry | None] = [None] * n
+        input_geo: list[Geometry | None] = [None] * n
+        models: list[str | None] = [None] * n
+        cls_rows: dict[int, np.ndarray] = {}
+        gen_cls = None
+        if len(from_gen):
+            gen_cls, gen_grids, gen_pgeo, gen_igeo, gen_models = cons.bulk_patches(rows[from_gen])
+            for k, i in enumerate(from_gen.tolist()):
+                grids[i], patch_geo[i], input_geo[i], models[i] = gen_grids[k], gen_pgeo[k], gen_igeo[k], gen_models[k]
+        for i in np.flatnonzero(rows < 0).tolist():
+            f = self._read_entry(wanted[i])
+            cls_rows[i] = np.asarray(f.cls, dtype=np.float32).reshape(-1)
+            grids[i] = np.asarray(f.patch, dtype=np.float32)
+            patch_geo[i], input_geo[i], models[i] = f.patch_geometry, f.input_geometry, f.model_id
+        dims = {len(v) for v in cls_rows.values()} | ({cons.dim} if len(from_gen) else set())
+        if len(dims) > 1:
+            raise StoreError(located(self.path, f"CLS vectors of different lengths {sorted(dims)} in one store"))
+        matrix = np.empty((n, next(iter(dims), 0)), dtype=np.float32)
+        if gen_cls is not None:
+            matrix[from_gen] = gen_cls
+        for i, vector in cls_rows.items():
+            matrix[i] = vector
+        return PatchFeatures(wanted, matrix, grids, patch_geo, input_geo, models)
 
     def _entry_cls(self, scan_id: str) -> np.ndarray:
         """The ``cls`` tensor of one entry file, read alone."""

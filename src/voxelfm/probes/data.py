@@ -180,17 +180,23 @@ class FeatureSet:
             if len(model_ids) > 1:
                 raise StoreError(located(label, f"entries come from several models: {sorted(model_ids)}"))
             return cls(list(got_ids), matrix, None, None, None, next(iter(model_ids), None), label)
-        cls_rows, grids, pgeo, igeo, model_ids = [], [], [], [], set()
-        for sid in wanted:
-            f = store.get(sid)
-            cls_rows.append(np.asarray(f.cls, dtype=np.float32).reshape(-1))
-            grids.append(np.asarray(f.patch, dtype=np.float32))
-            pgeo.append(f.patch_geometry)
-            igeo.append(f.input_geometry)
-            model_ids.add(f.model_id)
+        if hasattr(store, "patch_features"):  # in bulk from a compacted store's memory maps
+            bulk = store.patch_features(wanted)
+            matrix, grids, pgeo, igeo = bulk.cls, bulk.patches, bulk.patch_geometry, bulk.input_geometry
+            model_ids = set(bulk.model_ids)
+        else:  # a store-like object with only get()
+            cls_rows, grids, pgeo, igeo, model_ids = [], [], [], [], set()
+            for sid in wanted:
+                f = store.get(sid)
+                cls_rows.append(np.asarray(f.cls, dtype=np.float32).reshape(-1))
+                grids.append(np.asarray(f.patch, dtype=np.float32))
+                pgeo.append(f.patch_geometry)
+                igeo.append(f.input_geometry)
+                model_ids.add(f.model_id)
+            matrix = np.stack(cls_rows)
         if len(model_ids) > 1:
             raise StoreError(located(label, f"entries come from several models: {sorted(map(str, model_ids))}"))
-        return cls(wanted, np.stack(cls_rows), grids, pgeo, igeo, next(iter(model_ids)), label)
+        return cls(wanted, matrix, grids, pgeo, igeo, next(iter(model_ids)), label)
 
 
 def read_labels(source: str | os.PathLike[str] | pd.DataFrame) -> pd.DataFrame:
