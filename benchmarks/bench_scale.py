@@ -15,6 +15,8 @@ Stages, each timed (wall and CPU seconds) with the process's memory after it:
    looked up by id.
    **feature_set** — the probes' loader ``FeatureSet.from_store(patches=False)`` for every scan and
    for ``--label-ids`` of them, against the per-record way it read them before (same run).
+   **patch_set** (``--patch-ids K``) — ``FeatureSet.from_store(patches=True)`` for K scans (CLS, patch
+   grids, geometries): the bulk path against ``get()`` scan by scan as before (same run, results equal).
 5. **index** — ``RetrievalIndex.build(kind=--index)`` over the memory-mapped CLS matrix.
 6. **query** — single-query latency (one vector per call, FAISS on 1 thread and on all threads),
    and recall@10 against exact search for ``--queries`` new vectors (half fresh draws, half
@@ -195,6 +197,40 @@ def bench_feature_set(root: Path, n: int, subset: int, seed: int, results: dict)
         del old, feats
 
 
+def per_scan_patches(store, ids: list[str]) -> tuple[np.ndarray, list[np.ndarray], set]:
+    """``FeatureSet.from_store(patches=True)`` as it read scans before ``patch_features`` (kept here
+    as the baseline): ``store.get`` scan by scan (manifest stamps, one record read, every array
+    copied, per call)."""
+    rows, grids, models = [], [], set()
+    for sid in ids:
+        f = store.get(sid)
+        rows.append(np.asarray(f.cls, dtype=np.float32).reshape(-1))
+        grids.append(np.asarray(f.patch, dtype=np.float32))
+        models.add(f.model_id)
+    return np.stack(rows), grids, models
+
+
+def bench_patch_set(root: Path, n: int, subset: int, seed: int, results: dict) -> None:
+    """Stage 4c: CLS + patch grids + geometries of ``subset`` scans (``FeatureSet.from_store(patches=True)``),
+    scan by scan against the bulk path, each from a freshly opened store; results compared."""
+    from voxelfm.embed import EmbeddingStore
+    from voxelfm.probes.data import FeatureSet
+
+    ids = sorted(scan_id(int(i)) for i in np.random.default_rng(seed + 4).choice(n, size=min(subset, n), replace=False))
+    store = EmbeddingStore(root / "out")
+    with Stage(results, "patch_set_per_scan"):
+        old_cls, old_grids, models = per_scan_patches(store, ids)
+    assert models == {MODEL_ID}
+    with Stage(results, "patch_set_bulk"):
+        feats = FeatureSet.from_store(root / "out", ids, patches=True)
+    assert feats.ids == ids and feats.model_id == MODEL_ID
+    np.testing.assert_array_equal(feats.cls, old_cls)
+    assert all(np.array_equal(a, b) for a, b in zip(feats.patches, old_grids, strict=True))
+    base, bulk = results["patch_set_per_scan"], results["patch_set_bulk"]
+    bulk.update(n=len(ids), grids=sum(int(g.size > 0) for g in old_grids), identical=True,
+                cpu_speedup=round(base["cpu_s"] / max(bulk["cpu_s"], 1e-3), 1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1_000_000)
@@ -211,6 +247,9 @@ def main() -> None:
     parser.add_argument("--spread", type=float, default=0.6,
                         help="within-cluster spread relative to the spread of cluster centres (1: clusters overlap)")
     parser.add_argument("--label-ids", type=int, default=100_000, help="ids of the subset read by FeatureSet.from_store")
+    parser.add_argument("--patch-ids", type=int, default=0,
+                        help="also read this many scans with their patch grids (FeatureSet.from_store(patches=True)), "
+                             "scan by scan against the bulk path (0: skip)")
     parser.add_argument("--no-index", action="store_true", help="stop after the store stages (no index, no queries)")
     parser.add_argument("--dir", type=Path, default=None, help="work directory (default: a temporary one, removed)")
     parser.add_argument("--json", type=Path, default=None)
@@ -256,6 +295,8 @@ def main() -> None:
         np.testing.assert_array_equal(feats.cls, gen.block(start, min(args.block, args.n - start))[probe - start])
         # 4b. probe features: the CLS matrix and the one-model check, per record vs in bulk
         bench_feature_set(root, args.n, args.label_ids, args.seed, results)
+        if args.patch_ids:
+            bench_patch_set(root, args.n, args.patch_ids, args.seed, results)
         if args.no_index:
             return _finish(results, args, root)
         # 5. index
