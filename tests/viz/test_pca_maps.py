@@ -70,3 +70,25 @@ def test_body_mask_and_patch_foreground() -> None:
     assert fg.shape == (2, 4, 4)
     # Patch centres sit at voxel 1.5, 5.5, 9.5, 13.5: only the middle two lie in the body.
     assert fg[:, 1:3, 1:3].all() and not fg[:, 0, :].any() and not fg[:, :, 3].any()
+
+
+def test_pca_maps_and_segmentation_overlay_of_volumes() -> None:
+    from types import SimpleNamespace
+
+    from voxelfm.viz.panels import most_informative_slice, pca_maps, segmentation_overlay
+
+    rng = np.random.default_rng(2)
+    volume = Geometry(shape=(8, 24, 24), spacing=(1.0, 1.0, 1.0))
+    patches = volume.subgrid((1.5, 3.5, 3.5), (4.0, 4.0, 4.0), (2, 6, 6))
+    hu = np.full((8, 24, 24), -1000.0, dtype=np.float32)
+    hu[:, 4:20, 4:20] = 40.0  # a body in air
+    vol = SimpleNamespace(hu=hu, geometry=volume)
+    feats = SimpleNamespace(patch=rng.normal(size=(2, 6, 6, 8)).astype(np.float32), patch_geometry=patches)
+    maps = pca_maps({"s1": vol}, {"a": {"s1": feats}, "b": {"s1": feats}})
+    assert list(maps) == ["axial", "coronal"] and all(png.startswith(b"\x89PNG") for png in maps.values())
+    truth = np.zeros((8, 24, 24), dtype=np.int16)
+    truth[5, 4:10, 4:10], truth[5, 12:18, 12:18], truth[2, 4:20, 4:20] = 1, 2, 1
+    assert most_informative_slice(truth) == 5  # two structures beat one larger one
+    assert segmentation_overlay(hu, truth, truth, {1: "lung", 2: "heart"}, name="s1").startswith(b"\x89PNG")
+    with pytest.raises(InputValidationError, match="s1: prediction"):
+        segmentation_overlay(hu, truth, truth[:4], {1: "lung"}, name="s1")

@@ -12,6 +12,7 @@ import pytest
 
 from voxelfm.core.errors import DataError
 from voxelfm.metrics import DifferenceCI, MetricCI
+from voxelfm.viz.html import check_html
 from voxelfm.viz.result_rows import (
     ResultRow,
     as_ci,
@@ -52,8 +53,9 @@ def _suite_dir(tmp_path: Path, *, fractions: bool = True) -> Path:
 def test_suite_report_has_every_section_with_cis(tmp_path: Path) -> None:
     path = write_suite_report(_suite_dir(tmp_path))
     html = path.read_text()
-    for sid, _ in SUITE_SECTIONS:
-        assert f'<section id="{sid}">' in html
+    assert check_html(html, [sid for sid, _ in SUITE_SECTIONS]) == []  # every section, nothing external
+    assert check_html('<img src="x.png">', ["a"], name="r") == [
+        "r lacks section 'a'", "r references external files: ['x.png']", "r is truncated"]
     table = html.split('id="fig2-table"')[1].split("</table>")[0]
     assert "0.800 [0.750, 0.850]" in table and "0.600 [0.550, 0.650]" in table
     assert "findings (qformer)" in table and "r2 ↑" in table

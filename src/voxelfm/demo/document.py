@@ -42,6 +42,19 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("run-details", "How this run was made"),
 )
 
+#: Picture sections: (section id, figures key, what is missing when there are none).
+GALLERIES = (("retrieval-examples", "retrieval", "retrieval examples"),
+             ("segmentation-overlays", "segmentation", "segmentation overlays"), ("pca-maps", "pca", "PCA maps"))
+GALLERY_TEXT = {
+    "retrieval": "Query scans (left) and their nearest neighbours by cosine similarity of CLS tokens among the other "
+                 "test scans; a ✓ marks a neighbour that shares at least one finding with the query (the label-match "
+                 "criterion of the retrieval metric).",
+    "segmentation": "Ground-truth label map and the segmentation probe's prediction (patch grid → 3D convolutional "
+                    "decoder) over the same CT slice of test scans.",
+    "pca": "The first three principal components of the patch tokens (fitted on body patches of several scans) shown "
+           "as red, green and blue over the CT. Features that have learned anatomy give coherent colours per "
+           "structure; random features mostly follow raw intensity.",
+}
 BACKBONE_LABELS = {"pretrained": "pretrained (SSL)", "random": "random init", "histogram": "HU histogram (no network)"}
 
 
@@ -244,35 +257,13 @@ def compose_report(
     _per_finding(secs["per-finding-f1"], results, figures)
     _report_examples(secs["report-examples"], results)
 
-    sec = secs["retrieval-examples"]
-    if figures.get("retrieval"):
-        sec.paragraph("Query scans (left) and their nearest neighbours by cosine similarity of CLS "
-                      "tokens among the other test scans; a ✓ marks a neighbour that shares at least "
-                      "one finding with the query (the label-match criterion of the retrieval metric).")
-        for png, caption in figures["retrieval"]:
-            sec.figure(png, caption=caption)
-    else:
-        no_data(sec, "retrieval examples")
-
-    sec = secs["segmentation-overlays"]
-    if figures.get("segmentation"):
-        sec.paragraph("Ground-truth label map and the segmentation probe's prediction (patch grid → "
-                      "3D convolutional decoder) over the same CT slice of test scans.")
-        for png, caption in figures["segmentation"]:
-            sec.figure(png, caption=caption)
-    else:
-        no_data(sec, "segmentation overlays")
-
-    sec = secs["pca-maps"]
-    if figures.get("pca"):
-        sec.paragraph("The first three principal components of the patch tokens (fitted on body "
-                      "patches of several scans) shown as red, green and blue over the CT. Features "
-                      "that have learned anatomy give coherent colours per structure; random features "
-                      "mostly follow raw intensity.")
-        for png, caption in figures["pca"]:
-            sec.figure(png, caption=caption)
-    else:
-        no_data(sec, "PCA maps")
+    for sid, key, what in GALLERIES:
+        if figures.get(key):
+            secs[sid].paragraph(GALLERY_TEXT[key])
+            for png, caption in figures[key]:
+                secs[sid].figure(png, caption=caption)
+        else:
+            no_data(secs[sid], what)
 
     _run_details(secs["run-details"], results)
     return report

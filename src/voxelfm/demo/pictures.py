@@ -11,14 +11,8 @@ import numpy as np
 from voxelfm.core.types import CTVolume
 from voxelfm.demo import layout
 from voxelfm.demo.config import DemoContext
-from voxelfm.viz.panels import (
-    Neighbour,
-    PcaPanel,
-    pca_figure,
-    retrieval_figure,
-    segmentation_figure,
-)
-from voxelfm.viz.slices import ct_thumbnail, take_slice, window_hu
+from voxelfm.viz.panels import Neighbour, pca_maps, retrieval_figure, segmentation_overlay
+from voxelfm.viz.slices import ct_thumbnail
 
 THUMB_WIDTH = 150
 
@@ -82,72 +76,36 @@ def retrieval_figures(ctx: DemoContext, cohort: _Cohort, examples: list[dict[str
     return out
 
 
-def _most_informative_slice(labels: np.ndarray) -> int:
-    """Axial slice showing the most distinct structures (ties → most labelled voxels)."""
-    counts = [(len(np.unique(s)), int((s > 0).sum())) for s in labels]
-    return int(max(range(len(counts)), key=lambda k: counts[k]))
-
-
 def segmentation_figures(ctx: DemoContext, cohort: _Cohort, examples: list[dict[str, Any]]) -> list[tuple[bytes, str]]:
     from voxelfm.data.phantom import SEGMENTATION_LABELS
     from voxelfm.io import load_label_map
 
-    names = dict(SEGMENTATION_LABELS)  # {label id: structure name}
     out = []
     for ex in examples[: ctx.config.n_examples]:
         scan_id = str(ex["scan_id"])
-        truth = cohort.label_map(scan_id)
-        pred, _ = load_label_map(ctx.out / str(ex["prediction"]))
-        if pred.shape != truth.shape:
-            raise ValueError(f"prediction {ex['prediction']} has shape {pred.shape}, labels {truth.shape}")
-        k = _most_informative_slice(truth)
-        vol = cohort.ct(scan_id)
-        grey = window_hu(take_slice(vol.array, "axial", k), "mediastinum")
-        png = segmentation_figure(grey, take_slice(truth, "axial", k), take_slice(pred, "axial", k), names,
-                                  title=f"{scan_id}, axial slice {k}")
+        png = segmentation_overlay(cohort.ct(scan_id).array, cohort.label_map(scan_id),
+                                   load_label_map(ctx.out / str(ex["prediction"]))[0], dict(SEGMENTATION_LABELS),
+                                   name=scan_id)
         dice = ex.get("dice")
         caption = f"Test scan {scan_id} ({ex.get('backbone', 'pretrained')} backbone)"
-        if dice is not None:
-            caption += f": macro Dice over structures {float(dice):.3f}"
-        out.append((png, caption + "."))
+        out.append((png, caption + (f": macro Dice over structures {float(dice):.3f}." if dice is not None else ".")))
     return out
 
 
 def pca_figures(ctx: DemoContext, cohort: _Cohort, scan_ids: list[str]) -> list[tuple[bytes, str]]:
-    """DINO-style PCA maps of both backbones over axial and coronal slices of test scans."""
+    """DINO-style PCA maps of every backbone over axial and coronal slices of test scans."""
     from voxelfm.embed import EmbeddingStore
     from voxelfm.preprocess import PreprocessSpec, preprocess
-    from voxelfm.viz.pca import body_mask, fit_patch_pca, patch_foreground, sample_grid_on_slice
 
     if not scan_ids:
         return []
     spec = PreprocessSpec.load(layout.model_dir(ctx.out, "pretrained") / "preprocess.json")
-    pre = {s: preprocess(cohort.ct(s), spec) for s in scan_ids}
-    colours: dict[str, dict[tuple[str, str], np.ndarray]] = {}
-    for backbone in layout.BACKBONE_NAMES:
-        store = EmbeddingStore(layout.store_dir(ctx.out, backbone, "3d"))
-        feats = {s: store.get(s) for s in scan_ids}
-        fg = [patch_foreground(pre[s].hu, pre[s].geometry, feats[s].patch_geometry) for s in scan_ids]
-        pca = fit_patch_pca([feats[s].patch for s in scan_ids], foreground=fg, seed=0)
-        colours[backbone] = {}
-        for s in scan_ids:
-            rgb_grid = pca.transform(feats[s].patch)
-            for axis in ("axial", "coronal"):
-                colours[backbone][(s, axis)] = sample_grid_on_slice(
-                    rgb_grid, feats[s].patch_geometry, pre[s].geometry, axis=axis)
-    figs = []
-    for axis in ("axial", "coronal"):
-        panels = []
-        for s in scan_ids:
-            hu_slice = take_slice(pre[s].hu, axis)
-            panels.append(PcaPanel(s, window_hu(hu_slice, "lung"),
-                                   {b: colours[b][(s, axis)] for b in layout.BACKBONE_NAMES},
-                                   mask=body_mask(hu_slice)))
-        figs.append((pca_figure(panels),
-                     f"{axis.capitalize()} middle slices of test scans on the backbone's own preprocessed grid; "
-                     "colours = first three principal components of the patch tokens, fitted per backbone "
-                     "on the body patches of these scans."))
-    return figs
+    stores = {b: EmbeddingStore(layout.store_dir(ctx.out, b, "3d")) for b in layout.BACKBONE_NAMES}
+    maps = pca_maps({s: preprocess(cohort.ct(s), spec) for s in scan_ids},
+                    {b: {s: store.get(s) for s in scan_ids} for b, store in stores.items()})
+    return [(png, f"{axis.capitalize()} middle slices of test scans on the backbone's own preprocessed grid; colours "
+                  "= first three principal components of the patch tokens, fitted per backbone on the body patches "
+                  "of these scans.") for axis, png in maps.items()]
 
 
 FINDINGS_PER_PANEL = 4  # more bars per panel make the finding names unreadable

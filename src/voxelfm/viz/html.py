@@ -173,6 +173,19 @@ class Section:
         return f'<section id="{_esc(self.id)}">\n<h2>{_esc(self.title)}</h2>\n{body}\n</section>'
 
 
+def check_html(html: str, section_ids: Iterable[str], *, name: str = "report") -> list[str]:
+    """Problems of a rendered report: a missing section, an external resource, no closing tag."""
+    import re
+
+    problems = [f"{name} lacks section {sid!r}" for sid in section_ids if f'<section id="{sid}">' not in html]
+    external = [s[:40] for s in re.findall(r'\ssrc="([^"]*)"', html) if not s.startswith("data:")]
+    if external:
+        problems.append(f"{name} references external files: {external[:3]}")
+    if not html.rstrip().endswith("</html>"):
+        problems.append(f"{name} is truncated")
+    return problems
+
+
 def _figure_html(png: bytes, *, caption: str | None, alt: str, width: int | None) -> str:
     style = f' style="width:{int(width)}px"' if width else ""
     cap = f"<figcaption>{_esc(caption)}</figcaption>" if caption else ""

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from voxelfm.core.errors import InputValidationError
 from voxelfm.viz.html import figure_to_png
 from voxelfm.viz.slices import blend_rgb, label_palette, overlay_labels
+
+if TYPE_CHECKING:
+    from voxelfm.core.types import VoxelFeatures
+    from voxelfm.preprocess import PreprocessedVolume
 
 
 def _plt():
@@ -130,3 +136,47 @@ def pca_figure(panels: Sequence[PcaPanel], *, alpha: float = 0.65) -> bytes:
         ax.set_yticks([])
     fig.tight_layout()
     return figure_to_png(fig)
+
+
+def most_informative_slice(labels: np.ndarray) -> int:
+    """Axial slice of a (z, y, x) label map showing the most distinct structures (ties → most labelled voxels)."""
+    counts = [(len(np.unique(s)), int((s > 0).sum())) for s in labels]
+    return int(max(range(len(counts)), key=lambda k: counts[k]))
+
+
+def segmentation_overlay(hu: np.ndarray, truth: np.ndarray, predicted: np.ndarray, label_names: Mapping[int, str],
+                         *, name: str = "") -> bytes:
+    """:func:`segmentation_figure` of 3D volumes (z, y, x) on the axial slice with the most structures."""
+    from voxelfm.viz.slices import take_slice, window_hu
+
+    if predicted.shape != truth.shape or hu.shape != truth.shape:
+        raise InputValidationError(f"{name}: prediction {predicted.shape}, labels {truth.shape} and CT {hu.shape} differ")
+    k = most_informative_slice(truth)
+    return segmentation_figure(window_hu(take_slice(hu, "axial", k), "mediastinum"), take_slice(truth, "axial", k),
+                               take_slice(predicted, "axial", k), label_names, title=f"{name}, axial slice {k}")
+
+
+def pca_maps(volumes: Mapping[str, PreprocessedVolume], features: Mapping[str, Mapping[str, VoxelFeatures]], *,
+             axes: Sequence[str] = ("axial", "coronal"), seed: int = 0) -> dict[str, bytes]:
+    """One figure per slice axis: rows = scans (``volumes``: scan id → preprocessed volume), columns =
+    the CT middle slice, then the first three principal components of each source's patch tokens
+    (``features``: source → scan id → features), fitted per source on the body patches of these scans."""
+    from voxelfm.viz.pca import body_mask, fit_patch_pca, patch_foreground, sample_grid_on_slice
+    from voxelfm.viz.slices import take_slice, window_hu
+
+    colours: dict[str, dict[tuple[str, str], np.ndarray]] = {}
+    for source, feats in features.items():
+        fg = [patch_foreground(volumes[s].hu, volumes[s].geometry, feats[s].patch_geometry) for s in volumes]
+        pca = fit_patch_pca([feats[s].patch for s in volumes], foreground=fg, seed=seed)
+        rgb = {s: pca.transform(feats[s].patch) for s in volumes}
+        colours[source] = {(s, axis): sample_grid_on_slice(rgb[s], feats[s].patch_geometry, volumes[s].geometry,
+                                                           axis=axis) for s in volumes for axis in axes}
+    figures = {}
+    for axis in axes:
+        panels = []
+        for s, vol in volumes.items():
+            hu_slice = take_slice(vol.hu, axis)
+            panels.append(PcaPanel(s, window_hu(hu_slice, "lung"), {b: colours[b][(s, axis)] for b in features},
+                                   mask=body_mask(hu_slice)))
+        figures[axis] = pca_figure(panels)
+    return figures

@@ -1,14 +1,13 @@
 """Stage 6: assemble ``results.json`` and the self-contained ``report.html``.
 
 Reads the cohort, the two model directories, the embedding stores, and the summaries the probe and
-report-generation stages wrote; draws the figures (metric charts through :mod:`voxelfm.viz.plots`,
-CT pictures through :mod:`voxelfm.viz.slices` / :mod:`voxelfm.viz.pca`).
+report-generation stages wrote; draws the figures (metric charts through
+:mod:`voxelfm.viz.results_report`, CT pictures through :mod:`voxelfm.viz.panels`).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from voxelfm.demo import layout
 from voxelfm.demo.config import DemoContext
 from voxelfm.demo.document import SECTIONS, compose_report
 from voxelfm.demo.results import SCHEMA_VERSION, parse_rows, validate_results
+from voxelfm.viz.html import check_html
 
 
 class RenderStage(Stage):
@@ -61,20 +61,8 @@ class RenderStage(Stage):
         except OSError as exc:
             res.problems.append(f"{hpath}: unreadable ({exc})")
             return res
-        res.problems += check_report_html(html)
+        res.problems += check_html(html, [sid for sid, _ in SECTIONS], name="report.html")
         return res
-
-
-def check_report_html(html: str) -> list[str]:
-    """Problems of a rendered report: a missing section, an external resource, no closing tag."""
-    problems = [f"report.html lacks section {sid!r}" for sid, _ in SECTIONS if f'<section id="{sid}">' not in html]
-    srcs = re.findall(r'\ssrc="([^"]*)"', html)
-    external = [s[:40] for s in srcs if not s.startswith("data:")]
-    if external:
-        problems.append(f"report.html references external files: {external[:3]}")
-    if not html.rstrip().endswith("</html>"):
-        problems.append("report.html is truncated")
-    return problems
 
 
 def assemble_results(ctx: DemoContext, timings: dict[str, float],
