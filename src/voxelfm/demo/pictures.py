@@ -135,7 +135,7 @@ def metric_charts(results: dict[str, Any], out_dir: Path) -> dict[str, bytes | N
         "heads": heads_png(parse_rows(results.get("heads", [])), out_dir / "mlp_vs_qformer.png"),
         "inference_modes": bars_png(parse_rows(results.get("inference_modes", [])), out_dir / "3d_vs_2.5d.png",
                                     group="mode"),
-        "per_finding_f1": bars_png(f1, out_dir / "per_finding_f1.png", group="source"),
+        "per_finding_f1": bars_png(f1, out_dir / "per_finding_f1.png", group="source", wrap=12),
     }
 
 

@@ -149,16 +149,18 @@ def _short(text: str, width: int = 22) -> str:
     return "\n".join(textwrap.wrap(text, width)[:3])
 
 
-def ci_table(rows: Iterable[ResultRow], group: str = "backbone", *, split: str | None = None) -> pd.DataFrame:
-    """Long table (category, task, metric, <group>, value, ci_low, ci_high) of the rows' values;
-    with ``split`` a value key ``"a · b"`` becomes task ``"a: <task>"`` and group ``b``."""
+def ci_table(rows: Iterable[ResultRow], group: str = "backbone", *, split: str | None = None,
+             wrap: int = 22) -> pd.DataFrame:
+    """Long table (category, task, metric, <group>, value, ci_low, ci_high) of the rows' values (task
+    names wrapped at ``wrap`` characters); with ``split`` a value key ``"a · b"`` becomes task
+    ``"a: <task>"`` and group ``b``."""
     records = []
     for r in rows:
         for key, ci in r.values.items():
             if not math.isfinite(ci.value):
                 continue
             prefix, _, variant = key.partition(split) if split and split in key else ("", "", key)
-            records.append({"category": r.category, "task": _short(f"{prefix}: {r.task}" if prefix else r.task),
+            records.append({"category": r.category, "task": _short(f"{prefix}: {r.task}" if prefix else r.task, wrap),
                             "metric": r.metric, group: variant, "value": ci.value, "ci_low": ci.ci_low,
                             "ci_high": ci.ci_high})
     return pd.DataFrame(records)
@@ -174,11 +176,11 @@ def draw(plot: Callable[[pd.DataFrame, Path], Path], table: pd.DataFrame, path: 
 
 
 def bars_png(rows: Sequence[ResultRow], path: str | os.PathLike[str], *, group: str = "backbone",
-             title: str | None = None) -> bytes | None:
+             title: str | None = None, wrap: int = 22) -> bytes | None:
     """Each row's values as bars with 95% CIs, one panel per category (paper Fig. 2)."""
     from voxelfm.viz.plots import metric_bars
 
-    return draw(lambda t, p: metric_bars(t, p, group=group, title=title), ci_table(rows, group), path)
+    return draw(lambda t, p: metric_bars(t, p, group=group, title=title), ci_table(rows, group, wrap=wrap), path)
 
 
 def heads_png(rows: Sequence[ResultRow], path: str | os.PathLike[str]) -> bytes | None:
