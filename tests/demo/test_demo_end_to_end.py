@@ -22,7 +22,7 @@ from voxelfm.demo.stages import default_stages
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     out = tmp_path_factory.mktemp("demo") / "demo"
-    return run_demo(out, size="tiny", device="cpu")
+    return run_demo(out, size="tiny", device="cpu", workers=2)  # probes and report models in 2 processes
 
 
 def _metrics(results: dict) -> dict:
@@ -87,8 +87,9 @@ def test_tiny_demo_end_to_end(tiny_run) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.mark.slow
 def test_tiny_demo_is_deterministic(tiny_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """Same size and seed: the same metrics, exactly, from a fresh second run."""
-    again = run_demo(tmp_path / "again", size="tiny", device="cpu")
+    """Same size and seed: the same metrics, exactly, from a fresh second run, here with one worker
+    process instead of two (every probe and report model runs single-threaded either way)."""
+    again = run_demo(tmp_path / "again", size="tiny", device="cpu", workers=1)
     first = json.loads(tiny_run.results_json.read_text())
     second = json.loads(again.results_json.read_text())
     assert _metrics(first) == _metrics(second)

@@ -24,6 +24,10 @@ def register(app: typer.Typer) -> None:
             "", "--backbones", help="Comma-separated comparator backbones to add at random init, reduced for a "
             "CPU: m3d-clip, ct-clip, merlin, radfm (any subset; none by default)."
         ),
+        workers: int = typer.Option(
+            0, "--workers", help="Processes for the probes and report generation (0: two on a machine with two "
+            "or more cores). Every probe runs single-threaded either way, so the numbers do not change."
+        ),
         verbose: bool = typer.Option(False, "--verbose", "-v"),
     ) -> None:
         """Generate a synthetic CT cohort, pretrain a backbone, embed, run all seven task
@@ -34,6 +38,7 @@ def register(app: typer.Typer) -> None:
         from voxelfm.demo import run_demo
 
         chosen = tuple(b.strip() for b in backbones.split(",") if b.strip())
-        result = run_demo(out, size=size, device=device, force=force, console=console, backbones=chosen)
+        result = run_demo(out, size=size, device=device, force=force, console=console, backbones=chosen,
+                          workers=workers or None)
         console.print(f"[bold green]report:[/] {result.report_html}")
         console.print(f"[bold green]results:[/] {result.results_json}")

@@ -36,10 +36,11 @@ class DemoResult:
 
 def run_demo(
     out: str | Path, *, size: str = "small", device: str = "auto", force: list[str] | tuple[str, ...] = (),
-    console: Console | None = None, backbones: list[str] | tuple[str, ...] = (),
+    console: Console | None = None, backbones: list[str] | tuple[str, ...] = (), workers: int | None = None,
 ) -> DemoResult:
     """Run (or resume) the demo into ``out``; see the module docstring. ``backbones`` adds comparator
-    backbones (``m3d-clip``, ``ct-clip``, ``merlin``, ``radfm``) at random init, reduced for a CPU."""
+    backbones (``m3d-clip``, ``ct-clip``, ``merlin``, ``radfm``) at random init, reduced for a CPU.
+    ``workers``: processes of the probes and report generation (None: 2 on 2+ cores; same metrics)."""
     from voxelfm.core.device import resolve_device
     from voxelfm.core.stages import Pipeline
     from voxelfm.demo import layout
@@ -47,7 +48,7 @@ def run_demo(
     from voxelfm.demo.stages import default_stages
 
     out = Path(out).expanduser().resolve()
-    ctx = DemoContext(out=out, config=get_config(size, tuple(backbones)), device=str(resolve_device(device)),
+    ctx = DemoContext(out=out, config=get_config(size, tuple(backbones), workers), device=str(resolve_device(device)),
                       console=console or Console(stderr=True))
     pipeline = Pipeline(default_stages())
     records = pipeline.run(ctx, force=tuple(force))

@@ -148,6 +148,9 @@ class DemoConfig:
     probes: DemoProbeBudget
     reportgen: ReportGenConfig
     n_examples: int = 4  # retrieval / report / segmentation / PCA examples shown in the report
+    # Worker processes of the probes and report-generation stages. Not part of any stage's fingerprint:
+    # every item runs single-threaded in either case, so the metrics do not depend on it (tested).
+    workers: int = 2
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -239,11 +242,16 @@ COMPARATORS: dict[str, dict[str, ComparatorConfig]] = {
 }
 
 
-def get_config(size: str, backbones: tuple[str, ...] | list[str] = ()) -> DemoConfig:
-    """The demo config of a named size, with the named comparator backbones added (``--backbones``)."""
+def get_config(size: str, backbones: tuple[str, ...] | list[str] = (), workers: int | None = None) -> DemoConfig:
+    """The demo config of a named size, with the named comparator backbones added (``--backbones``) and
+    ``workers`` processes for the probes and report generation (None: two where there are two cores)."""
     if size not in SIZES:
         raise ConfigError(f"unknown demo size {size!r}; choose one of {', '.join(SIZES)}")
-    config = SIZES[size]
+    from voxelfm.demo.parallel import default_workers
+
+    if workers is not None and int(workers) < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    config = dataclasses.replace(SIZES[size], workers=default_workers() if workers is None else int(workers))
     if not backbones:
         return config
     known = COMPARATORS[size]

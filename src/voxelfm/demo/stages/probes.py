@@ -23,7 +23,7 @@ import numpy as np
 from voxelfm.core.atomic import atomic_write_text
 from voxelfm.core.stages import CheckResult, Stage, json_default
 from voxelfm.demo import layout
-from voxelfm.demo.config import DemoContext
+from voxelfm.demo.config import DemoConfig, DemoContext
 from voxelfm.demo.results import CATEGORIES, VERSUS_BASELINE, VERSUS_RANDOM
 from voxelfm.viz.result_rows import ResultRow, as_ci
 
@@ -188,11 +188,10 @@ class ProbesStage(Stage):
         failures: list[str] = []
         # comparator backbones (--backbones) run every job on their 3D features
         extra: tuple[Source, ...] = tuple((name, "3d") for name in layout.comparator_names(ctx.config))
+        items = plan_items(ctx, jobs, extra, used["findings"])
         with progress_bar(ctx.console) as progress:
-            bar = progress.add_task("probes", total=sum(len(j.sources) + len(extra) for j in jobs) + len(THREE_D))
-            results = run_jobs(ctx, labels, jobs, extra, failures, progress, bar)
-            sweep = fraction_points(ctx, labels, used["findings"], jobs[0].options, failures,
-                                    lambda text: progress.update(bar, description=text, advance=1))
+            bar = progress.add_task("probes", total=len(items))
+            results, sweep = run_items_of(ctx, items, failures, progress, bar)
         forget_features(keep=THREE_D)  # report generation reads the 3D stores only
         summary = summarise(ctx, labels, headlines, results, sweep, used)
         summary["probe_seconds"] = {f"{job}/{source_name(src)}": round(res.seconds, 2)
@@ -221,56 +220,104 @@ class ProbesStage(Stage):
         return res
 
 
-def run_jobs(ctx: DemoContext, labels: pd.DataFrame, jobs: list[Job], extra: tuple[Source, ...], failures: list[str],
-             progress: Progress, bar: TaskID) -> dict[tuple[str, Source], ProbeResult]:
-    """One :func:`voxelfm.probes.run_probe` per job and feature source (its own plus ``extra``).
+#: Relative CPU cost of a job's probe on one source (measured on the ``small`` demo), so that the
+#: longest items start first and the two workers finish close together. Order only: not results.
+ITEM_COST = {"classification-qformer": 10.0, "fractions": 6.0, "segmentation": 6.0, "localisation": 5.0,
+             "survival": 3.0, "classification-mlp": 2.0, "regression": 1.0, "retrieval": 0.1}
 
-    A probe the cohort cannot support is recorded in ``failures`` and the others carry on.
-    """
+
+@dataclass(frozen=True)
+class ProbeItem:
+    """One unit of the stage's work: a job on one feature source, or (``sweep``) the data-fraction
+    sweep of the shared Q-Former on one source. Picklable: it goes to a worker process."""
+
+    out: Path
+    config: DemoConfig
+    job: Job
+    source: Source
+    sweep: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{'data fractions' if self.sweep else self.job.name} · {source_name(self.source)}"
+
+
+def plan_items(ctx: DemoContext, jobs: list[Job], extra: tuple[Source, ...], findings: list[str]) -> list[ProbeItem]:
+    """Every probe run of the stage (each job on its sources plus ``extra``) and the fraction sweep
+    on each 3D source, the costliest first."""
+    items = [ProbeItem(ctx.out, ctx.config, job, source) for job in jobs for source in (*job.sources, *extra)]
+    sweep_job = Job("fractions", "classification", tuple(findings), "qformer",
+                    {**jobs[0].options, "multilabel": "shared"})
+    items += [ProbeItem(ctx.out, ctx.config, sweep_job, source, sweep=True) for source in THREE_D]
+    return sorted(items, key=lambda it: -ITEM_COST.get(it.job.name, 1.0))  # stable: plan order among equals
+
+
+_LABELS: dict[Path, pd.DataFrame] = {}
+
+
+def run_item(item: ProbeItem) -> tuple[str, Any]:
+    """One item, in this process: ``("ok", ProbeResult)`` for a probe, ``("ok", points)`` for a
+    sweep, or ``("failed", message)`` when the cohort cannot support it."""
+    import pandas as pd
+
     from voxelfm.core.errors import VoxelFMError
+    from voxelfm.demo.config import DemoContext
     from voxelfm.probes.run import run_probe
 
+    ctx = DemoContext(out=item.out, config=item.config)
+    path = layout.cohort_dir(item.out) / "labels.csv"
+    if path not in _LABELS:
+        _LABELS.clear()
+        _LABELS[path] = pd.read_csv(path)
+    labels, job = _LABELS[path], item.job
+    try:
+        if item.sweep:
+            return "ok", sweep_points(ctx, labels, item.source, job)
+        return "ok", run_probe(job.task, feature_set(ctx, *item.source), labels, target=list(job.targets) or None,
+                               head=job.head, out_dir=layout.probes_dir(item.out) / job.name / source_name(item.source),
+                               config=job.options, figures=False)
+    except VoxelFMError as exc:
+        # Small cohorts can leave a task without enough test cases (e.g. no events in the test
+        # split): say so in the report rather than abort every other task.
+        return "failed", f"{item.label}: {exc}"
+
+
+def run_items_of(ctx: DemoContext, items: list[ProbeItem], failures: list[str], progress: Progress,
+                 bar: TaskID) -> tuple[dict[tuple[str, Source], ProbeResult], list[dict[str, Any]]]:
+    """Run every item on ``ctx.config.workers`` processes (:mod:`voxelfm.demo.parallel`); the probe
+    results by (job, source) and the sweep's points in a fixed order, whatever the finishing order."""
+    from voxelfm.demo.parallel import run_items
+
+    def done(i: int, outcome: tuple[str, Any]) -> None:
+        if outcome[0] == "failed":
+            ctx.console.print(f"[yellow]skipped {outcome[1]}[/]")
+        progress.update(bar, description=items[i].label, advance=1)
+
+    outcomes = run_items(run_item, items, workers=ctx.config.workers, done=done)
     results: dict[tuple[str, Source], ProbeResult] = {}
-    for job in jobs:
-        for source in (*job.sources, *extra):
-            progress.update(bar, description=f"{job.name} · {source_name(source)}")
-            try:
-                results[(job.name, source)] = run_probe(
-                    job.task, feature_set(ctx, *source), labels, target=list(job.targets) or None,
-                    head=job.head, out_dir=layout.probes_dir(ctx.out) / job.name / source_name(source),
-                    config=job.options, figures=False)
-            except VoxelFMError as exc:
-                # Small cohorts can leave a task without enough test cases (e.g. no events
-                # in the test split): say so in the report rather than abort every other task.
-                failures.append(f"{job.name} on {source_name(source)}: {exc}")
-                ctx.console.print(f"[yellow]skipped {job.name} on {source_name(source)}:[/] {exc}")
-            progress.advance(bar)
-    return results
+    points: list[dict[str, Any]] = []
+    for item, (status, value) in zip(items, outcomes, strict=True):
+        if status == "failed":
+            failures.append(value)
+        elif item.sweep:
+            points += value
+        else:
+            results[(item.job.name, item.source)] = value
+    order = {b: i for i, b in enumerate(layout.BACKBONE_NAMES)}
+    return results, sorted(points, key=lambda p: (p["seed"], p["fraction"], order.get(p["backbone"], len(order))))
 
 
-def fraction_points(ctx: DemoContext, labels: pd.DataFrame, findings: list[str], options: dict[str, Any],
-                    failures: list[str], advance: Any) -> list[dict[str, Any]]:
-    """Macro AUROC of the shared Q-Former on nested, stratified training fractions, per backbone and seed."""
-    from voxelfm.core.errors import VoxelFMError
+def sweep_points(ctx: DemoContext, labels: pd.DataFrame, source: Source, job: Job) -> list[dict[str, Any]]:
+    """Macro AUROC of the shared Q-Former on nested, stratified training fractions of one source, per seed."""
     from voxelfm.probes.fractions import fraction_sweep
 
     cfg = ctx.config.probes
     seeds = [cfg.seed + i for i in range(cfg.fraction_seeds)]  # seed index 0 trains with the probes' seed
-    points = []
-    for source in THREE_D:
-        advance(f"data fractions · {source_name(source)}")
-        try:
-            table = fraction_sweep("classification", feature_set(ctx, *source), labels, fractions=cfg.fractions,
-                                   seeds=seeds, target=findings, head="qformer",
-                                   config={**options, "multilabel": "shared"})
-        except VoxelFMError as exc:
-            failures.append(f"data fractions on {source_name(source)}: {exc}")
-            continue
-        points += [{"fraction": float(r["fraction"]), "seed": seeds.index(int(r["seed"])), "backbone": source[0],
-                    "n_train": int(r["n_train"]), **as_ci(r).to_dict()}
-                   for r in table[table["metric"] == "macro/auroc"].to_dict(orient="records")]
-    order = {b: i for i, b in enumerate(layout.BACKBONE_NAMES)}
-    return sorted(points, key=lambda p: (p["seed"], p["fraction"], order[p["backbone"]]))
+    table = fraction_sweep("classification", feature_set(ctx, *source), labels, fractions=cfg.fractions,
+                           seeds=seeds, target=list(job.targets), head="qformer", config=job.options)
+    return [{"fraction": float(r["fraction"]), "seed": seeds.index(int(r["seed"])), "backbone": source[0],
+             "n_train": int(r["n_train"]), **as_ci(r).to_dict()}
+            for r in table[table["metric"] == "macro/auroc"].to_dict(orient="records")]
 
 
 def _estimate(res: ProbeResult | None, key: str) -> MetricCI:
@@ -284,13 +331,22 @@ def _difference(ctx: DemoContext, a: ProbeResult | None, b: ProbeResult | None,
     from voxelfm.probes.compare import paired_differences
 
     if a is None or b is None:
-        return None, None
-    cfg = ctx.config.probes
-    try:
-        diff = paired_differences(a, b, n_resamples=cfg.bootstrap, seed=cfg.seed, metrics=[key]).get(key)
-    except VoxelFMError:
-        diff = None
-    return diff
+        return None
+    # One paired bootstrap per pair of runs gives every metric of both (e.g. survival's C-index and
+    # time-dependent AUROC rows, or Dice macro and micro): the same numbers as one bootstrap per
+    # metric (same seed, same resamples), at a fraction of the cost.
+    pair = (id(a), id(b))
+    if pair not in _PAIRS:
+        cfg = ctx.config.probes
+        try:
+            _PAIRS[pair] = paired_differences(a, b, n_resamples=cfg.bootstrap, seed=cfg.seed)
+        except VoxelFMError:
+            _PAIRS[pair] = {}
+    return _PAIRS[pair].get(key)
+
+
+#: Paired differences of the run pairs compared so far, by the runs' ids (cleared by summarise).
+_PAIRS: dict[tuple[int, int], dict[str, DifferenceCI]] = {}
 
 
 def _row(ctx: DemoContext, category: str, task: str, metric: str, higher: bool, values: dict[str, MetricCI],
@@ -307,6 +363,7 @@ def summarise(ctx: DemoContext, labels: pd.DataFrame, headlines: list[Headline],
               results: dict[tuple[str, Source], ProbeResult], sweep: list[dict[str, Any]],
               used: dict[str, list[str]]) -> dict[str, Any]:
     """Results-table rows, comparisons, per-finding F1 and examples from the finished probe runs."""
+    _PAIRS.clear()  # ids of another call's runs may be reused
     def get(job: str, backbone: str, mode: str = "3d") -> ProbeResult | None:
         return results.get((job, (backbone, mode)))
 

@@ -13,6 +13,7 @@ offline tiny LM trained from scratch (the report says which).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import numpy as np
 from voxelfm.core.atomic import atomic_write_text
 from voxelfm.core.stages import CheckResult, Stage
 from voxelfm.demo import layout
-from voxelfm.demo.config import DemoContext
+from voxelfm.demo.config import DemoConfig, DemoContext
 from voxelfm.demo.results import VERSUS_BASELINE, VERSUS_RANDOM
 from voxelfm.demo.stages.probes import feature_set, forget_features
 from voxelfm.metrics import MetricCI
@@ -46,44 +47,25 @@ class ReportGenStage(Stage):
         return [layout.reportgen_dir(ctx.out)]  # one run directory per backbone and summary.json
 
     def run(self, ctx: DemoContext) -> dict[str, Any]:
+        from voxelfm.demo.parallel import run_items
         from voxelfm.report.dataset import load_reports
-        from voxelfm.report.evaluate import evaluate_reports, label_matrix
-        from voxelfm.report.findings import RuleBasedExtractor
-        from voxelfm.report.generate import generate_reports, read_run_config, write_generated
-        from voxelfm.report.model import DecodingConfig
-        from voxelfm.report.train import ReportTrainConfig, train_report_model
+        from voxelfm.report.evaluate import label_matrix
 
         cfg = ctx.config.reportgen
         reports = load_reports(layout.cohort_dir(ctx.out) / "reports.jsonl")
         refs = {r.scan_id: r.text(cfg.text_field) for r in reports}
-        train_texts = [r.text(cfg.text_field) for r in reports if r.split == "train"]
         test_ids = [r.scan_id for r in reports if r.split == "test"][: cfg.n_generate]
         vocab = finding_vocabulary()
-        extractor = RuleBasedExtractor(vocab)
-        train_cfg = ReportTrainConfig(
-            stage1_epochs=cfg.stage1_epochs, stage2_epochs=cfg.stage2_epochs, text_field=cfg.text_field,
-            max_val_examples=8, seed=cfg.seed, num_queries=cfg.num_queries,
-            **({"stage2_lr": cfg.stage2_lr} if cfg.stage2_lr is not None else {}),
-        )
-        per_backbone: dict[str, dict[str, Any]] = {}
-        for backbone in layout.BACKBONE_NAMES:
-            ctx.console.print(f"  report model on the [bold]{backbone}[/] backbone")
-            features = feature_set(ctx, backbone)
-            run = train_report_model(features, reports, lm=None if cfg.lm == "auto" else cfg.lm,
-                                     out_dir=layout.reportgen_dir(ctx.out) / backbone, config=train_cfg,
-                                     device=ctx.device)
-            rows = generate_reports(run, features, test_ids,
-                                    decoding=DecodingConfig(max_new_tokens=cfg.max_new_tokens), seed=cfg.seed)
-            write_generated(run, rows)
-            generated = {r["scan_id"]: r["generated"] for r in rows}
-            metrics = evaluate_reports(generated, refs, extractor=extractor, train_references=train_texts,
-                                       n_bootstrap=ctx.config.probes.bootstrap, seed=cfg.seed)
-            metrics["seconds_per_report"] = float(np.mean([r["seconds"] for r in rows]))
-            atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2))
-            per_backbone[backbone] = {"config": read_run_config(run), "rows": rows, "metrics": metrics,
-                                      "pred": label_matrix([generated[s] for s in test_ids], extractor)}
+        # One report model per feature source, each single-threaded, two at a time on two cores (on
+        # a GPU one at a time): the same numbers either way (voxelfm.demo.parallel).
+        items = [ReportItem(ctx.out, ctx.config, backbone, ctx.device) for backbone in layout.BACKBONE_NAMES]
+        workers = ctx.config.workers if ctx.device == "cpu" else 1
+        ctx.console.print(f"  report models on {', '.join(layout.BACKBONE_NAMES)} ({min(workers, len(items))} at a time)")
+        outcomes = run_items(report_item, items, workers=workers,
+                             done=lambda i, _: ctx.console.print(f"  report model on [bold]{items[i].backbone}[/] done"))
+        per_backbone = dict(zip(layout.BACKBONE_NAMES, outcomes, strict=True))
         forget_features()
-        truth = label_matrix([refs[s] for s in test_ids], extractor)
+        truth = label_matrix([refs[s] for s in test_ids], finding_extractor(vocab))
         summary = summarise(ctx, per_backbone, truth, test_ids, refs, vocab.names)
         atomic_write_text(layout.reportgen_summary(ctx.out), json.dumps(summary, indent=2))
         return {"lm": summary["lm"], "n_test": len(test_ids)}
@@ -103,6 +85,61 @@ class ReportGenStage(Stage):
             res.require((run / "config.json").is_file() and (run / "generated.jsonl").is_file(),
                         f"{run}: report run incomplete (config.json / generated.jsonl missing)")
         return res
+
+
+def finding_extractor(vocab: Any) -> Any:
+    """The rule-based finding extractor (negation-aware) over ``vocab``."""
+    from voxelfm.report.findings import RuleBasedExtractor
+
+    return RuleBasedExtractor(vocab)
+
+
+@dataclass(frozen=True)
+class ReportItem:
+    """The report model of one feature source (picklable: it may run in a worker process)."""
+
+    out: Path
+    config: DemoConfig
+    backbone: str
+    device: str = "cpu"
+
+
+def report_item(item: ReportItem) -> dict[str, Any]:
+    """Train the report model on one source's features, generate the test reports and score them
+    (``RUN/metrics.json``); returns its run config, generated rows, metrics and finding labels."""
+    from voxelfm.demo.config import DemoContext
+    from voxelfm.report.dataset import load_reports
+    from voxelfm.report.evaluate import evaluate_reports, label_matrix
+    from voxelfm.report.generate import generate_reports, read_run_config, write_generated
+    from voxelfm.report.model import DecodingConfig
+    from voxelfm.report.train import ReportTrainConfig, train_report_model
+
+    ctx = DemoContext(out=item.out, config=item.config, device=item.device)
+    cfg = item.config.reportgen
+    reports = load_reports(layout.cohort_dir(item.out) / "reports.jsonl")
+    refs = {r.scan_id: r.text(cfg.text_field) for r in reports}
+    train_texts = [r.text(cfg.text_field) for r in reports if r.split == "train"]
+    test_ids = [r.scan_id for r in reports if r.split == "test"][: cfg.n_generate]
+    extractor = finding_extractor(finding_vocabulary())
+    train_cfg = ReportTrainConfig(
+        stage1_epochs=cfg.stage1_epochs, stage2_epochs=cfg.stage2_epochs, text_field=cfg.text_field,
+        max_val_examples=8, seed=cfg.seed, num_queries=cfg.num_queries,
+        **({"stage2_lr": cfg.stage2_lr} if cfg.stage2_lr is not None else {}),
+    )
+    features = feature_set(ctx, item.backbone)
+    run = train_report_model(features, reports, lm=None if cfg.lm == "auto" else cfg.lm,
+                             out_dir=layout.reportgen_dir(item.out) / item.backbone, config=train_cfg,
+                             device=item.device)
+    rows = generate_reports(run, features, test_ids, decoding=DecodingConfig(max_new_tokens=cfg.max_new_tokens),
+                            seed=cfg.seed)
+    write_generated(run, rows)
+    generated = {r["scan_id"]: r["generated"] for r in rows}
+    metrics = evaluate_reports(generated, refs, extractor=extractor, train_references=train_texts,
+                               n_bootstrap=item.config.probes.bootstrap, seed=cfg.seed)
+    metrics["seconds_per_report"] = float(np.mean([r["seconds"] for r in rows]))
+    atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2))
+    return {"config": read_run_config(run), "rows": rows, "metrics": metrics,
+            "pred": label_matrix([generated[s] for s in test_ids], extractor)}
 
 
 def _f1(entry: dict[str, Any], n: int = 0) -> MetricCI:
