@@ -151,8 +151,9 @@ def test_probe_and_evaluate_cli(disk_cohort, tmp_path):
     assert len(payload["errors"]) == 2 and all("no_such_column" in e["error"] for e in payload["errors"])
     for fig in ("tasks.png", "heads_good.png", "fractions_finding_mlp.png"):
         assert (tmp_path / "ev" / "figures" / fig).is_file(), fig
-    report = (tmp_path / "ev" / "report.html").read_text()  # the readable report, figures embedded
-    assert "good − noise [95% CI]" in report and "no_such_column" in report and report.count("data:image/png") == 3
+    report = (tmp_path / "ev" / "report.html").read_text()  # the readable report, figures embedded:
+    assert "good − noise [95% CI]" in report and "no_such_column" in report  # bars, 2 fraction curves (mlp,
+    assert report.count("data:image/png") == 5  # qformer) and the head comparison on each of the 2 stores
     (tmp_path / "broken.yaml").write_text("labels: x\nstores: {}\ntasks: []\n")
     res = runner.invoke(app, ["evaluate", str(tmp_path / "broken.yaml"), "--out", str(tmp_path / "ev2")])
     assert res.exit_code == 1 and "stores" in res.output
