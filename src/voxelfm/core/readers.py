@@ -25,9 +25,9 @@ def _text(path: Path, what: str, error: type[VoxelFMError]) -> str:
         raise error(located(path, f"cannot read {what} ({exc})")) from None
 
 
-def _need_mapping(data: Any, path: Path, what: str, error: type[VoxelFMError], mapping: bool) -> Any:
+def _need_mapping(data: Any, path: Path, problem: str, error: type[VoxelFMError], mapping: bool) -> Any:
     if mapping and not isinstance(data, dict):
-        raise error(located(path, f"top level must be a mapping, got {type(data).__name__}"))
+        raise error(located(path, f"{problem}, got {type(data).__name__}"))
     return data
 
 
@@ -40,7 +40,7 @@ def read_json(path: str | os.PathLike[str], *, what: str = "JSON file", error: t
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise error(located(path, f"invalid JSON (line {exc.lineno}: {exc.msg})")) from None
-    return _need_mapping(data, path, what, error, mapping)
+    return _need_mapping(data, path, "not a JSON object", error, mapping)
 
 
 def read_yaml(path: str | os.PathLike[str], *, what: str = "YAML file", error: type[VoxelFMError] = DataError,
@@ -60,7 +60,7 @@ def read_yaml(path: str | os.PathLike[str], *, what: str = "YAML file", error: t
         raise error(located(path, f"invalid YAML ({where}{problem})")) from None
     if data is None and mapping:
         return {}
-    return _need_mapping(data, path, what, error, mapping)
+    return _need_mapping(data, path, "top level must be a mapping", error, mapping)
 
 
 __all__ = ["read_json", "read_yaml"]

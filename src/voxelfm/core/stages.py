@@ -36,6 +36,7 @@ from rich.console import Console
 
 from voxelfm.core.atomic import atomic_write_text
 from voxelfm.core.errors import ConfigError, VoxelFMError, located
+from voxelfm.core.readers import read_json
 
 
 class StageError(VoxelFMError):
@@ -83,16 +84,13 @@ class CheckResult:
         return self.ok
 
     def read_json(self, path: Path) -> dict[str, Any] | None:
-        """The JSON object in ``path``, or None with the problem recorded (missing, malformed, not an object)."""
+        """The JSON object in ``path``, or None with the problem recorded (missing, malformed, not an
+        object; :func:`voxelfm.core.readers.read_json`'s one line)."""
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            self.problems.append(f"{path}: unreadable ({exc})")
+            return read_json(path, what="stage output")
+        except VoxelFMError as exc:
+            self.problems.append(str(exc))
             return None
-        if not isinstance(data, dict):
-            self.problems.append(f"{path}: not a JSON object")
-            return None
-        return data
 
 
 @dataclass
