@@ -349,6 +349,59 @@ def _difference(ctx: DemoContext, a: ProbeResult | None, b: ProbeResult | None,
 _PAIRS: dict[tuple[int, int], dict[str, DifferenceCI]] = {}
 
 
+def pair_item(item: tuple[bytes, int, int]) -> dict[str, DifferenceCI]:
+    """Every paired difference ``a − b`` of two runs sent as cloudpickled bytes (their metric
+    functions are closures); ``{}`` when the runs cannot be compared."""
+    import cloudpickle
+
+    from voxelfm.core.errors import VoxelFMError
+    from voxelfm.probes.compare import paired_differences
+
+    data, n_resamples, seed = item
+    a, b = cloudpickle.loads(data)
+    try:
+        return paired_differences(a, b, n_resamples=n_resamples, seed=seed)
+    except VoxelFMError:
+        return {}
+
+
+def compare_pairs(ctx: DemoContext, pairs: list[tuple[ProbeResult | None, ProbeResult | None]]) -> None:
+    """The paired bootstraps of ``pairs`` on ``ctx.config.workers`` processes, into ``_PAIRS`` (each
+    is ~2,000 evaluations of a task's metrics; the same numbers computed anywhere)."""
+    import cloudpickle
+
+    from voxelfm.demo.parallel import run_items
+
+    todo: dict[tuple[int, int], tuple[ProbeResult, ProbeResult]] = {}
+    for a, b in pairs:
+        if a is not None and b is not None and (id(a), id(b)) not in _PAIRS:
+            todo[(id(a), id(b))] = (a, b)
+    cfg = ctx.config.probes
+
+    def slim(r: ProbeResult) -> ProbeResult:  # what a comparison reads: the test outputs, not masks or weights
+        import dataclasses
+
+        out = dataclasses.replace(r.output, states={}, extras={}, predictions=r.output.predictions.iloc[:0])
+        return dataclasses.replace(r, output=out, predictions=r.predictions.iloc[:0])
+
+    items = [(cloudpickle.dumps((slim(a), slim(b))), cfg.bootstrap, cfg.seed) for a, b in todo.values()]
+    for key, diffs in zip(todo, run_items(pair_item, items, workers=ctx.config.workers), strict=True):
+        _PAIRS[key] = diffs
+
+
+def needed_pairs(ctx: DemoContext, headlines: list[Headline], get: Getter) -> list[tuple[Any, Any]]:
+    """Every pair of runs the summary compares (task rows, heads, 3D vs 2.5D, comparators)."""
+    pairs = []
+    for h in headlines:
+        pre = get(h.job, "pretrained")
+        pairs += [(pre, get(h.job, "random")), (pre, get(h.job, layout.BASELINE))]
+        pairs += [(get(h.job, name), pre) for name in layout.comparator_names(ctx.config)]
+    pairs.append((get("classification-qformer", "pretrained"), get("classification-mlp", "pretrained")))
+    pairs += [(get(job, "pretrained"), get(job, "pretrained", "2.5d"))
+              for job in ("classification-mlp", "classification-qformer")]
+    return pairs
+
+
 def _row(ctx: DemoContext, category: str, task: str, metric: str, higher: bool, values: dict[str, MetricCI],
          pair: tuple[ProbeResult | None, ProbeResult | None], key: str, **extra: Any) -> dict[str, Any]:
     diffs = {extra.pop("label", VERSUS_RANDOM): _difference(ctx, *pair, key), **extra.pop("more", {})}
@@ -367,6 +420,7 @@ def summarise(ctx: DemoContext, labels: pd.DataFrame, headlines: list[Headline],
     def get(job: str, backbone: str, mode: str = "3d") -> ProbeResult | None:
         return results.get((job, (backbone, mode)))
 
+    compare_pairs(ctx, needed_pairs(ctx, headlines, get))  # in parallel; the rows below read them
     n_findings = len(used["findings"])
     heads, modes = classifier_rows(ctx, n_findings, get)
     retrieval, segmentation = get("retrieval", "pretrained"), get("segmentation", "pretrained")
