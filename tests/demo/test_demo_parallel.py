@@ -3,9 +3,15 @@ worker count is not part of any stage's fingerprint."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from voxelfm.core.errors import ConfigError
+from voxelfm.core.processes import pid_alive
 from voxelfm.demo.config import DemoConfig, get_config
 from voxelfm.demo.parallel import run_items
 
@@ -38,3 +44,39 @@ def test_workers_do_not_change_what_the_demo_computes() -> None:
     assert isinstance(get_config("tiny"), DemoConfig) and get_config("tiny").workers >= 1
     with pytest.raises(ConfigError, match="--workers must be at least 1"):
         get_config("tiny", workers=0)
+
+
+KILLED_PARENT = """
+import os, sys, time
+from voxelfm.demo.parallel import run_items
+
+def report_and_sleep(path):
+    open(path + str(os.getpid()), "w").close()
+    time.sleep(300)
+
+if __name__ == "__main__":
+    run_items(report_and_sleep, [sys.argv[1] + "-a-", sys.argv[1] + "-b-"], workers=2)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and prctl")
+def test_workers_end_when_the_demo_is_killed(tmp_path: Path) -> None:
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_PARENT)
+    parent = subprocess.Popen([sys.executable, str(script), str(tmp_path / "w")])
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("w-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        workers = [int(p.name.rsplit("-", 1)[1]) for p in tmp_path.glob("w-*")]
+        assert len(workers) == 2 and all(pid_alive(pid) for pid in workers)
+        parent.kill()  # kill -9: no chance to shut the pool down
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while any(pid_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(pid_alive(pid) for pid in workers)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()

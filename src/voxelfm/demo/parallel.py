@@ -44,10 +44,13 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int) -> None:
     import torch
     from threadpoolctl import threadpool_limits
 
+    from voxelfm.core.processes import exit_with_parent
+
+    exit_with_parent(parent)  # a killed demo leaves no worker training on alone
     torch.set_num_threads(1)
     threadpool_limits(limits=1)
 
@@ -80,7 +83,7 @@ def run_items(fn: Callable[[T], R], items: Sequence[T], *, workers: int = 1,
     import cloudpickle
 
     pool = ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker)
+                               initializer=_init_worker, initargs=(os.getpid(),))
     try:
         pending = {pool.submit(_invoke, fn, item): i for i, item in enumerate(items)}
         while pending:
