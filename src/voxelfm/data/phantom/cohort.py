@@ -9,7 +9,6 @@ repeat scans; scan-level streams (acquisition, pose, inspiration, texture, noise
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +29,7 @@ from voxelfm.data.phantom.render import (
 )
 from voxelfm.data.phantom.reports import write_report
 from voxelfm.data.phantom.survival import linear_predictor, sample_survival
-from voxelfm.data.phantom.workers import default_workers, pool_context
+from voxelfm.data.phantom.workers import default_workers, worker_pool
 
 #: Probability that a patient has 1, 2 or 3 scans (repeat acquisitions for retrieval).
 SCANS_PER_PATIENT = {1: 0.75, 2: 0.20, 3: 0.05}
@@ -240,7 +239,7 @@ def generate_cohort(n: int, seed: int = 0, size: str = "small", *, config: Preva
             if progress:
                 progress(scans[-1])
     else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=pool_context()) as pool:
+        with worker_pool(workers) as pool:
             for scan in pool.map(generate_planned, jobs):
                 scans.append(scan)
                 if progress:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from multiprocessing.context import BaseContext
+
+from voxelfm.core.processes import exit_with_parent
 
 #: Approximate peak memory of one worker per size (GB), measured with ``generate_scan``.
 PEAK_MEMORY_GB = {"tiny": 0.3, "small": 0.6, "standard": 3.5}
@@ -30,3 +33,10 @@ def pool_context() -> BaseContext:
     if "torch" in sys.modules or sys.platform != "linux":
         return get_context("spawn")
     return get_context("fork")
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` scan generators that end with this process (a ``kill -9`` of
+    ``voxelfm phantom`` or the demo leaves no orphan rendering on)."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=pool_context(), initializer=exit_with_parent,
+                               initargs=(os.getpid(),))

@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from voxelfm.data.phantom.cohort import (
     plan_cohort,
 )
 from voxelfm.data.phantom.patient import PrevalenceConfig
-from voxelfm.data.phantom.workers import default_workers, pool_context
+from voxelfm.data.phantom.workers import default_workers, worker_pool
 
 FORMATS = ("nifti", "dicom")
 STATE_VERSION = 1
@@ -158,7 +158,7 @@ def write_cohort(out_dir: str | os.PathLike[str], n: int, seed: int = 0, format:
             if progress:
                 progress(finished, len(plans))
     elif jobs:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=pool_context()) as pool:
+        with worker_pool(workers) as pool:
             for fut in as_completed([pool.submit(_job, job) for job in jobs]):
                 fut.result()
                 finished += 1
