@@ -106,3 +106,12 @@ def test_head_comparison_describes_the_configured_q_former() -> None:
     res["config"] = {"probes": {"qformer_queries": 4, "qformer_skip": None}}
     heads = compose_report(res, {}).render().split('<section id="heads">')[1].split("</section>")[0]
     assert "(4 learned queries cross-attending to all patch tokens, outputs averaged)" in heads
+
+
+def test_the_first_screen_says_how_the_cohort_was_drawn() -> None:
+    default = compose_report(_results(), {}).render()
+    assert "enriched" not in default and "conspicuity" not in default
+    res = _results()
+    res["data"].update(prevalence="enriched", conspicuity=1.0)
+    html = compose_report(res, {}).render()
+    assert "enriched to about 30 % prevalence" in html and "conspicuity 1 " in html

@@ -58,6 +58,18 @@ GALLERY_TEXT = {
 BACKBONE_LABELS = {"pretrained": "pretrained (SSL)", "random": "random init", "histogram": "HU histogram (no network)"}
 
 
+def _cohort_settings(data: Mapping[str, Any]) -> str:
+    """How the phantom's findings were drawn, when not at its default (docs/phantom.md)."""
+    parts = []
+    if data.get("prevalence") == "enriched":
+        parts.append("findings enriched to about 30 % prevalence each")
+    if data.get("conspicuity"):
+        parts.append(f"finding sizes and densities at conspicuity {float(data['conspicuity']):g} "
+                     "(towards the severe end of their clinical ranges, so a small model at this "
+                     "resolution can see them)")
+    return "; " + " and ".join(parts) if parts else ""
+
+
 def _about(sec: Section, results: Mapping[str, Any], rows: Sequence[ResultRow]) -> None:
     """The first screen: what ran, on what data, what beat what (with CIs), what it cannot show."""
     data = results.get("data", {})
@@ -72,7 +84,7 @@ def _about(sec: Section, results: Mapping[str, Any], rows: Sequence[ResultRow]) 
     sec.paragraph(
         f"What ran: {data.get('n_scans', '?')} scans of {data.get('n_patients', '?')} synthetic patients "
         f"(patient-level splits: train {splits.get('train', '?')}, validation {splits.get('val', '?')}, "
-        f"test {splits.get('test', '?')}). Three frozen feature sources are compared: a "
+        f"test {splits.get('test', '?')}){_cohort_settings(data)}. Three frozen feature sources are compared: a "
         f"{pre.get('preset', 'ViT')} pretrained with self-supervision (no labels; voxelfm.ssl recipe "
         f"{pre.get('recipe', '?')}) on the training-split scans{f' for {steps} steps' if steps else ''}; "
         "the same architecture at "
