@@ -255,7 +255,7 @@ def get_config(size: str, backbones: tuple[str, ...] | list[str] = (), workers: 
     ``workers`` processes for the probes and report generation (None: two where there are two cores)."""
     if size not in SIZES:
         raise ConfigError(f"unknown demo size {size!r}; choose one of {', '.join(SIZES)}")
-    from voxelfm.demo.parallel import default_workers
+    from voxelfm.core.parallel import default_workers
 
     if workers is not None and int(workers) < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")

@@ -285,9 +285,9 @@ def run_item(item: ProbeItem) -> tuple[str, Any]:
 
 def run_items_of(ctx: DemoContext, items: list[ProbeItem], failures: list[str], progress: Progress,
                  bar: TaskID) -> tuple[dict[tuple[str, Source], ProbeResult], list[dict[str, Any]]]:
-    """Run every item on ``ctx.config.workers`` processes (:mod:`voxelfm.demo.parallel`); the probe
+    """Run every item on ``ctx.config.workers`` processes (:mod:`voxelfm.core.parallel`); the probe
     results by (job, source) and the sweep's points in a fixed order, whatever the finishing order."""
-    from voxelfm.demo.parallel import run_items
+    from voxelfm.core.parallel import run_items
 
     def done(i: int, outcome: tuple[str, Any]) -> None:
         if outcome[0] == "failed":
@@ -371,7 +371,7 @@ def compare_pairs(ctx: DemoContext, pairs: list[tuple[ProbeResult | None, ProbeR
     is ~2,000 evaluations of a task's metrics; the same numbers computed anywhere)."""
     import cloudpickle
 
-    from voxelfm.demo.parallel import run_items
+    from voxelfm.core.parallel import run_items
 
     todo: dict[tuple[int, int], tuple[ProbeResult, ProbeResult]] = {}
     for a, b in pairs:

@@ -47,7 +47,7 @@ class ReportGenStage(Stage):
         return [layout.reportgen_dir(ctx.out)]  # one run directory per backbone and summary.json
 
     def run(self, ctx: DemoContext) -> dict[str, Any]:
-        from voxelfm.demo.parallel import run_items
+        from voxelfm.core.parallel import run_items
         from voxelfm.report.dataset import load_reports
         from voxelfm.report.evaluate import label_matrix
 
@@ -57,7 +57,7 @@ class ReportGenStage(Stage):
         test_ids = [r.scan_id for r in reports if r.split == "test"][: cfg.n_generate]
         vocab = finding_vocabulary()
         # One report model per feature source, each single-threaded, two at a time on two cores (on
-        # a GPU one at a time): the same numbers either way (voxelfm.demo.parallel).
+        # a GPU one at a time): the same numbers either way (voxelfm.core.parallel).
         items = [ReportItem(ctx.out, ctx.config, backbone, ctx.device) for backbone in layout.BACKBONE_NAMES]
         workers = ctx.config.workers if ctx.device == "cpu" else 1
         ctx.console.print(f"  report models on {', '.join(layout.BACKBONE_NAMES)} ({min(workers, len(items))} at a time)")

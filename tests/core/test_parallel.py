@@ -1,5 +1,5 @@
-"""voxelfm.demo.parallel: items in worker processes come back in order, closures included, and the
-worker count is not part of any stage's fingerprint."""
+"""voxelfm.core.parallel: items in worker processes come back in order, closures included, an item's
+error reaches the caller, and workers end with a killed parent."""
 
 from __future__ import annotations
 
@@ -10,10 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from voxelfm.core.errors import ConfigError
+from voxelfm.core.parallel import run_items
 from voxelfm.core.processes import pid_alive
-from voxelfm.demo.config import DemoConfig, get_config
-from voxelfm.demo.parallel import run_items
 
 
 def _square_and_adder(x: int):  # type: ignore[no-untyped-def]
@@ -36,19 +34,9 @@ def test_a_failing_item_raises_in_the_caller() -> None:
         run_items(_square_and_adder, [2, -1], workers=2)
 
 
-def test_workers_do_not_change_what_the_demo_computes() -> None:
-    one, two = get_config("tiny", workers=1), get_config("tiny", workers=2)
-    assert (one.workers, two.workers) == (1, 2)
-    for part in ("cohort", "pretrain", "embed", "probes", "reportgen", "n_examples"):
-        assert one.fingerprint(part) == two.fingerprint(part)
-    assert isinstance(get_config("tiny"), DemoConfig) and get_config("tiny").workers >= 1
-    with pytest.raises(ConfigError, match="--workers must be at least 1"):
-        get_config("tiny", workers=0)
-
-
 KILLED_PARENT = """
 import os, sys, time
-from voxelfm.demo.parallel import run_items
+from voxelfm.core.parallel import run_items
 
 def report_and_sleep(path):
     open(path + str(os.getpid()), "w").close()
@@ -60,7 +48,7 @@ if __name__ == "__main__":
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and prctl")
-def test_workers_end_when_the_demo_is_killed(tmp_path: Path) -> None:
+def test_workers_end_when_the_parent_is_killed(tmp_path: Path) -> None:
     script = tmp_path / "killed.py"
     script.write_text(KILLED_PARENT)
     parent = subprocess.Popen([sys.executable, str(script), str(tmp_path / "w")])

@@ -1,16 +1,18 @@
-"""Independent demo work items (probe runs, report models) in worker processes.
+"""Independent work items (probe runs, report models, paired bootstraps) in worker processes.
 
-The probes and report-generation stages are many small, independent trainings. Run one after the
-other with torch's default threads, they used the machine badly: a small head's operations are
-too short to split across cores, and on a busy machine the threads wait for each other (measured:
-the same MLP probe took 3x the CPU time with 2 threads on a loaded machine than with 1). Here each
-item trains on **one thread**, and ``workers`` items run at once in spawned processes.
+Used by ``voxelfm evaluate`` (:func:`voxelfm.probes.suite.run_suite`) and the demo's probes and
+report-generation stages: many small, independent trainings. Run one after the other with torch's
+default threads, they used the machine badly: a small head's operations are too short to split
+across cores, and on a busy machine the threads wait for each other (measured: the same MLP probe
+took 3x the CPU time with 2 threads on a loaded machine than with 1). Here each item runs on **one
+thread**, and ``workers`` items run at once in spawned processes.
 
 Determinism: an item computes the same numbers inline or in a worker, because every item runs
 single-threaded either way (torch intra-op threads and BLAS pools limited to one) and seeds its
 own generators. Results are returned in item order, whatever order they finish in. They travel
 back through ``cloudpickle`` (a scikit-learn/joblib dependency), which also carries closures such
-as a probe's metric function, needed later for paired comparisons.
+as a probe's metric function, needed later for paired comparisons. Workers end with their parent
+(:func:`voxelfm.core.processes.exit_with_parent`): a killed command leaves nothing training on.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ R = TypeVar("R")
 
 
 def default_workers() -> int:
-    """Two worker processes where the machine has two cores or more (the demo's target), else one."""
+    """Two worker processes where the machine has two cores or more, else one (the default of
+    ``voxelfm evaluate --workers`` and ``voxelfm demo --workers``)."""
     return max(1, min(2, os.cpu_count() or 1))
 
 
@@ -50,7 +53,7 @@ def _init_worker(parent: int) -> None:
 
     from voxelfm.core.processes import exit_with_parent
 
-    exit_with_parent(parent)  # a killed demo leaves no worker training on alone
+    exit_with_parent(parent)  # a killed command leaves no worker training on alone
     torch.set_num_threads(1)
     threadpool_limits(limits=1)
 
