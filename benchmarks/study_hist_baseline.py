@@ -1,7 +1,7 @@
 """The yardstick of the recipe study: how much of a cohort's findings frozen features without
 pretraining can see, per finding, with patient-grouped folds (the study's protocol).
 
-    python benchmarks/study_hist_baseline.py COHORT_DIR [--seeds 0 1 2] [--json OUT.json]
+    python benchmarks/study_hist_baseline.py COHORT_DIR [--seeds 0 1 2] [--json OUT.json] [--oof pooled]
 
 Feature sets, all from the same preprocessed scans (the `small` demo's embedding spec: the
 original pipeline at 512 patches of ``vit-tiny``, or ``--model DIR``'s ``preprocess.json``):
@@ -13,7 +13,8 @@ original pipeline at 512 patches of ``vit-tiny``, or ``--model DIR``'s ``preproc
   random twin every pretrained backbone is compared with.
 
 Each feature set is probed per finding with logistic regression (3 x 5-fold StratifiedGroupKFold
-by patient, out-of-fold scores); AUROC per finding with a 95 % CI from resampling patients, and the
+by patient, out-of-fold scores as within-fold percentiles: ``study_pretrain.oof_scores``; ``--oof
+pooled`` pools raw probabilities, the protocol of the figures before that fix); AUROC per finding with a 95 % CI from resampling patients, and the
 macro AUROC over findings with at least ``--min-positives`` positives and negatives (with its CI).
 ``--scan-level`` adds the histogram with ungrouped folds (the older, leaky protocol) for contrast.
 """
@@ -73,8 +74,8 @@ def _per_finding(y: np.ndarray, scores: np.ndarray, groups: np.ndarray | None, n
 
 def main() -> None:
     import pandas as pd
-    from bench_pretrain import _features, _hu_histograms, _oof_scores, _preprocess_all
-    from study_pretrain import _patient_groups
+    from bench_pretrain import _features, _hu_histograms, _preprocess_all
+    from study_pretrain import OOF_DEFAULT, PROBES, _patient_groups, oof_scores
 
     from voxelfm.data.phantom import FINDINGS
 
@@ -87,6 +88,8 @@ def main() -> None:
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--scan-level", action="store_true", help="also the histogram with ungrouped folds")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--oof", choices=sorted(PROBES), default=OOF_DEFAULT,
+                        help="fold-rank: within-fold percentiles (default); pooled: raw probabilities (earlier figures)")
     args = parser.parse_args()
 
     t0 = time.perf_counter()
@@ -107,11 +110,11 @@ def main() -> None:
         runs.append(("histogram, scan-level folds", features["histogram"], None))
     results = {}
     for name, x, grp in runs:
-        scores = np.stack([_oof_scores(x, y[:, j], "logreg", 3, 0, grp) for j in range(len(findings))], axis=1)
+        scores = np.stack([oof_scores(x, y[:, j], 3, 0, grp, args.oof) for j in range(len(findings))], axis=1)
         results[name] = _per_finding(y, scores, groups, args.resamples)
         print(f"{name:32s} macro {results[name]['macro']}", flush=True)
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    out = {"cohort": str(args.cohort), "n_scans": len(labels), "n_patients": int(labels["patient_id"].nunique()),
+    out = {"cohort": str(args.cohort), "probe": PROBES[args.oof], "n_scans": len(labels), "n_patients": int(labels["patient_id"].nunique()),
            "findings": findings, "positives": [int(labels[f].sum()) for f in findings], "results": results,
            "wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1)}
     # Per-finding table: AUROC with CI for each feature set.

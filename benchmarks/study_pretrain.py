@@ -3,15 +3,16 @@ the same network at its own initial weights? Several arms x seeds, pooled paired
 
     python benchmarks/study_pretrain.py COHORT_DIR --work DIR --steps 400 --seeds 0 1 2 \
         --arms rt ema [--threads 2] [--spacing 4]
-    python benchmarks/study_pretrain.py COHORT_DIR --work DIR --summary-only [--arms rt ema]
+    python benchmarks/study_pretrain.py COHORT_DIR --work DIR --summary-only [--arms rt ema] [--oof pooled]
 
 Protocol (the paired protocol of ``bench_pretrain.py cohort``): the cohort written by
 ``voxelfm phantom`` is cached once with ``prepare`` (the pretraining data); each run pretrains the
 ``cpu_small`` recipe with the arm's overrides and the seed, exports the pretrained backbone (the
 student when the teacher is frozen), and rebuilds the *exact initial weights* of that run as the
 random twin. Both embed every scan (same preprocessing), and a logistic-regression probe (3 x
-5-fold, stratified and grouped by patient when the cohort has repeat scans, out-of-fold scores) is
-fit per finding on each feature set. The twin's scores depend only on its weights, the
+5-fold, stratified and grouped by patient when the cohort has repeat scans, out-of-fold scores
+turned into within-fold percentiles before pooling: ``oof_scores``; ``--oof pooled`` pools the raw
+probabilities, the protocol of the figures before that fix) is fit per finding on each feature set. The twin's scores depend only on its weights, the
 preprocessing and the probe, so they are cached under ``WORK/twins/`` by a digest of those and
 shared by every arm of a seed with the same architecture. One run's figure is macro-AUROC(pretrained) - macro-AUROC(random
 twin). An arm's figure pools its seeds: the mean over seeds of that difference, with a 95 % CI from
@@ -20,7 +21,9 @@ resampling scans (the same resample for every seed and both models) and a two-si
 Runs are resumable: each finished run leaves ``WORK/runs/ARM_STEPS_sSEED/scores.npz`` and is
 skipped next time; runs go seed-major (all arms of seed 0 first) so a cut study keeps arms
 comparable. A run probed under an older protocol (``info.probe`` differs) is re-probed from its
-saved model directories without retraining (the old scores are kept as ``scores_<old>.npz``).
+saved model directories without retraining (the old scores are kept as ``scores_<old>.npz`` and
+restored, not recomputed, when that protocol is asked for again); ``--summary-only`` does that for
+every finished run, then summarises.
 """
 
 from __future__ import annotations
@@ -82,7 +85,64 @@ def _config(index: Path, arm: str, seed: int, steps: int, extra: list[str]) -> d
     return load_config("cpu_small", overrides)
 
 
-PROBE = "logreg-c0.1-5fold-grouped"  # the probe protocol; a run probed otherwise is re-probed
+#: The probe protocol of each way of pooling out-of-fold scores (``--oof``), recorded in every run's
+#: ``info.probe``; a run probed otherwise is re-probed. "pooled" is the protocol of every figure
+#: before the fold-rank fix (kept so those figures stay reproducible).
+PROBES = {"fold-rank": "logreg-c0.1-5fold-grouped-foldrank", "pooled": "logreg-c0.1-5fold-grouped"}
+OOF_DEFAULT = "fold-rank"
+
+
+def oof_scores(features: np.ndarray, labels: np.ndarray, repeats: int, seed: int,
+               groups: np.ndarray | None, oof: str = OOF_DEFAULT) -> np.ndarray:
+    """Out-of-fold scores of a logistic-regression probe (C 0.1 on standardised features) in
+    ``repeats`` x 5-fold CV (stratified, grouped by patient when ``groups`` is given), averaged
+    over the repeats. The folds depend only on ``labels``, ``groups`` and ``seed``, so every model
+    of a paired comparison is scored on the same folds.
+
+    ``oof="fold-rank"`` (default) turns each fold's held-out scores into within-fold percentiles,
+    ``(rank - 1/2) / n_fold`` (ties averaged), before pooling; ``oof="pooled"`` pools the raw
+    probabilities (``bench_pretrain._oof_scores``, the protocol of the earlier figures).
+
+    Why: a fold's raw probabilities carry its own intercept, i.e. its training set's class
+    balance. Grouped stratified folds cannot balance every fold exactly, and a fold that holds out
+    more positives trains on fewer, so without signal the pooled scores rank the held-out folds
+    opposite to their prevalence: pooled AUROC falls far below 0.5 (0.02 and 0.15 for the
+    10-positive findings of the default study cohort), which drags macro AUROCs below chance and
+    adds noise to paired differences. Within a fold the percentile is a monotone map of the
+    score, so within-fold pairs are ranked exactly as before; only the fold-level offsets go.
+    Without signal a held-out scan's within-fold rank is independent of its label, so the pooled
+    AUROC is 0.5 in expectation whatever the fold balances. The cost is a small bias on cross-fold
+    pairs when there is signal and the folds' prevalences differ (a positive in a fold with more
+    positives gets a lower percentile); stratification keeps those differences small.
+    The alternative, the mean of per-fold AUROCs, was not taken: with 10 positives a fold holds
+    about 2, each per-fold AUROC is coarse (and undefined in many bootstrap resamples), and a
+    patient bootstrap would need every scan's fold per repeat. Fold percentiles keep one score per
+    scan, so the paired patient bootstrap (``_pooled``: the same resample for every run and both
+    models, out-of-fold scores held fixed as before) is unchanged."""
+    if oof == "pooled":
+        from bench_pretrain import _oof_scores
+
+        return _oof_scores(features, labels, "logreg", repeats, seed, groups)
+    if oof != "fold-rank":
+        raise ValueError(f"unknown out-of-fold pooling {oof!r} (expected one of {sorted(PROBES)})")
+    from scipy.stats import rankdata
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    out = np.zeros(len(labels))
+    for r in range(repeats):
+        # The same splitters and seeds as bench_pretrain._oof_scores: the same folds as "pooled".
+        if groups is None:
+            folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed + r)
+        else:
+            folds = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed + r)
+        for train, test in folds.split(features, labels, groups):
+            probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000))
+            score = probe.fit(features[train], labels[train]).decision_function(features[test])
+            out[test] += (rankdata(score) - 0.5) / len(test)
+    return out / repeats
 
 
 def _digest(model, *parts: object) -> str:
@@ -99,17 +159,19 @@ def _digest(model, *parts: object) -> str:
 
 
 def _probe(model_dir: Path, volumes: list, y: np.ndarray, groups: np.ndarray | None, repeats: int,
-           seed: int) -> dict[str, np.ndarray]:
+           seed: int, oof: str) -> dict[str, np.ndarray]:
     """Out-of-fold scores ``(scans, findings)`` of each feature set of one model."""
-    from bench_pretrain import _features, _oof_scores
+    from bench_pretrain import _features
 
     feats = _features(model_dir, volumes)
-    return {feature: np.stack([_oof_scores(feats[feature], y[:, j], "logreg", repeats, seed, groups)
+    return {feature: np.stack([oof_scores(feats[feature], y[:, j], repeats, seed, groups, oof)
                                for j in range(y.shape[1])], axis=1) for feature in FEATURES}
 
 
-def _one_run(cohort: Path, work: Path, index: Path, arm: str, seed: int, steps: int, extra: list[str],
-             cache: dict, max_patches: int, repeats: int, min_positives: int) -> None:
+def _one_run(cohort: Path, work: Path, index: Path | None, arm: str, seed: int, steps: int, extra: list[str],
+             cache: dict, max_patches: int, repeats: int, min_positives: int, oof: str = OOF_DEFAULT) -> None:
+    """Train, export and probe one run, or only re-probe it when it was trained already (its
+    scores are missing or from another probe protocol); ``index=None``: never train."""
     import pandas as pd
     import torch
     from bench_pretrain import _preprocess_all
@@ -120,18 +182,25 @@ def _one_run(cohort: Path, work: Path, index: Path, arm: str, seed: int, steps: 
     from voxelfm.ssl import export, pretrain, read_metrics
     from voxelfm.ssl.meta_arch import SSLMetaArch
 
+    probe = PROBES[oof]
     run_dir = work / "runs" / f"{arm}_{steps}_s{seed}"
     out = run_dir / "scores.npz"
     old: dict | None = None
     if out.is_file():
         old = json.loads(str(np.load(out)["info"]))
-        if old.get("probe") == PROBE:
+        if old.get("probe") == probe:
             return
         out.replace(run_dir / f"scores_{old.get('probe', 'stratified')}.npz")
+        kept = run_dir / f"scores_{probe}.npz"
+        if kept.is_file():  # probed under this protocol before: restore, nothing to compute
+            kept.replace(out)
+            return
     trained = run_dir / "train_info.json"  # written once training, export and the twin are done
     if old is None and trained.is_file() and (run_dir / "model_random").is_dir():
         old = json.loads(trained.read_text())  # a run stopped while probing: probe only
     if old is None:  # train, export, and write the random twin
+        if index is None:
+            raise SystemExit(f"{run_dir}: not trained (no train_info.json and model_random); re-probing needs a trained run")
         config = _config(index, arm, seed, steps, extra)
         # The random twin: the exact initial weights of this run (the Trainer seeds the same way).
         with torch.random.fork_rng(devices=[]):
@@ -163,13 +232,13 @@ def _one_run(cohort: Path, work: Path, index: Path, arm: str, seed: int, steps: 
     groups = _patient_groups(cohort)
     arrays = {"y": y, "findings": np.array(findings)}
     t1 = time.perf_counter()
-    scores = _probe(run_dir / "model_pretrained", cache["volumes"], y, groups, repeats, seed)
+    scores = _probe(run_dir / "model_pretrained", cache["volumes"], y, groups, repeats, seed, oof)
     arrays.update({f"pretrained|{f}": v for f, v in scores.items()})
-    twin_file = work / "twins" / f"{_digest(twin, key, max_patches, repeats, seed, PROBE, findings, groups is not None)}.npz"
+    twin_file = work / "twins" / f"{_digest(twin, key, max_patches, repeats, seed, probe, findings, groups is not None)}.npz"
     if twin_file.is_file():
         arrays.update({f"random|{f}": v for f, v in np.load(twin_file).items()})
     else:
-        scores = _probe(run_dir / "model_random", cache["volumes"], y, groups, repeats, seed)
+        scores = _probe(run_dir / "model_random", cache["volumes"], y, groups, repeats, seed, oof)
         arrays.update({f"random|{f}": v for f, v in scores.items()})
         twin_file.parent.mkdir(parents=True, exist_ok=True)
         np.savez(twin_file.with_suffix(".tmp.npz"), **scores)
@@ -182,7 +251,7 @@ def _one_run(cohort: Path, work: Path, index: Path, arm: str, seed: int, steps: 
             "teacher_entropy": round(last.get("teacher_entropy", float("nan")), 3),
             "teacher_entropy_max": round(last.get("teacher_entropy_max", float("nan")), 3),
             "student_head_cosine": round(last.get("student_head_cosine", float("nan")), 3),
-            "probe": PROBE, "grouped_by_patient": groups is not None,
+            "probe": probe, "grouped_by_patient": groups is not None,
             "probe_seconds": round(time.perf_counter() - t1, 1),
             "monitor_warnings": sum(1 for m in metrics if m.get("warnings") or m.get("collapse_warning"))}
     arrays["info"] = np.array(json.dumps(info))
@@ -257,8 +326,16 @@ def _patient_groups(cohort: Path) -> np.ndarray | None:
     return labels["patient_id"].to_numpy() if "patient_id" in labels and labels["patient_id"].duplicated().any() else None
 
 
-def summary(work: Path, arms: list[str] | None, cohort: Path) -> None:
-    """One line per (arm, steps) found under ``WORK/runs`` (only ``arms`` when given)."""
+def _trained_runs(work: Path, arms: list[str] | None) -> list[Path]:
+    """Run directories under ``WORK/runs`` (only ``arms`` when given) that finished training."""
+    return [d for d in sorted((work / "runs").glob("*_*_s*"))
+            if (arms is None or d.name.rsplit("_", 2)[0] in arms)
+            and ((d / "scores.npz").is_file() or ((d / "train_info.json").is_file() and (d / "model_random").is_dir()))]
+
+
+def summary(work: Path, arms: list[str] | None, cohort: Path, probe: str | None = None) -> None:
+    """One line per (arm, steps) found under ``WORK/runs`` (only ``arms`` when given; only runs
+    probed under ``probe`` when given)."""
     groups: dict[tuple[str, int], list[Path]] = {}
     for f in sorted((work / "runs").glob("*_s*/scores.npz")):
         arm, steps, _ = f.parent.name.rsplit("_", 2)
@@ -267,6 +344,11 @@ def summary(work: Path, arms: list[str] | None, cohort: Path) -> None:
     for (arm, steps), files in sorted(groups.items()):
         runs = [dict(np.load(f)) for f in files]
         infos = [json.loads(str(r["info"])) for r in runs]
+        if probe is not None:  # a worker still probing under another protocol: leave its run out
+            keep = [k for k, info in enumerate(infos) if info.get("probe") == probe]
+            if not keep:
+                continue
+            runs, infos = [runs[k] for k in keep], [infos[k] for k in keep]
         groups = _patient_groups(cohort)
         per_seed = [_pooled([r], groups, 0, 0)["cls"]["difference"] for r in runs]
         print(json.dumps({"arm": arm, "seeds": [i["seed"] for i in infos], "steps": steps,
@@ -314,27 +396,36 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="extra key=value overrides for every arm")
     parser.add_argument("--queue", type=Path, default=None,
                         help="run jobs 'ARM STEPS SEED' claimed from this file (several workers may share it)")
-    parser.add_argument("--summary-only", action="store_true")
+    parser.add_argument("--oof", choices=sorted(PROBES), default=OOF_DEFAULT,
+                        help="how out-of-fold scores are pooled: fold-rank (within-fold percentiles, default) "
+                             "or pooled (raw probabilities: the protocol of the figures before the fix)")
+    parser.add_argument("--summary-only", action="store_true",
+                        help="train nothing; re-probe finished runs probed under another --oof, then summarise")
     args = parser.parse_args()
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
-    if not args.summary_only:
+    cache: dict = {}
+    if args.summary_only:  # bring finished runs to this protocol (no training), then summarise
+        for run_dir in _trained_runs(args.work, args.arms):
+            arm, steps, seed = run_dir.name.rsplit("_", 2)
+            _one_run(args.cohort, args.work, None, arm, int(seed[1:]), int(steps), args.set, cache,
+                     args.max_patches, args.repeats, args.min_positives, args.oof)
+    else:
         index = _prepare(args.cohort, args.work, args.spacing)
-        cache: dict = {}
         jobs = (_queued(args.queue, args.work) if args.queue else
                 ((arm, args.steps, seed) for seed in args.seeds for arm in args.arms or ["rt", "ema"]))
         for arm, steps, seed in jobs:
             try:
                 _one_run(args.cohort, args.work, index, arm, seed, steps, args.set, cache,
-                         args.max_patches, args.repeats, args.min_positives)
+                         args.max_patches, args.repeats, args.min_positives, args.oof)
             except Exception as exc:  # one failed job must not stop a worker; rerun it later (resumable)
                 if not args.queue:
                     raise
                 print(json.dumps({"arm": arm, "steps": steps, "seed": seed, "error": repr(exc)}), flush=True)
-    summary(args.work, args.arms, args.cohort)
+    summary(args.work, args.arms, args.cohort, PROBES[args.oof])
 
 
 if __name__ == "__main__":
