@@ -140,7 +140,7 @@ def test_probe_and_evaluate_cli(disk_cohort, tmp_path):
         ],
     }
     (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
-    res = runner.invoke(app, ["evaluate", str(tmp_path / "suite.yaml"), "--out", str(tmp_path / "ev")])
+    res = runner.invoke(app, ["evaluate", str(tmp_path / "suite.yaml"), "--out", str(tmp_path / "ev"), "--workers", "1"])
     assert res.exit_code == 0, res.output
     summary = pd.read_csv(tmp_path / "ev" / "summary.csv")
     assert set(summary["backbone"]) == {"good", "noise"}

@@ -19,6 +19,9 @@ def register(app: typer.Typer) -> None:
         suite: Annotated[Path, typer.Argument(help="Suite YAML (labels, stores, tasks).")],
         out: Annotated[Path, typer.Option("--out", help="Output directory.")],
         keep_going: Annotated[bool, typer.Option("--keep-going/--fail-fast", help="Continue after a failing task.")] = True,
+        workers: Annotated[int | None, typer.Option(
+            "--workers", min=1, help="Probe jobs run at once, each in its own single-threaded process; the numbers "
+            "do not depend on it. Default: 2 on a machine with two or more cores, else 1.")] = None,
         verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     ) -> None:
         """Run every task of SUITE; write run folders, summary.csv, differences.csv, figures/ and report.html
@@ -32,7 +35,7 @@ def register(app: typer.Typer) -> None:
         from voxelfm.viz.results_report import write_suite_report
 
         setup_logging(verbose)
-        summary = run_suite(suite, out, keep_going=keep_going)
+        summary = run_suite(suite, out, keep_going=keep_going, workers=workers)
         table = Table(title="headline test metrics (95% bootstrap CI)", title_justify="left")
         for col in ("task", "head", "backbone", "metric", "value", "95% CI", "n"):
             table.add_column(col)

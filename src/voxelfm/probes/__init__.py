@@ -7,7 +7,10 @@ Entry points:
   ``classification`` (binary / multi-label / multi-class), ``knn``, ``regression``, ``survival``,
   ``retrieval``, ``localisation``, ``segmentation``; heads ``mlp`` (CLS) and ``qformer`` (patches).
 * :func:`compare_stores` (several backbones, paired differences), :func:`fraction_sweep` (nested
-  data fractions × seeds), :func:`run_suite` (``voxelfm evaluate SUITE.yaml``).
+  data fractions × seeds), :func:`run_suite` (``voxelfm evaluate SUITE.yaml``; its probe jobs and
+  paired bootstraps on ``workers`` processes, :mod:`voxelfm.core.parallel`).
+* Comparisons: :func:`~voxelfm.probes.compare.paired_differences` (two runs),
+  :func:`~voxelfm.probes.compare.paired_differences_many` (many pairs on worker processes).
 * Data: :class:`FeatureSet` (in-memory features; ``FeatureSet.from_store``), :func:`read_labels`,
   :func:`resolve_splits`; :class:`RetrievalIndex` (FAISS, build once / query).
 * Building blocks: :class:`ProbeConfig`, :class:`TrainConfig`, :func:`train`, heads

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,17 +98,60 @@ def differences_to(results: Mapping[str, ProbeResult], reference: str) -> pd.Dat
 
     Columns ``backbone``, ``reference`` and those of :func:`differences_table`.
     """
+    return differences_frame({name: paired_differences(res, results[reference], n_resamples=int(res.config["bootstrap"]),
+                                                       seed=int(res.config["bootstrap_seed"]))
+                              for name, res in results.items() if name != reference}, reference)
+
+
+def differences_frame(diffs: Mapping[str, Mapping[str, DifferenceCI]], reference: str) -> pd.DataFrame:
+    """``{name: paired differences name − reference}`` as one table: columns ``backbone``,
+    ``reference`` and those of :func:`differences_table`."""
     frames = []
-    for name, res in results.items():
-        if name == reference:
-            continue
-        d = differences_table(res, results[reference], n_resamples=int(res.config["bootstrap"]),
-                              seed=int(res.config["bootstrap_seed"]))
+    for name, by_metric in diffs.items():
+        rows = [{"metric": k, **d.to_dict()} for k, d in by_metric.items()]
+        d = pd.DataFrame(rows) if rows else pd.DataFrame(columns=DIFFERENCE_COLUMNS)
         frames.append(d.assign(backbone=name, reference=reference))
     if not frames:
         return pd.DataFrame(columns=["backbone", "reference", *DIFFERENCE_COLUMNS])
     table = pd.concat(frames, ignore_index=True)
     return table[["backbone", "reference", *[c for c in table.columns if c not in ("backbone", "reference")]]]
+
+
+def comparable(result: ProbeResult) -> ProbeResult:
+    """The part of a run that a paired comparison reads (test outputs, metric functions), without its
+    weights, masks or predictions: small enough to send to a worker process."""
+    import dataclasses
+
+    output = dataclasses.replace(result.output, states={}, extras={}, predictions=result.output.predictions.iloc[:0])
+    return dataclasses.replace(result, output=output, predictions=result.predictions.iloc[:0])
+
+
+def _pair_job(item: bytes) -> dict[str, DifferenceCI] | str:
+    import cloudpickle  # the runs' metric functions are closures
+
+    a, b, n_resamples, seed = cloudpickle.loads(item)
+    try:
+        return paired_differences(a, b, n_resamples=n_resamples, seed=seed)
+    except VoxelFMError as exc:
+        return str(exc)
+
+
+def paired_differences_many(pairs: Sequence[tuple[ProbeResult, ProbeResult]], *, n_resamples: int | None = None,
+                            seed: int | None = None, workers: int = 1) -> list[dict[str, DifferenceCI] | str]:
+    """:func:`paired_differences` ``a − b`` of every pair, in order, on ``workers`` processes at once
+    (:func:`voxelfm.core.parallel.run_items`; the same numbers with any count).
+
+    ``n_resamples``/``seed`` None: each pair uses its run ``a``'s ``bootstrap``/``bootstrap_seed``.
+    A pair that cannot be compared (e.g. no shared test unit) gives the reason, a string.
+    """
+    import cloudpickle
+
+    from voxelfm.core.parallel import run_items
+
+    items = [cloudpickle.dumps((comparable(a), comparable(b),
+                                int(a.config["bootstrap"]) if n_resamples is None else n_resamples,
+                                int(a.config["bootstrap_seed"]) if seed is None else seed)) for a, b in pairs]
+    return run_items(_pair_job, items, workers=workers)
 
 
 def metrics_table(results: Mapping[str, ProbeResult], column: str = "backbone") -> pd.DataFrame:
@@ -149,5 +192,5 @@ def compare_stores(
     return Comparison(table, differences, results)
 
 
-__all__ = ["Comparison", "compare_stores", "differences_table", "differences_to", "metrics_table",
-           "paired_differences"]
+__all__ = ["Comparison", "comparable", "compare_stores", "differences_frame", "differences_table", "differences_to",
+           "metrics_table", "paired_differences", "paired_differences_many"]

@@ -133,19 +133,85 @@ def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class _Features:
-    """Each store read once per suite: with patch tokens when any task needs them, else CLS only."""
+#: Features read in this process, by (store name, path, with patch tokens). A store is read once per
+#: process and suite run (in each worker process when the jobs run on several): with patch tokens,
+#: it also serves the jobs that need the CLS token only. Cleared at the end of :func:`run_suite`.
+_FEATURES: dict[tuple[str, str, bool], FeatureSet] = {}
 
-    def __init__(self, stores: dict[str, str]) -> None:
-        self.stores = stores
-        self.cache: dict[tuple[str, bool], FeatureSet] = {}
 
-    def __call__(self, store: str, patches: bool) -> FeatureSet:
-        if (store, True) in self.cache:
-            return self.cache[(store, True)]
-        if (store, patches) not in self.cache:
-            self.cache[(store, patches)] = FeatureSet.from_store(self.stores[store], patches=patches, name=store)
-        return self.cache[(store, patches)]
+def _features(store: str, path: str, patches: bool) -> FeatureSet:
+    if (store, path, True) in _FEATURES:
+        return _FEATURES[(store, path, True)]
+    if (store, path, patches) not in _FEATURES:
+        _FEATURES[(store, path, patches)] = FeatureSet.from_store(path, patches=patches, name=store)
+    return _FEATURES[(store, path, patches)]
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One task × head on one store: a probe run, or its data-fraction sweep (``sweep``)."""
+
+    suite: Suite
+    entry: TaskEntry
+    head: str
+    config: dict[str, Any]
+    store: str
+    out: Path
+    sweep: bool = False
+    keep_going: bool = True
+
+    @property
+    def label(self) -> str:
+        return f"{self.entry.name}/{self.head}/{self.store}{' fraction sweep' if self.sweep else ''}"
+
+
+#: Rough relative cost of a probe run by head (scheduling order only, never results).
+_HEAD_COST = {"qformer": 5.0, "decoder": 5.0, "localiser": 4.0}
+
+
+def _cost(job: _Job) -> float:
+    cost = _HEAD_COST.get(job.head, 1.0)
+    return cost * len(job.entry.fractions) * len(job.entry.fraction_seeds) if job.sweep else cost
+
+
+def _run_job(job: _Job) -> tuple[str, Any]:
+    """``("ok", ProbeResult)``, ``("ok", fraction table)`` or, with ``keep_going``, ``("failed",
+    message)`` for a refused job (an invalid config is a failure of this task like any other)."""
+    from voxelfm.probes.fractions import fraction_sweep
+    from voxelfm.probes.run import needs_patches, run_probe
+
+    suite, entry = job.suite, job.entry
+    try:
+        features = _features(job.store, suite.stores[job.store], needs_patches(entry.task, job.config))
+        if job.sweep:
+            return "ok", fraction_sweep(entry.task, features, suite.labels, fractions=entry.fractions,
+                                        seeds=entry.fraction_seeds, target=entry.targets or None, config=job.config,
+                                        out_dir=job.out / entry.name / job.head / f"fractions_{job.store}",
+                                        split_column=suite.split_column, split_dir=suite.split_dir)
+        return "ok", run_probe(entry.task, features, suite.labels, target=entry.targets or None,
+                               out_dir=job.out / entry.name / job.head / job.store, config=job.config,
+                               split_column=suite.split_column, split_dir=suite.split_dir)
+    except VoxelFMError as exc:
+        if not job.keep_going:
+            raise
+        return "failed", str(exc)
+
+
+def _plan(suite: Suite, out: Path, keep_going: bool) -> list[list[_Job]]:
+    """The suite's jobs grouped by task × head: the probe on every store, then its sweeps."""
+    groups = []
+    for entry in suite.tasks:
+        for head in entry.heads:
+            cfg = _merge(suite.config, entry.config)
+            if head is not None:
+                cfg["head"] = head
+            head_name = cfg.get("head") or DEFAULT_HEADS.get(entry.task, "mlp")
+            jobs = [_Job(suite, entry, head_name, cfg, store, out, keep_going=keep_going) for store in suite.stores]
+            if entry.fractions:
+                jobs += [_Job(suite, entry, head_name, cfg, store, out, sweep=True, keep_going=keep_going)
+                         for store in suite.stores]
+            groups.append(jobs)
+    return groups
 
 
 @dataclass
@@ -156,81 +222,96 @@ class _Outcome:
     diffs: list[pd.DataFrame] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)
 
+    def add(self, group: list[_Job], results: list[tuple[str, Any]], out: Path) -> dict[str, Any]:
+        """One task × head's finished jobs: metric rows, errors and the fraction table; returns the
+        probe results by store."""
+        runs, frames = {}, []
+        for job, (status, value) in zip(group, results, strict=True):
+            if status == "failed":
+                self.errors.append({"name": job.entry.name, "head": job.head, "backbone": job.store,
+                                    "error": f"fraction sweep: {value}" if job.sweep else value})
+            elif job.sweep:
+                frames.append(value.assign(backbone=job.store, task=job.entry.task))
+            else:
+                runs[job.store] = value
+                self.rows += [{"name": job.entry.name, "task": job.entry.task, "head": job.head, "backbone": job.store,
+                               "metric": metric, **ci.to_dict()} for metric, ci in value.metrics.items()]
+        if frames:
+            entry, head = group[0].entry, group[0].head
+            pd.concat(frames, ignore_index=True).to_csv(out / f"fractions_{entry.name}_{head}.csv", index=False)
+        return runs
 
-def _probe_stores(suite: Suite, entry: TaskEntry, head_name: str, cfg: dict[str, Any], features: _Features,
-                  out: Path, outcome: _Outcome, keep_going: bool) -> dict[str, Any]:
-    """One task × head on every store; returns the results by store (failures go to ``outcome``)."""
-    from voxelfm.probes.run import needs_patches, run_probe
+    def add_differences(self, groups: list[list[_Job]], runs: list[dict[str, Any]], reference: str,
+                        workers: int) -> None:
+        """``<store> − reference`` of every task × head, the paired bootstraps on ``workers`` processes."""
+        from voxelfm.probes.compare import differences_frame, paired_differences_many
 
-    results = {}
-    for store in suite.stores:
-        try:  # an invalid config is a failure of this task like any other
-            res = run_probe(entry.task, features(store, needs_patches(entry.task, cfg)), suite.labels, target=entry.targets or None,
-                            out_dir=out / entry.name / head_name / store, config=cfg,
-                            split_column=suite.split_column, split_dir=suite.split_dir)
-        except VoxelFMError as exc:
-            if not keep_going:
-                raise
-            log.error("%s/%s/%s failed: %s", entry.name, head_name, store, exc)
-            outcome.errors.append({"name": entry.name, "head": head_name, "backbone": store, "error": str(exc)})
-            continue
-        results[store] = res
-        outcome.rows += [{"name": entry.name, "task": entry.task, "head": head_name, "backbone": store,
-                          "metric": metric, **ci.to_dict()} for metric, ci in res.metrics.items()]
-    return results
-
-
-def _fraction_curves(suite: Suite, entry: TaskEntry, head_name: str, cfg: dict[str, Any], features: _Features,
-                     out: Path, outcome: _Outcome, keep_going: bool) -> None:
-    """The task's data-fraction sweep on every store: ``fractions_<name>_<head>.csv``."""
-    from voxelfm.probes.fractions import fraction_sweep
-    from voxelfm.probes.run import needs_patches
-
-    frames = []
-    for store in suite.stores:
-        try:
-            f = fraction_sweep(entry.task, features(store, needs_patches(entry.task, cfg)), suite.labels,
-                               fractions=entry.fractions, seeds=entry.fraction_seeds, target=entry.targets or None,
-                               config=cfg, out_dir=out / entry.name / head_name / f"fractions_{store}",
-                               split_column=suite.split_column, split_dir=suite.split_dir)
-        except VoxelFMError as exc:
-            if not keep_going:
-                raise
-            outcome.errors.append({"name": entry.name, "head": head_name, "backbone": store,
-                                   "error": f"fraction sweep: {exc}"})
-            continue
-        frames.append(f.assign(backbone=store, task=entry.task))
-    if frames:
-        pd.concat(frames, ignore_index=True).to_csv(out / f"fractions_{entry.name}_{head_name}.csv", index=False)
+        pairs = [(i, store) for i, by_store in enumerate(runs) if reference in by_store
+                 for store in by_store if store != reference]
+        computed = paired_differences_many([(runs[i][store], runs[i][reference]) for i, store in pairs],
+                                           workers=workers)
+        by_group: list[dict[str, Any]] = [{} for _ in groups]
+        for (i, store), diffs in zip(pairs, computed, strict=True):
+            job = groups[i][0]
+            if isinstance(diffs, str):
+                log.error("%s/%s: no differences %s − %s: %s", job.entry.name, job.head, store, reference, diffs)
+                self.errors.append({"name": job.entry.name, "head": job.head, "backbone": store,
+                                    "error": f"differences to {reference}: {diffs}"})
+            else:
+                by_group[i][store] = diffs
+        for group, diffs in zip(groups, by_group, strict=True):
+            d = differences_frame(diffs, reference)
+            if len(d):
+                self.diffs.append(d.assign(name=group[0].entry.name, head=group[0].head)[["name", "head", *d.columns]])
 
 
 def run_suite(suite: Suite | str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
-              keep_going: bool = True) -> pd.DataFrame:
+              keep_going: bool = True, workers: int | None = None) -> pd.DataFrame:
     """Run every task × head × store of a suite; returns the summary table (also written to disk).
 
-    With ``keep_going`` a failing task is recorded in ``summary.json`` (``errors``) and the rest run.
+    The probe runs and fraction sweeps are independent jobs, run single-threaded on ``workers``
+    processes at once (:func:`voxelfm.core.parallel.run_items`; None: two where the machine has two
+    cores or more): the numbers do not depend on the worker count. Their paired differences to the
+    reference then run on the same number of workers. With ``keep_going`` a failing job is logged,
+    recorded in ``summary.json`` (``errors``) and the rest run; without, it is raised.
     """
-    from voxelfm.probes.compare import differences_to
+    from voxelfm.core.parallel import default_workers, run_items
 
     if not isinstance(suite, Suite):
         suite = Suite.load(suite)
+    workers = default_workers() if workers is None else int(workers)
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     reference = suite.reference or list(suite.stores)[-1]
-    features = _Features(suite.stores)
-    outcome = _Outcome()
-    for entry in suite.tasks:
-        for head in entry.heads:
-            cfg = _merge(suite.config, entry.config)
-            if head is not None:
-                cfg["head"] = head
-            head_name = cfg.get("head") or DEFAULT_HEADS.get(entry.task, "mlp")
-            results = _probe_stores(suite, entry, head_name, cfg, features, out, outcome, keep_going)
-            d = differences_to(results, reference) if reference in results else pd.DataFrame()
-            if len(d):
-                outcome.diffs.append(d.assign(name=entry.name, head=head_name)[["name", "head", *d.columns]])
-            if entry.fractions:
-                _fraction_curves(suite, entry, head_name, cfg, features, out, outcome, keep_going)
+    groups = _plan(suite, out, keep_going)
+    jobs = [job for group in groups for job in group]
+    finished = 0
+
+    def done(i: int, result: tuple[str, Any]) -> None:  # progress, in this process as each job ends
+        nonlocal finished
+        finished += 1
+        if result[0] == "failed":
+            log.error("[%d/%d] %s failed: %s", finished, len(jobs), jobs[i].label, result[1])
+        else:
+            log.info("[%d/%d] %s done", finished, len(jobs), jobs[i].label)
+
+    log.info("%d probe jobs (%d task-head pairs on %d stores) on %d worker process(es)", len(jobs), len(groups),
+             len(suite.stores), max(1, min(workers, len(jobs))))
+    order = sorted(range(len(jobs)), key=lambda i: -_cost(jobs[i]))  # longest first: workers end together
+    try:
+        ran = run_items(_run_job, [jobs[i] for i in order], workers=workers, done=lambda k, r: done(order[k], r))
+    finally:
+        _FEATURES.clear()
+    results: list[tuple[str, Any]] = [("failed", "not run")] * len(jobs)
+    for k, i in enumerate(order):
+        results[i] = ran[k]
+    outcome, start, runs = _Outcome(), 0, []
+    for group in groups:
+        runs.append(outcome.add(group, results[start:start + len(group)], out))
+        start += len(group)
+    outcome.add_differences(groups, runs, reference, workers)
     summary = pd.DataFrame(outcome.rows)
     differences = pd.concat(outcome.diffs, ignore_index=True) if outcome.diffs else pd.DataFrame()
     summary.to_csv(out / "summary.csv", index=False)

@@ -350,44 +350,21 @@ def _difference(ctx: DemoContext, a: ProbeResult | None, b: ProbeResult | None,
 _PAIRS: dict[tuple[int, int], dict[str, DifferenceCI]] = {}
 
 
-def pair_item(item: tuple[bytes, int, int]) -> dict[str, DifferenceCI]:
-    """Every paired difference ``a − b`` of two runs sent as cloudpickled bytes (their metric
-    functions are closures); ``{}`` when the runs cannot be compared."""
-    import cloudpickle
-
-    from voxelfm.core.errors import VoxelFMError
-    from voxelfm.probes.compare import paired_differences
-
-    data, n_resamples, seed = item
-    a, b = cloudpickle.loads(data)
-    try:
-        return paired_differences(a, b, n_resamples=n_resamples, seed=seed)
-    except VoxelFMError:
-        return {}
-
-
 def compare_pairs(ctx: DemoContext, pairs: list[tuple[ProbeResult | None, ProbeResult | None]]) -> None:
     """The paired bootstraps of ``pairs`` on ``ctx.config.workers`` processes, into ``_PAIRS`` (each
-    is ~2,000 evaluations of a task's metrics; the same numbers computed anywhere)."""
-    import cloudpickle
-
-    from voxelfm.core.parallel import run_items
+    is ~2,000 evaluations of a task's metrics; the same numbers computed anywhere); ``{}`` for a
+    pair that cannot be compared."""
+    from voxelfm.probes.compare import paired_differences_many
 
     todo: dict[tuple[int, int], tuple[ProbeResult, ProbeResult]] = {}
     for a, b in pairs:
         if a is not None and b is not None and (id(a), id(b)) not in _PAIRS:
             todo[(id(a), id(b))] = (a, b)
     cfg = ctx.config.probes
-
-    def slim(r: ProbeResult) -> ProbeResult:  # what a comparison reads: the test outputs, not masks or weights
-        import dataclasses
-
-        out = dataclasses.replace(r.output, states={}, extras={}, predictions=r.output.predictions.iloc[:0])
-        return dataclasses.replace(r, output=out, predictions=r.predictions.iloc[:0])
-
-    items = [(cloudpickle.dumps((slim(a), slim(b))), cfg.bootstrap, cfg.seed) for a, b in todo.values()]
-    for key, diffs in zip(todo, run_items(pair_item, items, workers=ctx.config.workers), strict=True):
-        _PAIRS[key] = diffs
+    computed = paired_differences_many(list(todo.values()), n_resamples=cfg.bootstrap, seed=cfg.seed,
+                                       workers=ctx.config.workers)
+    for key, diffs in zip(todo, computed, strict=True):
+        _PAIRS[key] = {} if isinstance(diffs, str) else diffs
 
 
 def needed_pairs(ctx: DemoContext, headlines: list[Headline], get: Getter) -> list[tuple[Any, Any]]:
