@@ -3,7 +3,7 @@
 * ``tiny`` — the end-to-end test (a couple of minutes on 2 CPU cores; numbers are noise).
 * ``small`` — the default: about 25 minutes of stages on 2 CPU cores (goal: 20; 40 before the probes
   and report models ran as single-threaded items in 2 worker processes), everything included, with a test
-  split of 60 scans (the report states the smallest difference it can detect: about 0.28 AUROC in
+  split of 60 scans (the report states the smallest difference it can detect: about 0.26 AUROC in
   the measured run, far from 0.05).
 * ``standard`` — a larger cohort, a larger backbone and longer training, for a machine with a GPU.
 
