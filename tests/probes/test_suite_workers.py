@@ -16,7 +16,7 @@ from voxelfm.core.errors import ConfigError, VoxelFMError
 from voxelfm.core.types import VoxelFeatures
 from voxelfm.probes.suite import Suite, run_suite
 
-FAST = {"bootstrap": 30, "train": {"epochs": 3}}
+FAST = {"bootstrap": 20, "train": {"epochs": 2}}
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def tiny_suite(tmp_path_factory: pytest.TempPathFactory, cohort_factory) -> Suit
     from voxelfm.embed import EmbeddingStore
 
     root = tmp_path_factory.mktemp("suite")
-    feats, labels = cohort_factory(n=90, dim=8, grid=(2, 2, 2), seed=3)
+    feats, labels = cohort_factory(n=60, dim=8, grid=(2, 2, 2), seed=3)
     rng = np.random.default_rng(1)
     for name in ("good", "noise"):
         store = EmbeddingStore(root / name)
@@ -38,7 +38,7 @@ def tiny_suite(tmp_path_factory: pytest.TempPathFactory, cohort_factory) -> Suit
     return Suite.from_dict({
         "labels": "labels.csv", "stores": {"good": "good", "noise": "noise"}, "config": FAST,
         "tasks": [
-            {"name": "finding", "task": "classification", "targets": ["finding"], "fractions": [0.5, 1.0],
+            {"name": "finding", "task": "classification", "targets": ["finding"], "fractions": [0.5],
              "fraction_seeds": [0]},
             {"name": "bad", "task": "regression", "targets": ["no_such_column"]},
             {"name": "age", "task": "regression", "targets": ["age"]},
