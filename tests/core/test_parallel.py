@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from processes_helpers import kill_and_expect_gone, reap
 from voxelfm.core.parallel import run_items
 from voxelfm.core.processes import pid_alive
 
@@ -58,13 +59,6 @@ def test_workers_end_when_the_parent_is_killed(tmp_path: Path) -> None:
             time.sleep(0.1)
         workers = [int(p.name.rsplit("-", 1)[1]) for p in tmp_path.glob("w-*")]
         assert len(workers) == 2 and all(pid_alive(pid) for pid in workers)
-        parent.kill()  # kill -9: no chance to shut the pool down
-        parent.wait()
-        deadline = time.monotonic() + 10
-        while any(pid_alive(pid) for pid in workers) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not any(pid_alive(pid) for pid in workers)
+        kill_and_expect_gone(parent, workers)
     finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
+        reap(parent)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from voxelfm.core.processes import pid_alive
+from processes_helpers import kill_and_expect_gone, reap
 
 
 def _children(pid: int) -> list[int]:
@@ -33,13 +33,6 @@ def test_a_killed_phantom_command_leaves_no_workers(tmp_path: Path) -> None:
             time.sleep(0.1)
         workers = _children(parent.pid)
         assert len(workers) >= 2
-        parent.kill()
-        parent.wait()
-        deadline = time.monotonic() + 15
-        while any(pid_alive(pid) for pid in workers) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not any(pid_alive(pid) for pid in workers)
+        kill_and_expect_gone(parent, workers)
     finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
+        reap(parent)
