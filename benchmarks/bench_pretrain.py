@@ -146,6 +146,17 @@ def _hu_histograms(volumes: list, spec) -> np.ndarray:
 PROBES = ("logreg", "knn")
 
 
+def probe_folds(groups: np.ndarray | None, seed: int):
+    """The 5-fold splitter of one repeat: stratified, and grouped (a patient's scans in one fold)
+    when ``groups`` is given. Shared with ``study_pretrain.oof_scores`` so both protocols use the
+    same folds."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    if groups is None:
+        return StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+    return StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
+
+
 def _oof_scores(features: np.ndarray, labels: np.ndarray, probe: str, repeats: int, seed: int,
                 groups: np.ndarray | None = None) -> np.ndarray:
     """Out-of-fold probabilities of a probe on standardised features, averaged over ``repeats``
@@ -153,7 +164,7 @@ def _oof_scores(features: np.ndarray, labels: np.ndarray, probe: str, repeats: i
     ``groups`` (e.g. patient ids): a patient's scans stay in one fold (StratifiedGroupKFold), so a
     repeat scan cannot leak its patient's label into the training folds."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
+    from sklearn.model_selection import cross_val_predict
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -161,11 +172,8 @@ def _oof_scores(features: np.ndarray, labels: np.ndarray, probe: str, repeats: i
     clf = LogisticRegression(C=0.1, max_iter=3000) if probe == "logreg" else KNeighborsClassifier(n_neighbors=10, metric="cosine")
     out = np.zeros(len(labels))
     for r in range(repeats):
-        if groups is None:
-            folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed + r)
-        else:
-            folds = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed + r)
-        out += cross_val_predict(make_pipeline(StandardScaler(), clf), features, labels, groups=groups, cv=folds,
+        out += cross_val_predict(make_pipeline(StandardScaler(), clf), features, labels, groups=groups,
+                                 cv=probe_folds(groups, seed + r),
                                  method="predict_proba")[:, 1]
     return out / repeats
 

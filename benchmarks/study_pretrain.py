@@ -125,19 +125,15 @@ def oof_scores(features: np.ndarray, labels: np.ndarray, repeats: int, seed: int
         return _oof_scores(features, labels, "logreg", repeats, seed, groups)
     if oof != "fold-rank":
         raise ValueError(f"unknown out-of-fold pooling {oof!r} (expected one of {sorted(PROBES)})")
+    from bench_pretrain import probe_folds
     from scipy.stats import rankdata
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     out = np.zeros(len(labels))
     for r in range(repeats):
-        # The same splitters and seeds as bench_pretrain._oof_scores: the same folds as "pooled".
-        if groups is None:
-            folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed + r)
-        else:
-            folds = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed + r)
+        folds = probe_folds(groups, seed + r)  # the same folds as bench_pretrain._oof_scores ("pooled")
         for train, test in folds.split(features, labels, groups):
             probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000))
             score = probe.fit(features[train], labels[train]).decision_function(features[test])

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SPEC, phantom
 
+from conftest import SPEC, phantom
 from voxelfm.core.errors import ConfigError
 from voxelfm.embed import extract_features, plan_slabs, stitch_patches
 from voxelfm.io import write_nifti
