@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from voxelfm.core.errors import ConfigError, located
-from voxelfm.data.phantom.conspicuity import apply_conspicuity, check_conspicuity
+from voxelfm.data.phantom.conspicuity import RANGES, apply_conspicuity, check_conspicuity
 from voxelfm.data.phantom.constants import FINDINGS
 
 
@@ -174,6 +174,11 @@ def sample_patient(rng: np.random.Generator, patient_id: str, config: Prevalence
                    round(bmi, 1), findings, params)
 
 
+def _draw(rng: np.random.Generator, key: str, size: int | None = None) -> Any:
+    """A finding magnitude from its typical range (``conspicuity.RANGES``, the one table of them)."""
+    return rng.uniform(RANGES[key].lo, RANGES[key].hi, size)
+
+
 def _finding_params(rng: np.random.Generator, age: float, male: int) -> dict[str, Any]:
     p: dict[str, Any] = {}
     # Anatomy variation (unit-free factors; the anatomy module turns them into millimetres).
@@ -196,26 +201,26 @@ def _finding_params(rng: np.random.Generator, age: float, male: int) -> dict[str
         }
         for d in diam
     ]
-    p["emphysema_severity"] = float(rng.uniform(0.3, 1.0))
+    p["emphysema_severity"] = float(_draw(rng, "emphysema_severity"))
     p["effusion_side"] = str(rng.choice(["left", "right", "bilateral"], p=[0.35, 0.35, 0.3]))
-    p["effusion_depth"] = float(rng.uniform(0.12, 0.40))  # fraction of the hemithorax depth
-    p["pericardial_mm"] = float(rng.uniform(6, 16))
-    p["cardiomegaly_scale"] = float(rng.uniform(1.18, 1.40))
+    p["effusion_depth"] = float(_draw(rng, "effusion_depth"))  # fraction of the hemithorax depth
+    p["pericardial_mm"] = float(_draw(rng, "pericardial_mm"))
+    p["cardiomegaly_scale"] = float(_draw(rng, "cardiomegaly_scale"))
     p["consolidation"] = {"side": str(rng.choice(["left", "right"])), "unit_pos": rng.uniform(-0.7, 0.7, 3).tolist(),
-                          "radius_mm": float(rng.uniform(22, 45))}
+                          "radius_mm": float(_draw(rng, "consolidation.radius_mm"))}
     p["opacity"] = {"n": int(rng.integers(1, 4)), "unit_pos": rng.uniform(-0.8, 0.8, (3, 3)).tolist(),
-                    "sides": rng.choice(["left", "right"], 3).tolist(), "radius_mm": rng.uniform(20, 45, 3).tolist(),
-                    "delta_hu": float(rng.uniform(220, 330))}
+                    "sides": rng.choice(["left", "right"], 3).tolist(), "radius_mm": _draw(rng, "opacity.radius_mm", 3).tolist(),
+                    "delta_hu": float(_draw(rng, "opacity.delta_hu"))}
     p["atelectasis"] = {"side": str(rng.choice(["left", "right"])), "n_bands": int(rng.integers(1, 4)),
                         "unit_pos": rng.uniform(-0.8, 0.8, (3, 3)).tolist()}
-    p["nodes"] = {"n": int(rng.integers(1, 4)), "short_mm": rng.uniform(11, 24, 3).tolist(),
+    p["nodes"] = {"n": int(rng.integers(1, 4)), "short_mm": _draw(rng, "nodes.short_mm", 3).tolist(),
                   "stations": rng.permutation(6)[:3].tolist()}
     p["calcium"] = {"aortic_n": int(rng.integers(3, 16)), "coronary_n": int(rng.integers(1, 8)),
                     "aortic_t": rng.uniform(0, 1, 16).tolist(), "aortic_angle": rng.uniform(0, 2 * np.pi, 16).tolist(),
-                    "aortic_r": rng.uniform(1.2, 3.2, 16).tolist(), "coronary_t": rng.uniform(0, 1, 8).tolist(),
-                    "coronary_vessel": rng.integers(0, 3, 8).tolist(), "coronary_r": rng.uniform(1.0, 3.2, 8).tolist(),
-                    "hu": rng.uniform(350, 1100, 24).tolist()}
-    p["hernia_mm"] = float(rng.uniform(28, 50))
-    p["bronchiectasis_factor"] = float(rng.uniform(1.8, 2.6))
+                    "aortic_r": _draw(rng, "calcium.aortic_r", 16).tolist(), "coronary_t": rng.uniform(0, 1, 8).tolist(),
+                    "coronary_vessel": rng.integers(0, 3, 8).tolist(), "coronary_r": _draw(rng, "calcium.coronary_r", 8).tolist(),
+                    "hu": _draw(rng, "calcium.hu", 24).tolist()}
+    p["hernia_mm"] = float(_draw(rng, "hernia_mm"))
+    p["bronchiectasis_factor"] = float(_draw(rng, "bronchiectasis_factor"))
     p["material"] = str(rng.choice(["pacemaker", "port", "sternotomy"], p=[0.45, 0.35, 0.2]))
     return p
