@@ -6,6 +6,10 @@ mixed Hanley-McNeil analytic intervals, unseeded bootstraps and 10,000-resample 
 (docs/original.md §4.8); here one resampler serves every metric, and all metrics of one evaluation share
 the same resampled index sets, so their intervals are mutually consistent.
 
+A metric function may carry a ``for_resamples`` attribute: a function giving the same numbers on
+inputs that were already checked (the point estimate checks them), used for the resamples; e.g.
+:class:`voxelfm.metrics.survival.SurvivalMetrics` skips scikit-survival's per-call input checks.
+
 A resample on which a metric is undefined (e.g. an AUROC resample without positives) is skipped
 for that metric and counted in ``n_failed``; the interval is built from the others.
 
@@ -121,6 +125,11 @@ def _safe_call(fn: MetricFn, arrays: Sequence[np.ndarray]) -> dict[str, float]:
     return {k: float(v) for k, v in result.items()}
 
 
+def _resample_fn(fn: MetricFn) -> MetricFn:
+    """``fn.for_resamples`` where the metric function has one (same numbers, no input checks), else ``fn``."""
+    return getattr(fn, "for_resamples", fn)
+
+
 def _take(arrays: Sequence[np.ndarray], idx: np.ndarray) -> list[np.ndarray]:
     return [a[idx] for a in arrays]
 
@@ -156,8 +165,9 @@ def bootstrap_metrics(
         point = {k: float(v) for k, v in fn(*arrays).items()}
     rng = np.random.default_rng(seed)
     samples = {k: np.full(n_resamples, np.nan) for k in point}
+    resample_fn = _resample_fn(fn)
     for r, idx in enumerate(resample_indices(n, n_resamples, rng, strata)):
-        for k, v in _safe_call(fn, _take(arrays, idx)).items():
+        for k, v in _safe_call(resample_fn, _take(arrays, idx)).items():
             if k in samples:
                 samples[k][r] = v
     out: dict[str, MetricCI] = {}
@@ -210,9 +220,10 @@ def paired_bootstrap(
     keys = [k for k in point_a if k in point_b]
     rng = np.random.default_rng(seed)
     diffs = {k: np.full(n_resamples, np.nan) for k in keys}
+    resample_a, resample_b = _resample_fn(fn), _resample_fn(fn_b)
     for r, idx in enumerate(resample_indices(n, n_resamples, rng)):
-        ra = _safe_call(fn, _take(arrays_a, idx))
-        rb = _safe_call(fn_b, _take(arrays_b, idx))
+        ra = _safe_call(resample_a, _take(arrays_a, idx))
+        rb = _safe_call(resample_b, _take(arrays_b, idx))
         for k in keys:
             if k in ra and k in rb:
                 diffs[k][r] = ra[k] - rb[k]

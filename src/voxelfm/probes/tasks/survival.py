@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from voxelfm.core.errors import DataError, located
-from voxelfm.metrics.survival import harrell_c, survival_metrics
+from voxelfm.metrics.survival import SurvivalMetrics, harrell_c
 from voxelfm.probes.batching import shuffled_batches
 from voxelfm.probes.config import ProbeConfig
 from voxelfm.probes.data import ProbeData
@@ -72,10 +72,7 @@ def fit(data: ProbeData, targets: list[str], config: ProbeConfig) -> TaskOutput:
     preds["risk"] = risk
     preds["risk_group"] = np.where(risk > cutoff, "high", "low")
     horizons = list(config.horizons)
-    t_train, e_train = time[tr], event[tr]
-
-    def metric_fn(t, e, r):
-        return survival_metrics(t, e, r, t_train, e_train, horizons)
+    metric_fn = SurvivalMetrics(time[tr], event[tr], horizons)
 
     return TaskOutput(
         predictions=preds, metric_fn=metric_fn, eval_ids=[data.ids[r] for r in te],
