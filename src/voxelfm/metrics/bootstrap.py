@@ -10,6 +10,9 @@ A metric function may carry a ``for_resamples`` attribute: a function giving the
 inputs that were already checked (the point estimate checks them), used for the resamples; e.g.
 :class:`voxelfm.metrics.survival.SurvivalMetrics` skips scikit-survival's per-call input checks.
 
+``over_resamples(arrays, indices)`` (e.g. :class:`voxelfm.metrics.classification.ThresholdMetrics`)
+goes further: every metric for all index rows at once, NaN where a per-resample call would fail.
+
 A resample on which a metric is undefined (e.g. an AUROC resample without positives) is skipped
 for that metric and counted in ``n_failed``; the interval is built from the others.
 
@@ -165,11 +168,19 @@ def bootstrap_metrics(
         point = {k: float(v) for k, v in fn(*arrays).items()}
     rng = np.random.default_rng(seed)
     samples = {k: np.full(n_resamples, np.nan) for k in point}
-    resample_fn = _resample_fn(fn)
-    for r, idx in enumerate(resample_indices(n, n_resamples, rng, strata)):
-        for k, v in _safe_call(resample_fn, _take(arrays, idx)).items():
-            if k in samples:
-                samples[k][r] = v
+    indices = resample_indices(n, n_resamples, rng, strata)
+    over = getattr(fn, "over_resamples", None)
+    if over is not None:
+        values = over(arrays, indices)
+        for k in samples:
+            if k in values:
+                samples[k][:] = values[k]
+    else:
+        resample_fn = _resample_fn(fn)
+        for r, idx in enumerate(indices):
+            for k, v in _safe_call(resample_fn, _take(arrays, idx)).items():
+                if k in samples:
+                    samples[k][r] = v
     out: dict[str, MetricCI] = {}
     for k, value in point.items():
         low, high = _percentile_ci(samples[k], confidence)
@@ -220,13 +231,21 @@ def paired_bootstrap(
     keys = [k for k in point_a if k in point_b]
     rng = np.random.default_rng(seed)
     diffs = {k: np.full(n_resamples, np.nan) for k in keys}
-    resample_a, resample_b = _resample_fn(fn), _resample_fn(fn_b)
-    for r, idx in enumerate(resample_indices(n, n_resamples, rng)):
-        ra = _safe_call(resample_a, _take(arrays_a, idx))
-        rb = _safe_call(resample_b, _take(arrays_b, idx))
+    indices = resample_indices(n, n_resamples, rng)
+    over_a, over_b = getattr(fn, "over_resamples", None), getattr(fn_b, "over_resamples", None)
+    if over_a is not None and over_b is not None:
+        va, vb = over_a(arrays_a, indices), over_b(arrays_b, indices)
         for k in keys:
-            if k in ra and k in rb:
-                diffs[k][r] = ra[k] - rb[k]
+            if k in va and k in vb:
+                diffs[k][:] = va[k] - vb[k]
+    else:
+        resample_a, resample_b = _resample_fn(fn), _resample_fn(fn_b)
+        for r, idx in enumerate(indices):
+            ra = _safe_call(resample_a, _take(arrays_a, idx))
+            rb = _safe_call(resample_b, _take(arrays_b, idx))
+            for k in keys:
+                if k in ra and k in rb:
+                    diffs[k][r] = ra[k] - rb[k]
     out: dict[str, DifferenceCI] = {}
     for k in keys:
         d = diffs[k]

@@ -9,7 +9,7 @@ validation split (never on test).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -173,17 +173,37 @@ def multilabel_metrics(
     return out
 
 
-def metrics_at_thresholds(
-    targets: Sequence[str], thresholds: Mapping[str, float],
-) -> Callable[[np.ndarray, np.ndarray], dict[str, float]]:
+class ThresholdMetrics:
+    """``(y (N, L), score (N, L)) -> metrics``: binary metrics for one target, multi-label metrics
+    for several, each at its own (validation-chosen) threshold.
+
+    ``over_resamples`` gives the same numbers for many bootstrap resamples at once
+    (:mod:`voxelfm.metrics.resampled`); :func:`voxelfm.metrics.bootstrap.bootstrap_metrics` uses it.
+    """
+
+    def __init__(self, targets: Sequence[str], thresholds: Mapping[str, float]) -> None:
+        self.names = list(targets)
+        self.thresholds = np.array([thresholds[t] for t in self.names], dtype=np.float64)
+
+    def __call__(self, y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+        if len(self.names) == 1:
+            return binary_metrics(y[:, 0], p[:, 0], float(self.thresholds[0]))
+        return multilabel_metrics(y, p, self.thresholds, self.names)
+
+    def over_resamples(self, arrays: Sequence[np.ndarray], indices: np.ndarray) -> dict[str, np.ndarray]:
+        """Every metric on every row of ``indices`` ``(R, N)``; NaN where a resample's call would fail."""
+        from voxelfm.metrics.resampled import binary_over_resamples, multilabel_over_resamples
+
+        y, p = arrays
+        if len(self.names) == 1:
+            return binary_over_resamples(y[:, 0], p[:, 0], indices, float(self.thresholds[0]))
+        return multilabel_over_resamples(y, p, indices, self.thresholds, self.names)
+
+
+def metrics_at_thresholds(targets: Sequence[str], thresholds: Mapping[str, float]) -> ThresholdMetrics:
     """A ``(y (N, L), score (N, L)) -> metrics`` function: binary metrics for one target,
     multi-label metrics for several, each at its own (validation-chosen) threshold."""
-    names = list(targets)
-    if len(names) == 1:
-        threshold = float(thresholds[names[0]])
-        return lambda y, p: binary_metrics(y[:, 0], p[:, 0], threshold)
-    threshold_array = np.array([thresholds[t] for t in names], dtype=np.float64)
-    return lambda y, p: multilabel_metrics(y, p, threshold_array, names)
+    return ThresholdMetrics(targets, thresholds)
 
 
 def multiclass_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
@@ -232,6 +252,7 @@ def roc_curve_points(y_true: np.ndarray, score: np.ndarray) -> tuple[np.ndarray,
 
 
 __all__ = [
+    "ThresholdMetrics",
     "auroc",
     "average_precision",
     "balanced_accuracy_at",
