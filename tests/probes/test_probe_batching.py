@@ -43,3 +43,33 @@ def test_token_bank_pads_and_masks():
     same = TokenBank([np.ones((3, 4))] * 2)
     x2, mask2, p2 = same.gather(np.array([1]))
     assert x2.shape == (1, 3, 4) and mask2 is None and p2 is None
+
+
+def test_token_bank_gather_is_the_advanced_indexing_copy():
+    """gather uses index_select on a narrowed view (issue 18): the same values, contiguous."""
+    rng = np.random.default_rng(0)
+    for lengths in ([7, 7, 7, 7], [5, 9, 3, 9, 6]):
+        tokens = [rng.normal(size=(n, 4)).astype(np.float32) for n in lengths]
+        positions = [rng.random((n, 3)) for n in lengths]
+        bank = TokenBank(tokens, positions)
+        rows = np.array([2, 0, 2])
+        x, mask, pos = bank.gather(rows)
+        idx = torch.as_tensor(rows)
+        width = max(lengths[r] for r in rows)
+        assert x.is_contiguous() and pos.is_contiguous()
+        assert torch.equal(x, bank.stack[idx, :width]) and torch.equal(pos, bank.pos_stack[idx, :width])
+        for i, r in enumerate(rows):
+            assert torch.equal(x[i, : lengths[r]], torch.from_numpy(tokens[r]))
+            if mask is not None:
+                assert int(mask[i].sum()) == lengths[r]
+
+
+def test_noise_from_a_prescaled_bank_is_bit_identical():
+    from voxelfm.probes.trainer import add_noise
+
+    x = torch.randn(3, 5, 8)
+    bank = torch.randn(64, 8)
+    for p in (1.0, 0.5):
+        plain = add_noise(x, 0.1, p, torch.Generator().manual_seed(1), bank)
+        scaled = add_noise(x, 0.1, p, torch.Generator().manual_seed(1), bank * 0.1, bank_scaled=True)
+        assert torch.equal(plain, scaled)

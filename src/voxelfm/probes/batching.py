@@ -75,15 +75,17 @@ class TokenBank:
 
     def gather(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """``(x (B, N, C), mask (B, N) or None when unpadded, pos (B, N, 3) or None)``."""
+        # index_select on a (narrowed) view: the same contiguous copy as advanced indexing
+        # (``stack[idx, :width]``) at ~60 % of its CPU time, a tenth of a Q-Former probe's.
         idx = torch.as_tensor(np.asarray(rows), dtype=torch.long)
         if self.uniform:
-            pos = None if self.pos_stack is None else self.pos_stack[idx]
-            return self.stack[idx], None, pos
+            pos = None if self.pos_stack is None else self.pos_stack.index_select(0, idx)
+            return self.stack.index_select(0, idx), None, pos
         lengths = self.lengths[idx]
         width = int(lengths.max()) if len(idx) else 0
-        x = self.stack[idx, :width]
+        x = self.stack[:, :width].index_select(0, idx)
         mask = torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)
-        pos = None if self.pos_stack is None else self.pos_stack[idx, :width]
+        pos = None if self.pos_stack is None else self.pos_stack[:, :width].index_select(0, idx)
         return x, mask, pos
 
 
