@@ -36,6 +36,17 @@ def test_cpu_small_resolves_to_the_studied_settings() -> None:
     assert default_part(load_config("cpu_tiny")) == "teacher"
 
 
+class _FixedCls(torch.nn.Module):
+    """A teacher backbone stub with fixed CLS tokens (not a ViT, so the full-forward path calls it)."""
+
+    def __init__(self, cls: torch.Tensor) -> None:
+        super().__init__()
+        self.cls = cls
+
+    def forward(self, x: torch.Tensor | None, masks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        return {"x_norm_clstoken": self.cls}
+
+
 def test_same_view_targets_are_not_swapped(tmp_path) -> None:
     index = make_prepared(tmp_path / "data", n=2)
     torch.manual_seed(0)
@@ -46,7 +57,7 @@ def test_same_view_targets_are_not_swapped(tmp_path) -> None:
         model = SSLMetaArch(config)
         seen = []
         model.teacher["dino_head"].register_forward_hook(lambda _m, args, _o, seen=seen: seen.append(args[0]))
-        model.teacher["backbone"].forward = lambda x, masks=None: {"x_norm_clstoken": batch_cls}
+        model.teacher["backbone"] = _FixedCls(batch_cls)
         model._teacher({"global_crops": None, "n_masked_patches": 0}, 0.04)
         targets[view] = seen[0]
     assert torch.equal(targets["same"], batch_cls)

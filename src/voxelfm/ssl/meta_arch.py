@@ -15,6 +15,7 @@ from voxelfm.core.errors import ConfigError
 from voxelfm.models import DINOHead, VisionTransformer3D, ViTConfig
 from voxelfm.ssl.config import ARCH_KEYS
 from voxelfm.ssl.losses import DINOLoss, IBOTPatchLoss, KoLeoLoss
+from voxelfm.ssl.selective import can_select, forward_selected
 
 
 def vit_config(config: Mapping[str, Any], *, teacher: bool = False) -> ViTConfig:
@@ -32,6 +33,17 @@ def _head(config: Mapping[str, Any], section: str, in_dim: int) -> DINOHead:
     s = config[section]
     return DINOHead(in_dim, out_dim=int(s["head_n_prototypes"]), hidden_dim=int(s["head_hidden_dim"]),
                     bottleneck_dim=int(s["head_bottleneck_dim"]), nlayers=int(s["head_nlayers"]))
+
+
+def _cls_and_masked(backbone: nn.Module, x: torch.Tensor, masks: torch.Tensor | None,
+                    mask_indices: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The normed CLS tokens and the normed patch tokens at ``mask_indices`` (None when not asked):
+    the last block computed on those rows only where the backbone allows it (:mod:`.selective`)."""
+    if can_select(backbone):
+        return forward_selected(backbone, x, masks, mask_indices)
+    out = backbone(x, masks=masks)
+    patches = out["x_norm_patchtokens"].flatten(0, 1)[mask_indices] if mask_indices is not None else None
+    return out["x_norm_clstoken"], patches
 
 
 @torch.no_grad()
@@ -98,16 +110,16 @@ class SSLMetaArch(nn.Module):
 
     @torch.no_grad()
     def _teacher(self, batch: Mapping[str, Any], teacher_temp: float) -> dict[str, Any]:
-        out = self.teacher["backbone"](batch["global_crops"])
-        cls = out["x_norm_clstoken"]
+        n_masked = int(batch["n_masked_patches"])
+        use_ibot = self.ibot_weight > 0 and n_masked > 0
+        cls, patches = _cls_and_masked(self.teacher["backbone"], batch["global_crops"], None,
+                                       batch["mask_indices"] if use_ibot else None)
         a, b = cls.chunk(2)
         swapped = torch.cat((b, a)) if self.teacher_view == "cross" else cls
         dino_logits = self.teacher["dino_head"](swapped)
         dino_targets = self.dino_loss.teacher_targets(dino_logits, teacher_temp, self.centering)
         result = {"cls": cls, "dino_targets": dino_targets.chunk(2)}
-        n_masked = int(batch["n_masked_patches"])
-        if self.ibot_weight > 0 and n_masked > 0:
-            patches = out["x_norm_patchtokens"].flatten(0, 1)[batch["mask_indices"]]
+        if use_ibot:
             head = self.teacher["ibot_head" if self.separate_ibot_head else "dino_head"]
             result["ibot_targets"] = self.ibot_loss.teacher_targets(
                 head(patches), teacher_temp, self.centering, n_masked_total=batch.get("n_masked_total"))
@@ -120,15 +132,14 @@ class SSLMetaArch(nn.Module):
         dino_head = self.student_call["dino_head"]
         n_global = 2
         n_local = int(batch["n_local_crops"])
-        global_out = backbone(batch["global_crops"], masks=batch["masks"])
-        s_global_cls = global_out["x_norm_clstoken"]
-        head_inputs = [s_global_cls]
-        if n_local:
-            s_local_cls = backbone(batch["local_crops"])["x_norm_clstoken"]
-            head_inputs.append(s_local_cls)
         n_masked = int(batch["n_masked_patches"])
         use_ibot = self.ibot_weight > 0 and n_masked > 0
-        masked_patches = global_out["x_norm_patchtokens"].flatten(0, 1)[batch["mask_indices"]] if use_ibot else None
+        s_global_cls, masked_patches = _cls_and_masked(backbone, batch["global_crops"], batch["masks"],
+                                                       batch["mask_indices"] if use_ibot else None)
+        head_inputs = [s_global_cls]
+        if n_local:
+            s_local_cls, _ = _cls_and_masked(backbone, batch["local_crops"], None, None)
+            head_inputs.append(s_local_cls)
         if use_ibot and not self.separate_ibot_head:
             head_inputs.append(masked_patches)
         # One head call for all inputs (as the original) keeps DDP's single reduction per step.
@@ -178,6 +189,9 @@ class SSLMetaArch(nn.Module):
             # FSDP2 leaves a no-grad forward's parameters gathered; shard them before pairing.
             if hasattr(part, "reshard"):
                 part.reshard()
+        if momentum == 1.0:
+            # A frozen teacher (cpu_small): m t + 0 s is t exactly; skip two passes over the weights.
+            return
         for name, module in self.student.items():
             for t, s in zip(self.teacher[name].parameters(), module.parameters(), strict=True):
                 t_params.append(t.to_local() if hasattr(t, "to_local") else t)
