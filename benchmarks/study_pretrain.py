@@ -4,6 +4,7 @@ the same network at its own initial weights? Several arms x seeds, pooled paired
     python benchmarks/study_pretrain.py COHORT_DIR --work DIR --steps 400 --seeds 0 1 2 \
         --arms rt ema [--threads 2] [--spacing 4]
     python benchmarks/study_pretrain.py COHORT_DIR --work DIR --summary-only [--arms rt ema] [--oof pooled]
+    python benchmarks/study_pretrain.py COHORT_DIR --work DIR --contrast rt_ibot:1000 rt_ibot:200
 
 Protocol (the paired protocol of ``bench_pretrain.py cohort``): the cohort written by
 ``voxelfm phantom`` is cached once with ``prepare`` (the pretraining data); each run pretrains the
@@ -23,7 +24,9 @@ skipped next time; runs go seed-major (all arms of seed 0 first) so a cut study 
 comparable. A run probed under an older protocol (``info.probe`` differs) is re-probed from its
 saved model directories without retraining (the old scores are kept as ``scores_<old>.npz`` and
 restored, not recomputed, when that protocol is asked for again); ``--summary-only`` does that for
-every finished run, then summarises.
+every finished run, then summarises. ``--contrast A:STEPS B:STEPS`` compares two finished
+(arm, steps) groups directly: pretrained(A) - pretrained(B) over the seeds both have, with the
+same pooled bootstrap (e.g. a longer run against a shorter one of the same recipe).
 """
 
 from __future__ import annotations
@@ -355,6 +358,36 @@ def summary(work: Path, arms: list[str] | None, cohort: Path, probe: str | None 
                           "threads": [i.get("threads") for i in infos], **_pooled(runs, groups)}), flush=True)
 
 
+def contrast(work: Path, a: str, b: str, cohort: Path, probe: str) -> dict:
+    """Pooled difference pretrained(``a``) - pretrained(``b``) (each ``ARM:STEPS``) over the seeds
+    that both groups finished under ``probe``; the same resamples as the arms' summaries. Each
+    seed's two runs start from the same initial weights when the arms share an architecture, so
+    this is the paired effect of the recipe change (e.g. more steps) on the probe."""
+    def runs(group: str) -> dict[int, dict]:
+        arm, steps = group.rsplit(":", 1)
+        found = {}
+        for f in sorted((work / "runs").glob(f"{arm}_{int(steps)}_s*/scores.npz")):
+            run = dict(np.load(f))
+            info = json.loads(str(run["info"]))
+            if f.parent.name.rsplit("_", 2)[0] == arm and info.get("probe") == probe:
+                found[int(info["seed"])] = run
+        return found
+
+    first, second = runs(a), runs(b)
+    seeds = sorted(set(first) & set(second))
+    if not seeds:
+        raise SystemExit(f"{a} and {b}: no seed finished in both under probe {probe!r}")
+    pairs = [{"y": first[s]["y"], **{f"pretrained|{f}": first[s][f"pretrained|{f}"] for f in FEATURES},
+              **{f"random|{f}": second[s][f"pretrained|{f}"] for f in FEATURES}} for s in seeds]
+    groups = _patient_groups(cohort)
+    per_seed = [_pooled([p], groups, 0, 0)["cls"]["difference"] for p in pairs]
+    out = {"contrast": f"{a} - {b}", "seeds": seeds, "per_seed_cls_difference": per_seed, **_pooled(pairs, groups)}
+    for feature in FEATURES:  # the two sides are both pretrained here
+        out[feature] = {({"pretrained": a, "random": b}.get(k, k)): v for k, v in out[feature].items()}
+    print(json.dumps(out), flush=True)
+    return out
+
+
 def _queued(queue: Path, work: Path):
     """Jobs ``ARM STEPS SEED`` (one a line; ``#`` comments) from a queue file that may grow while
     workers run; each job is claimed once across workers (an exclusive directory under
@@ -397,12 +430,17 @@ def main() -> None:
                              "or pooled (raw probabilities: the protocol of the figures before the fix)")
     parser.add_argument("--summary-only", action="store_true",
                         help="train nothing; re-probe finished runs probed under another --oof, then summarise")
+    parser.add_argument("--contrast", nargs=2, metavar="ARM:STEPS", default=None,
+                        help="train nothing; pooled difference pretrained(first) - pretrained(second) over their common seeds")
     args = parser.parse_args()
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.contrast:
+        contrast(args.work, *args.contrast, args.cohort, PROBES[args.oof])
+        return
     cache: dict = {}
     if args.summary_only:  # bring finished runs to this protocol (no training), then summarise
         for run_dir in _trained_runs(args.work, args.arms):
