@@ -141,7 +141,9 @@ class EmbeddingStore:
         rows.sort(key=lambda r: r[:3])
         return [r[3] for r in rows]
 
-    def _stamp(self) -> tuple[Any, ...]:
+    def stamp(self) -> tuple[Any, ...]:
+        """What changes whenever the store does (its manifests' and compaction pointer's sizes and
+        times): equal stamps, same contents. Readers that cache features compare it."""
         stamps = []
         for manifest in sorted(self.path.glob("manifest*.jsonl")):
             try:
@@ -169,7 +171,7 @@ class EmbeddingStore:
 
     def _live_latest(self) -> dict[str, dict[str, Any]]:
         """The last manifest record of every scan id (without the consolidated generation)."""
-        stamp = self._stamp()
+        stamp = self.stamp()
         cached = getattr(self, "_live_cache", None)
         if cached is not None and cached[0] == stamp:
             return cached[1]
@@ -181,7 +183,7 @@ class EmbeddingStore:
 
     def latest(self) -> dict[str, dict[str, Any]]:
         """The last record of every scan id (re-read only when a manifest changed)."""
-        stamp = self._stamp()
+        stamp = self.stamp()
         if self._cache is not None and self._cache[0] == stamp:
             return self._cache[1]
         out: dict[str, dict[str, Any]] = {}

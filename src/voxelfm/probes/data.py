@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,6 +199,41 @@ class FeatureSet:
         return cls(wanted, matrix, grids, pgeo, igeo, next(iter(model_ids)), label)
 
 
+#: Features read in this process: (resolved store path, name, with patches) -> (store stamp, features).
+_CACHE: dict[tuple[str, str | None, bool], tuple[tuple[Any, ...], FeatureSet]] = {}
+
+
+def cached_features(store: str | os.PathLike[str], *, patches: bool = True, name: str | None = None) -> FeatureSet:
+    """:meth:`FeatureSet.from_store` of a store path, read once per process while the store is unchanged.
+
+    The one cache of a store's features: the probe jobs of ``voxelfm evaluate`` and of the demo
+    (:mod:`voxelfm.probes.jobs`) and the demo's report generation read through it, so a process
+    reads each store once. A set read with patch tokens also serves CLS-only requests. Entries stay
+    until :func:`forget_features`; a store that changed since (its :meth:`~voxelfm.embed.EmbeddingStore.stamp`)
+    is read again.
+    """
+    from voxelfm.embed import EmbeddingStore
+
+    path = Path(store).resolve()
+    if not path.exists():
+        raise StoreError(located(path, "embedding store does not exist"))
+    stamp = EmbeddingStore(path).stamp()
+    for with_patches in (True,) if patches else (True, False):
+        hit = _CACHE.get((str(path), name, with_patches))
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+    features = FeatureSet.from_store(path, patches=patches, name=name)
+    _CACHE[(str(path), name, patches)] = (stamp, features)
+    return features
+
+
+def forget_features(keep: Iterable[str | os.PathLike[str]] = ()) -> None:
+    """Release the cached features of every store but those in ``keep`` (paths)."""
+    kept = {str(Path(p).resolve()) for p in keep}
+    for key in [k for k in _CACHE if k[0] not in kept]:
+        del _CACHE[key]
+
+
 def read_labels(source: str | os.PathLike[str] | pd.DataFrame) -> pd.DataFrame:
     """Read a labels CSV (or copy a DataFrame) with a ``scan_id`` (or ``series_uid``) column.
 
@@ -235,6 +270,26 @@ def require_columns(labels: pd.DataFrame, columns: Sequence[str]) -> None:
     if missing:
         raise DataError(located(labels.attrs.get("source", "labels"),
                                 f"missing column(s) {missing}; available: {list(labels.columns)}"))
+
+
+def usable_binary(labels: pd.DataFrame, columns: Sequence[str], min_per_class: int = 1,
+                  split_column: str = "split") -> list[str]:
+    """The ``columns`` with both classes (at least ``min_per_class`` each) in every split: the binary
+    targets a probe can be trained, selected and tested on."""
+    def ok(col: str) -> bool:
+        for split in SPLITS:
+            values = labels.loc[labels[split_column] == split, col].dropna().astype(int)
+            if min(values.sum(), len(values) - values.sum()) < min_per_class:
+                return False
+        return True
+
+    return [c for c in columns if c in labels.columns and ok(c)]
+
+
+def usable_continuous(labels: pd.DataFrame, columns: Sequence[str], split_column: str = "split") -> list[str]:
+    """The numeric ``columns`` without gaps that vary in the training split (regression targets)."""
+    values = {c: pd.to_numeric(labels[c], errors="coerce") for c in columns if c in labels.columns}
+    return [c for c, v in values.items() if v.notna().all() and v[labels[split_column] == "train"].std() > 0]
 
 
 def _normalise_split_values(values: pd.Series, source: str) -> pd.Series:
@@ -369,9 +424,13 @@ __all__ = [
     "ProbeData",
     "SPLITS",
     "assemble",
+    "cached_features",
     "check_patient_leak",
+    "forget_features",
     "read_labels",
     "read_split_dir",
     "require_columns",
     "resolve_splits",
+    "usable_binary",
+    "usable_continuous",
 ]

@@ -24,7 +24,7 @@ from voxelfm.core.atomic import atomic_save, atomic_write_text
 from voxelfm.core.errors import ConfigError, DataError, StoreError, located
 from voxelfm.metrics.retrieval import label_match_trials, ranking_metrics, same_patient_retrieval
 from voxelfm.probes.config import ProbeConfig
-from voxelfm.probes.data import FeatureSet, ProbeData
+from voxelfm.probes.data import FeatureSet, ProbeData, read_labels
 from voxelfm.probes.tasks.common import TaskOutput, binary_column
 
 INDEX_FILE = "index.faiss"
@@ -404,11 +404,35 @@ def read_neighbours(predictions: Any) -> dict[str, list[tuple[str, float]]]:
     return out
 
 
+def neighbour_examples(predictions: Any, labels: Any, targets: Sequence[str], *, n: int,
+                       k: int = 5) -> list[dict[str, Any]]:
+    """Up to ``n`` queries with at least one positive target and their ``k`` nearest neighbours
+    (:func:`read_neighbours`), each marked ``match`` when it shares a positive target with the query
+    (the label-match criterion of the retrieval metric) and ``same_patient``."""
+    table = read_labels(labels)
+
+    def present(scan_id: str) -> set[str]:
+        return {t for t in targets if int(table.loc[scan_id, t]) == 1}
+
+    def patient(scan_id: str) -> str:
+        return str(table.loc[scan_id, "patient_id"]) if "patient_id" in table.columns else scan_id
+
+    out: list[dict[str, Any]] = []
+    for query, hits in read_neighbours(predictions).items():
+        if len(out) >= n:
+            break
+        if present(query) and hits:
+            out.append({"query": query, "neighbours": [
+                {"scan_id": sid, "similarity": sim, "match": bool(present(query) & present(sid)),
+                 "same_patient": patient(sid) == patient(query)} for sid, sim in hits[:k]]})
+    return out
+
+
 def _prefixed(prefix: str, fn):
     if not prefix:
         return fn
     return lambda *a: {f"{prefix}{k}": v for k, v in fn(*a).items()}
 
 
-__all__ = ["INDEX_KINDS", "RetrievalIndex", "exact_neighbours", "feature_vectors", "fit", "read_neighbours",
+__all__ = ["INDEX_KINDS", "RetrievalIndex", "exact_neighbours", "feature_vectors", "fit", "neighbour_examples", "read_neighbours",
            "recall_at_k", "search_threads"]

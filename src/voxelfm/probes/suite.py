@@ -35,10 +35,11 @@ import pandas as pd
 
 from voxelfm.core.atomic import atomic_write_text
 from voxelfm.core.config_check import check_known_keys
-from voxelfm.core.errors import ConfigError, VoxelFMError, located
+from voxelfm.core.errors import ConfigError, located
 from voxelfm.core.readers import read_yaml
 from voxelfm.probes.config import DEFAULT_HEADS, TASKS
-from voxelfm.probes.data import FeatureSet
+from voxelfm.probes.data import forget_features
+from voxelfm.probes.jobs import Outcome, ProbeJob, run_jobs
 
 log = logging.getLogger(__name__)
 
@@ -133,71 +134,20 @@ def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-#: Features read in this process, by (store name, path, with patch tokens). A store is read once per
-#: process and suite run (in each worker process when the jobs run on several): with patch tokens,
-#: it also serves the jobs that need the CLS token only. Cleared at the end of :func:`run_suite`.
-_FEATURES: dict[tuple[str, str, bool], FeatureSet] = {}
-
-
-def _features(store: str, path: str, patches: bool) -> FeatureSet:
-    if (store, path, True) in _FEATURES:
-        return _FEATURES[(store, path, True)]
-    if (store, path, patches) not in _FEATURES:
-        _FEATURES[(store, path, patches)] = FeatureSet.from_store(path, patches=patches, name=store)
-    return _FEATURES[(store, path, patches)]
-
-
-@dataclass(frozen=True)
-class _Job:
-    """One task × head on one store: a probe run, or its data-fraction sweep (``sweep``)."""
-
-    suite: Suite
-    entry: TaskEntry
-    head: str
-    config: dict[str, Any]
-    store: str
-    out: Path
-    sweep: bool = False
-    keep_going: bool = True
-
-    @property
-    def label(self) -> str:
-        return f"{self.entry.name}/{self.head}/{self.store}{' fraction sweep' if self.sweep else ''}"
-
-
 #: Rough relative cost of a probe run by head (scheduling order only, never results).
 _HEAD_COST = {"qformer": 5.0, "decoder": 5.0, "localiser": 4.0}
 
 
-def _cost(job: _Job) -> float:
-    cost = _HEAD_COST.get(job.head, 1.0)
-    return cost * len(job.entry.fractions) * len(job.entry.fraction_seeds) if job.sweep else cost
+@dataclass(frozen=True)
+class _Group:
+    """One task × head: its probe job on every store, then its sweeps (:class:`ProbeJob`)."""
+
+    entry: TaskEntry
+    head: str
+    jobs: list[ProbeJob]
 
 
-def _run_job(job: _Job) -> tuple[str, Any]:
-    """``("ok", ProbeResult)``, ``("ok", fraction table)`` or, with ``keep_going``, ``("failed",
-    message)`` for a refused job (an invalid config is a failure of this task like any other)."""
-    from voxelfm.probes.fractions import fraction_sweep
-    from voxelfm.probes.run import needs_patches, run_probe
-
-    suite, entry = job.suite, job.entry
-    try:
-        features = _features(job.store, suite.stores[job.store], needs_patches(entry.task, job.config))
-        if job.sweep:
-            return "ok", fraction_sweep(entry.task, features, suite.labels, fractions=entry.fractions,
-                                        seeds=entry.fraction_seeds, target=entry.targets or None, config=job.config,
-                                        out_dir=job.out / entry.name / job.head / f"fractions_{job.store}",
-                                        split_column=suite.split_column, split_dir=suite.split_dir)
-        return "ok", run_probe(entry.task, features, suite.labels, target=entry.targets or None,
-                               out_dir=job.out / entry.name / job.head / job.store, config=job.config,
-                               split_column=suite.split_column, split_dir=suite.split_dir)
-    except VoxelFMError as exc:
-        if not job.keep_going:
-            raise
-        return "failed", str(exc)
-
-
-def _plan(suite: Suite, out: Path, keep_going: bool) -> list[list[_Job]]:
+def _plan(suite: Suite, out: Path, keep_going: bool) -> list[_Group]:
     """The suite's jobs grouped by task × head: the probe on every store, then its sweeps."""
     groups = []
     for entry in suite.tasks:
@@ -206,11 +156,19 @@ def _plan(suite: Suite, out: Path, keep_going: bool) -> list[list[_Job]]:
             if head is not None:
                 cfg["head"] = head
             head_name = cfg.get("head") or DEFAULT_HEADS.get(entry.task, "mlp")
-            jobs = [_Job(suite, entry, head_name, cfg, store, out, keep_going=keep_going) for store in suite.stores]
+            common = {"task": entry.task, "labels": suite.labels, "targets": tuple(entry.targets), "config": cfg,
+                      "split_column": suite.split_column, "split_dir": suite.split_dir, "keep_going": keep_going}
+            cost = _HEAD_COST.get(head_name, 1.0)
+            jobs = [ProbeJob(store=path, store_name=store, label=f"{entry.name}/{head_name}/{store}",
+                             out_dir=str(out / entry.name / head_name / store), cost=cost, **common)
+                    for store, path in suite.stores.items()]
             if entry.fractions:
-                jobs += [_Job(suite, entry, head_name, cfg, store, out, sweep=True, keep_going=keep_going)
-                         for store in suite.stores]
-            groups.append(jobs)
+                jobs += [ProbeJob(store=path, store_name=store, label=f"{entry.name}/{head_name}/{store} fraction sweep",
+                                  out_dir=str(out / entry.name / head_name / f"fractions_{store}"),
+                                  fractions=tuple(entry.fractions), fraction_seeds=tuple(entry.fraction_seeds),
+                                  cost=cost * len(entry.fractions) * len(entry.fraction_seeds), **common)
+                         for store, path in suite.stores.items()]
+            groups.append(_Group(entry, head_name, jobs))
     return groups
 
 
@@ -222,26 +180,26 @@ class _Outcome:
     diffs: list[pd.DataFrame] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)
 
-    def add(self, group: list[_Job], results: list[tuple[str, Any]], out: Path) -> dict[str, Any]:
+    def add(self, group: _Group, results: list[Outcome], out: Path) -> dict[str, Any]:
         """One task × head's finished jobs: metric rows, errors and the fraction table; returns the
         probe results by store."""
         runs, frames = {}, []
-        for job, (status, value) in zip(group, results, strict=True):
+        entry, head = group.entry, group.head
+        for job, (status, value) in zip(group.jobs, results, strict=True):
             if status == "failed":
-                self.errors.append({"name": job.entry.name, "head": job.head, "backbone": job.store,
+                self.errors.append({"name": entry.name, "head": head, "backbone": job.store_name,
                                     "error": f"fraction sweep: {value}" if job.sweep else value})
             elif job.sweep:
-                frames.append(value.assign(backbone=job.store, task=job.entry.task))
+                frames.append(value.assign(backbone=job.store_name, task=entry.task))
             else:
-                runs[job.store] = value
-                self.rows += [{"name": job.entry.name, "task": job.entry.task, "head": job.head, "backbone": job.store,
+                runs[job.store_name] = value
+                self.rows += [{"name": entry.name, "task": entry.task, "head": head, "backbone": job.store_name,
                                "metric": metric, **ci.to_dict()} for metric, ci in value.metrics.items()]
         if frames:
-            entry, head = group[0].entry, group[0].head
             pd.concat(frames, ignore_index=True).to_csv(out / f"fractions_{entry.name}_{head}.csv", index=False)
         return runs
 
-    def add_differences(self, groups: list[list[_Job]], runs: list[dict[str, Any]], reference: str,
+    def add_differences(self, groups: list[_Group], runs: list[dict[str, Any]], reference: str,
                         workers: int) -> None:
         """``<store> − reference`` of every task × head, the paired bootstraps on ``workers`` processes."""
         from voxelfm.probes.compare import differences_frame, paired_differences_many
@@ -252,17 +210,17 @@ class _Outcome:
                                            workers=workers)
         by_group: list[dict[str, Any]] = [{} for _ in groups]
         for (i, store), diffs in zip(pairs, computed, strict=True):
-            job = groups[i][0]
+            group = groups[i]
             if isinstance(diffs, str):
-                log.error("%s/%s: no differences %s − %s: %s", job.entry.name, job.head, store, reference, diffs)
-                self.errors.append({"name": job.entry.name, "head": job.head, "backbone": store,
+                log.error("%s/%s: no differences %s − %s: %s", group.entry.name, group.head, store, reference, diffs)
+                self.errors.append({"name": group.entry.name, "head": group.head, "backbone": store,
                                     "error": f"differences to {reference}: {diffs}"})
             else:
                 by_group[i][store] = diffs
         for group, diffs in zip(groups, by_group, strict=True):
             d = differences_frame(diffs, reference)
             if len(d):
-                self.diffs.append(d.assign(name=group[0].entry.name, head=group[0].head)[["name", "head", *d.columns]])
+                self.diffs.append(d.assign(name=group.entry.name, head=group.head)[["name", "head", *d.columns]])
 
 
 def run_suite(suite: Suite | str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
@@ -275,7 +233,7 @@ def run_suite(suite: Suite | str | os.PathLike[str], out_dir: str | os.PathLike[
     reference then run on the same number of workers. With ``keep_going`` a failing job is logged,
     recorded in ``summary.json`` (``errors``) and the rest run; without, it is raised.
     """
-    from voxelfm.core.parallel import default_workers, run_items
+    from voxelfm.core.parallel import default_workers
 
     if not isinstance(suite, Suite):
         suite = Suite.load(suite)
@@ -286,10 +244,10 @@ def run_suite(suite: Suite | str | os.PathLike[str], out_dir: str | os.PathLike[
     out.mkdir(parents=True, exist_ok=True)
     reference = suite.reference or list(suite.stores)[-1]
     groups = _plan(suite, out, keep_going)
-    jobs = [job for group in groups for job in group]
+    jobs = [job for group in groups for job in group.jobs]
     finished = 0
 
-    def done(i: int, result: tuple[str, Any]) -> None:  # progress, in this process as each job ends
+    def done(i: int, result: Outcome) -> None:  # progress, in this process as each job ends
         nonlocal finished
         finished += 1
         if result[0] == "failed":
@@ -299,18 +257,14 @@ def run_suite(suite: Suite | str | os.PathLike[str], out_dir: str | os.PathLike[
 
     log.info("%d probe jobs (%d task-head pairs on %d stores) on %d worker process(es)", len(jobs), len(groups),
              len(suite.stores), max(1, min(workers, len(jobs))))
-    order = sorted(range(len(jobs)), key=lambda i: -_cost(jobs[i]))  # longest first: workers end together
     try:
-        ran = run_items(_run_job, [jobs[i] for i in order], workers=workers, done=lambda k, r: done(order[k], r))
+        results = run_jobs(jobs, workers=workers, done=done)
     finally:
-        _FEATURES.clear()
-    results: list[tuple[str, Any]] = [("failed", "not run")] * len(jobs)
-    for k, i in enumerate(order):
-        results[i] = ran[k]
+        forget_features()
     outcome, start, runs = _Outcome(), 0, []
     for group in groups:
-        runs.append(outcome.add(group, results[start:start + len(group)], out))
-        start += len(group)
+        runs.append(outcome.add(group, results[start:start + len(group.jobs)], out))
+        start += len(group.jobs)
     outcome.add_differences(groups, runs, reference, workers)
     summary = pd.DataFrame(outcome.rows)
     differences = pd.concat(outcome.diffs, ignore_index=True) if outcome.diffs else pd.DataFrame()

@@ -14,6 +14,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -176,4 +177,22 @@ def write_masks(masks: list[tuple[str, np.ndarray, Geometry]], directory: str | 
     return [write_nifti(mask, geometry, out / f"{sid}_pred.nii.gz") for sid, mask, geometry in masks]
 
 
-__all__ = ["coarse_geometry", "fit", "soft_dice_loss", "write_masks"]
+def mask_examples(result: Any, *, n: int) -> list[dict[str, Any]]:
+    """Up to ``n`` test scans of a written segmentation run (``result.out_dir``) whose predicted mask
+    is on disk (:func:`write_masks`), each with its path (``prediction``) and its macro Dice over
+    the classes it scores (``None`` when none)."""
+    masks_dir = Path(result.out_dir) / "masks"
+    dice, _counts = result.output.eval_arrays
+    out: list[dict[str, Any]] = []
+    for i, scan_id in enumerate(result.output.eval_ids):
+        mask = masks_dir / f"{scan_id}_pred.nii.gz"
+        if len(out) >= n:
+            break
+        if mask.is_file():
+            finite = dice[i][np.isfinite(dice[i])]
+            out.append({"scan_id": str(scan_id), "prediction": mask,
+                        "dice": float(finite.mean()) if finite.size else None})
+    return out
+
+
+__all__ = ["coarse_geometry", "fit", "mask_examples", "soft_dice_loss", "write_masks"]
