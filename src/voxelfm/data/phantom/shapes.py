@@ -55,7 +55,11 @@ def ellipse_xy(x: np.ndarray, y: np.ndarray, centre, semiaxes) -> np.ndarray:
     v = np.subtract(y, np.float32(centre[1]), dtype=np.float32)
     if ax.ndim or ay.ndim:  # broadcast per-voxel semiaxes to the block shape
         shape = np.broadcast_shapes(u.shape, ax.shape, ay.shape)
-        u, v = np.broadcast_to(u, shape).copy(), np.broadcast_to(v, shape).copy()
+        # u and v are fresh arrays (quadric_sdf writes into them): copy only to grow them.
+        if u.shape != shape:
+            u = np.broadcast_to(u, shape).copy()
+        if v.shape != shape:
+            v = np.broadcast_to(v, shape).copy()
     return quadric_sdf([u, v], [ax, ay])
 
 
