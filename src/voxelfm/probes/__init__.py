@@ -8,10 +8,13 @@ Entry points:
   ``retrieval``, ``localisation``, ``segmentation``; heads ``mlp`` (CLS) and ``qformer`` (patches).
 * :func:`compare_stores` (several backbones, paired differences), :func:`fraction_sweep` (nested
   data fractions × seeds), :func:`run_suite` (``voxelfm evaluate SUITE.yaml``; its probe jobs and
-  paired bootstraps on ``workers`` processes, :mod:`voxelfm.core.parallel`).
+  paired bootstraps on ``workers`` processes, :mod:`voxelfm.core.parallel`); its unit of work,
+  :class:`~voxelfm.probes.jobs.ProbeJob` with :func:`~voxelfm.probes.jobs.run_jobs`, also runs the
+  demo's probes.
 * Comparisons: :func:`~voxelfm.probes.compare.paired_differences` (two runs),
   :func:`~voxelfm.probes.compare.paired_differences_many` (many pairs on worker processes).
-* Data: :class:`FeatureSet` (in-memory features; ``FeatureSet.from_store``), :func:`read_labels`,
+* Data: :class:`FeatureSet` (in-memory features; ``FeatureSet.from_store``, or
+  :func:`~voxelfm.probes.data.cached_features` to read a store once per process), :func:`read_labels`,
   :func:`resolve_splits`; :class:`RetrievalIndex` (FAISS, build once / query).
 * Building blocks: :class:`ProbeConfig`, :class:`TrainConfig`, :func:`train`, heads
   (:class:`MLPHead`, :class:`QFormerHead`, :class:`AttentionLocaliser`, :class:`SegmentationDecoder`),

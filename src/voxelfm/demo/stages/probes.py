@@ -1,38 +1,35 @@
 """Stage 4: probes of six task categories on both frozen backbones and the HU-histogram baseline
 (report generation is stage 5).
 
-Configuration plus library calls: every probe is one :func:`voxelfm.probes.run_probe` on a
-backbone's features, written to ``OUT/probes/<job>/<backbone>-<mode>/``; comparisons (pretrained −
-random, pretrained − baseline, Q-Former − MLP, 3D − 2.5D) are
-:func:`voxelfm.probes.compare.paired_differences`; the data-fraction sweep (paper Fig. 4) is
-:func:`voxelfm.probes.fractions.fraction_sweep`. Everything the render stage needs is summarised
-in ``OUT/probes/summary.json``.
+Configuration plus library calls: the demo's tasks (:func:`plan_jobs`) become one
+:class:`voxelfm.probes.jobs.ProbeJob` per feature source, run by :func:`voxelfm.probes.jobs.run_jobs`
+(as ``voxelfm evaluate`` runs a suite) into ``OUT/probes/<job>/<backbone>-<mode>/``, plus the
+data-fraction sweep of the shared Q-Former (paper Fig. 4) on each 3D source. Comparisons (pretrained
+− random, pretrained − baseline, Q-Former − MLP, 3D − 2.5D) are
+:func:`voxelfm.probes.compare.paired_differences_many`. Everything the render stage needs is
+summarised in ``OUT/probes/summary.json``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from voxelfm.core.atomic import atomic_write_text
 from voxelfm.core.stages import CheckResult, Stage, json_default
 from voxelfm.demo import layout
-from voxelfm.demo.config import DemoConfig, DemoContext
+from voxelfm.demo.config import DemoContext
 from voxelfm.demo.results import CATEGORIES, VERSUS_BASELINE, VERSUS_RANDOM
 from voxelfm.viz.result_rows import ResultRow, as_ci
 
 if TYPE_CHECKING:
     import pandas as pd
-    from rich.progress import Progress, TaskID
 
     from voxelfm.metrics import DifferenceCI, MetricCI
-    from voxelfm.probes.data import FeatureSet
+    from voxelfm.probes.jobs import ProbeJob
     from voxelfm.probes.run import ProbeResult
 
 PROBE_CATEGORIES = tuple(c for c in CATEGORIES if c != "report generation")
@@ -46,17 +43,23 @@ Source = tuple[str, str]  # (backbone, mode)
 THREE_D: tuple[Source, ...] = tuple((b, "3d") for b in layout.BACKBONE_NAMES)
 SOURCES: tuple[Source, ...] = (*THREE_D, ("pretrained", "2.5d"))
 
+#: Relative CPU cost of a job's probe on one source (measured on the ``small`` demo), so that the
+#: longest jobs start first and the two workers finish close together. Order only: not results.
+JOB_COST = {"classification-qformer": 10.0, "fractions": 6.0, "segmentation": 6.0, "localisation": 5.0,
+            "survival": 3.0, "classification-mlp": 2.0, "regression": 1.0, "retrieval": 0.1}
+
 
 @dataclass(frozen=True)
 class Job:
-    """One probe configuration, run on several feature sources."""
+    """One of the demo's probe configurations (``options``: a run_probe config with its head), run
+    on several feature sources; ``sweep``: its data-fraction sweep instead."""
 
     name: str
     task: str
     targets: tuple[str, ...] = ()
-    head: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     sources: tuple[Source, ...] = THREE_D
+    sweep: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,55 +74,10 @@ class Headline:
     higher_is_better: bool
 
 
-_LOADED: dict[Path, tuple[Any, FeatureSet]] = {}
-
-
-def feature_set(ctx: DemoContext, backbone: str, mode: str = "3d") -> FeatureSet:
-    """A store's features (CLS, patch grids, geometries), read once per process while it is unchanged.
-
-    The probes and report-generation stages share them instead of reading every store twice.
-    """
-    from voxelfm.probes.data import FeatureSet
-
-    path = layout.store_dir(ctx.out, backbone, mode)
-    stamp = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.glob("manifest*.jsonl"))
-    if any(p.parent != ctx.out / "embeddings" for p in _LOADED):
-        _LOADED.clear()  # another demo directory: do not hold its features
-    if path not in _LOADED or _LOADED[path][0] != stamp:
-        _LOADED[path] = (stamp, FeatureSet.from_store(path, patches=True, name=f"{backbone}-{mode}"))
-    return _LOADED[path][1]
-
-
-def forget_features(keep: tuple[Source, ...] = ()) -> None:
-    """Release the shared features of every source but ``keep`` (the next stage's)."""
-    for path in list(_LOADED):
-        if not any(path == layout.store_dir(path.parent.parent, *source) for source in keep):
-            del _LOADED[path]
-
-
-def usable_binary(labels: pd.DataFrame, columns: list[str], min_per_class: int = 1) -> list[str]:
-    """Columns with both classes (at least ``min_per_class`` each) in every split."""
-    def ok(col: str) -> bool:
-        for split in ("train", "val", "test"):
-            values = labels.loc[labels["split"] == split, col].dropna().astype(int)
-            if min(values.sum(), len(values) - values.sum()) < min_per_class:
-                return False
-        return True
-
-    return [c for c in columns if c in labels.columns and ok(c)]
-
-
-def usable_continuous(labels: pd.DataFrame, columns: list[str]) -> list[str]:
-    """Numeric columns without gaps that vary in the training split."""
-    import pandas as pd
-
-    values = {c: pd.to_numeric(labels[c], errors="coerce") for c in columns if c in labels.columns}
-    return [c for c, v in values.items() if v.notna().all() and v[labels["split"] == "train"].std() > 0]
-
-
 def plan_jobs(ctx: DemoContext, labels: pd.DataFrame) -> tuple[list[Job], list[Headline], dict[str, list[str]]]:
     """The probe runs of the demo and the headline rows read from them."""
     from voxelfm.data.phantom import FINDINGS, REGRESSION_TARGETS, SEGMENTATION_LABELS
+    from voxelfm.probes.data import usable_binary, usable_continuous
 
     cfg = ctx.config.probes
     findings = usable_binary(labels, list(FINDINGS))
@@ -127,24 +85,27 @@ def plan_jobs(ctx: DemoContext, labels: pd.DataFrame) -> tuple[list[Job], list[H
     common = {"bootstrap": cfg.bootstrap, "bootstrap_seed": cfg.seed}
     train = {"epochs": cfg.epochs} if cfg.epochs is not None else {}
     head_params = {"hidden_dim": cfg.hidden_dim}
-    cls_opts = cfg.classification_options()
-    q_opts = {**cls_opts, "head_params": cfg.qformer_head_params()}
+    cls_opts = {**cfg.classification_options(), "head": "mlp"}
+    q_opts = {**cls_opts, "head": "qformer", "head_params": cfg.qformer_head_params()}
     jobs = [
         # The Q-Former costs ~10x the MLP per probe on CPU: on 3D features only (3D vs 2.5D uses the MLP).
-        Job("classification-qformer", "classification", tuple(findings), "qformer", q_opts),
-        Job("classification-mlp", "classification", tuple(findings), "mlp", cls_opts, SOURCES),
-        Job("regression", "regression", tuple(regression), "mlp",
-            {**common, "head_params": head_params, "train": {"epochs": cfg.regression_epochs, "seed": cfg.seed}}),
-        Job("survival", "survival", (), "mlp",
-            {**common, "head_params": head_params, "horizons": [2.0, 5.0], "train": {**train, "seed": cfg.seed}}),
-        Job("retrieval", "retrieval", tuple(findings), None, common),
-        Job("localisation", "localisation", (), None,
+        Job("classification-qformer", "classification", tuple(findings), q_opts),
+        Job("classification-mlp", "classification", tuple(findings), cls_opts, SOURCES),
+        Job("regression", "regression", tuple(regression),
+            {**common, "head": "mlp", "head_params": head_params,
+             "train": {"epochs": cfg.regression_epochs, "seed": cfg.seed}}),
+        Job("survival", "survival", (), {**common, "head": "mlp", "head_params": head_params, "horizons": [2.0, 5.0],
+                                         "train": {**train, "seed": cfg.seed}}),
+        Job("retrieval", "retrieval", tuple(findings), common),
+        Job("localisation", "localisation", (),
             {**common, "train": {**train, **({"epochs": cfg.loc_epochs} if cfg.loc_epochs else {}), "seed": cfg.seed}}),
-        Job("segmentation", "segmentation", (), None,
+        Job("segmentation", "segmentation", (),
             {**common, "label_root": str(layout.cohort_dir(ctx.out)), "target_downsample": cfg.seg_downsample,
              "num_classes": len(SEGMENTATION_LABELS) + 1, "class_names": list(SEGMENTATION_LABELS.values()),
              "head_params": {"hidden_dim": cfg.seg_hidden_dim, "num_steps": 2},
              "train": {"epochs": cfg.seg_epochs, "batch_size": cfg.seg_batch_size, "seed": cfg.seed}}),
+        # The data-fraction sweep (paper Fig. 4): one Q-Former shared by every finding.
+        Job("fractions", "classification", tuple(findings), {**q_opts, "multilabel": "shared"}, sweep=True),
     ]
     structures = f"{len(SEGMENTATION_LABELS)} structures"
     headlines = [
@@ -170,6 +131,30 @@ def source_name(source: Source) -> str:
     return f"{source[0]}-{source[1]}"
 
 
+def probe_jobs(ctx: DemoContext, jobs: list[Job]) -> list[tuple[str, Source, ProbeJob]]:
+    """Each job on its sources and on the comparator backbones' 3D features (``--backbones``), and
+    the fraction sweep on each 3D source, as library probe jobs."""
+    from voxelfm.probes.jobs import ProbeJob
+
+    cfg = ctx.config.probes
+    extra = tuple((name, "3d") for name in layout.comparator_names(ctx.config))
+    labels = str(layout.cohort_dir(ctx.out) / "labels.csv")
+    planned = []
+    for job in jobs:
+        sweep = job.sweep
+        for source in job.sources if sweep else (*job.sources, *extra):
+            name = source_name(source)
+            planned.append((job.name, source, ProbeJob(
+                job.task, str(layout.store_dir(ctx.out, *source)), labels,
+                f"{'data fractions' if sweep else job.name} · {name}", store_name=name, targets=job.targets,
+                config=job.options, out_dir=None if sweep else str(layout.probes_dir(ctx.out) / job.name / name),
+                # seed index 0 trains with the probes' seed
+                fractions=tuple(cfg.fractions) if sweep else (),
+                fraction_seeds=tuple(cfg.seed + i for i in range(cfg.fraction_seeds)),
+                figures=False, cost=JOB_COST.get(job.name, 1.0))))
+    return planned
+
+
 class ProbesStage(Stage):
     name = "probes"
     title = "Probes on both backbones (six task categories, sweeps, comparisons)"
@@ -183,18 +168,33 @@ class ProbesStage(Stage):
         import pandas as pd
 
         from voxelfm.core.progress import progress_bar
+        from voxelfm.probes.data import forget_features
+        from voxelfm.probes.jobs import run_jobs
 
         labels = pd.read_csv(layout.cohort_dir(ctx.out) / "labels.csv")
         jobs, headlines, used = plan_jobs(ctx, labels)
-        failures: list[str] = []
-        # comparator backbones (--backbones) run every job on their 3D features
-        extra: tuple[Source, ...] = tuple((name, "3d") for name in layout.comparator_names(ctx.config))
-        items = plan_items(ctx, jobs, extra, used["findings"])
+        planned = probe_jobs(ctx, jobs)
         with progress_bar(ctx.console) as progress:
-            bar = progress.add_task("probes", total=len(items))
-            results, sweep = run_items_of(ctx, items, failures, progress, bar)
-        forget_features(keep=THREE_D)  # report generation reads the 3D stores only
-        summary = summarise(ctx, labels, headlines, results, sweep, used)
+            bar = progress.add_task("probes", total=len(planned))
+
+            def done(i: int, outcome: tuple[str, Any]) -> None:
+                if outcome[0] == "failed":
+                    ctx.console.print(f"[yellow]skipped {planned[i][2].label}: {outcome[1]}[/]")
+                progress.update(bar, description=planned[i][2].label, advance=1)
+
+            outcomes = run_jobs([p[2] for p in planned], workers=ctx.config.workers, done=done)
+        forget_features(keep=[layout.store_dir(ctx.out, *s) for s in THREE_D])  # report generation's
+        results, sweep, failures = {}, [], []
+        for (name, source, job), (status, value) in zip(planned, outcomes, strict=True):
+            if status == "failed":
+                failures.append(f"{job.label}: {value}")
+            elif job.sweep:
+                sweep += sweep_points(value, source[0], job.fraction_seeds)
+            else:
+                results[(name, source)] = value
+        order = {b: i for i, b in enumerate(layout.BACKBONE_NAMES)}
+        sweep.sort(key=lambda p: (p["seed"], p["fraction"], order.get(p["backbone"], len(order))))
+        summary = summarise(ctx, Runs(results), headlines, sweep, used)
         summary["probe_seconds"] = {f"{job}/{source_name(src)}": round(res.seconds, 2)
                                     for (job, src), res in results.items()}
         summary["notes"] += [f"Probe not computed: {f}" for f in failures]
@@ -221,155 +221,52 @@ class ProbesStage(Stage):
         return res
 
 
-#: Relative CPU cost of a job's probe on one source (measured on the ``small`` demo), so that the
-#: longest items start first and the two workers finish close together. Order only: not results.
-ITEM_COST = {"classification-qformer": 10.0, "fractions": 6.0, "segmentation": 6.0, "localisation": 5.0,
-             "survival": 3.0, "classification-mlp": 2.0, "regression": 1.0, "retrieval": 0.1}
-
-
-@dataclass(frozen=True)
-class ProbeItem:
-    """One unit of the stage's work: a job on one feature source, or (``sweep``) the data-fraction
-    sweep of the shared Q-Former on one source. Picklable: it goes to a worker process."""
-
-    out: Path
-    config: DemoConfig
-    job: Job
-    source: Source
-    sweep: bool = False
-
-    @property
-    def label(self) -> str:
-        return f"{'data fractions' if self.sweep else self.job.name} · {source_name(self.source)}"
-
-
-def plan_items(ctx: DemoContext, jobs: list[Job], extra: tuple[Source, ...], findings: list[str]) -> list[ProbeItem]:
-    """Every probe run of the stage (each job on its sources plus ``extra``) and the fraction sweep
-    on each 3D source, the costliest first."""
-    items = [ProbeItem(ctx.out, ctx.config, job, source) for job in jobs for source in (*job.sources, *extra)]
-    sweep_job = Job("fractions", "classification", tuple(findings), "qformer",
-                    {**jobs[0].options, "multilabel": "shared"})
-    items += [ProbeItem(ctx.out, ctx.config, sweep_job, source, sweep=True) for source in THREE_D]
-    return sorted(items, key=lambda it: -ITEM_COST.get(it.job.name, 1.0))  # stable: plan order among equals
-
-
-_LABELS: dict[Path, pd.DataFrame] = {}
-
-
-def run_item(item: ProbeItem) -> tuple[str, Any]:
-    """One item, in this process: ``("ok", ProbeResult)`` for a probe, ``("ok", points)`` for a
-    sweep, or ``("failed", message)`` when the cohort cannot support it."""
-    import pandas as pd
-
-    from voxelfm.core.errors import VoxelFMError
-    from voxelfm.demo.config import DemoContext
-    from voxelfm.probes.run import run_probe
-
-    ctx = DemoContext(out=item.out, config=item.config)
-    path = layout.cohort_dir(item.out) / "labels.csv"
-    if path not in _LABELS:
-        _LABELS.clear()
-        _LABELS[path] = pd.read_csv(path)
-    labels, job = _LABELS[path], item.job
-    try:
-        if item.sweep:
-            return "ok", sweep_points(ctx, labels, item.source, job)
-        return "ok", run_probe(job.task, feature_set(ctx, *item.source), labels, target=list(job.targets) or None,
-                               head=job.head, out_dir=layout.probes_dir(item.out) / job.name / source_name(item.source),
-                               config=job.options, figures=False)
-    except VoxelFMError as exc:
-        # Small cohorts can leave a task without enough test cases (e.g. no events in the test
-        # split): say so in the report rather than abort every other task.
-        return "failed", f"{item.label}: {exc}"
-
-
-def run_items_of(ctx: DemoContext, items: list[ProbeItem], failures: list[str], progress: Progress,
-                 bar: TaskID) -> tuple[dict[tuple[str, Source], ProbeResult], list[dict[str, Any]]]:
-    """Run every item on ``ctx.config.workers`` processes (:mod:`voxelfm.core.parallel`); the probe
-    results by (job, source) and the sweep's points in a fixed order, whatever the finishing order."""
-    from voxelfm.core.parallel import run_items
-
-    def done(i: int, outcome: tuple[str, Any]) -> None:
-        if outcome[0] == "failed":
-            ctx.console.print(f"[yellow]skipped {outcome[1]}[/]")
-        progress.update(bar, description=items[i].label, advance=1)
-
-    outcomes = run_items(run_item, items, workers=ctx.config.workers, done=done)
-    results: dict[tuple[str, Source], ProbeResult] = {}
-    points: list[dict[str, Any]] = []
-    for item, (status, value) in zip(items, outcomes, strict=True):
-        if status == "failed":
-            failures.append(value)
-        elif item.sweep:
-            points += value
-        else:
-            results[(item.job.name, item.source)] = value
-    order = {b: i for i, b in enumerate(layout.BACKBONE_NAMES)}
-    return results, sorted(points, key=lambda p: (p["seed"], p["fraction"], order.get(p["backbone"], len(order))))
-
-
-def sweep_points(ctx: DemoContext, labels: pd.DataFrame, source: Source, job: Job) -> list[dict[str, Any]]:
-    """Macro AUROC of the shared Q-Former on nested, stratified training fractions of one source, per seed."""
-    from voxelfm.probes.fractions import fraction_sweep
-
-    cfg = ctx.config.probes
-    seeds = [cfg.seed + i for i in range(cfg.fraction_seeds)]  # seed index 0 trains with the probes' seed
-    table = fraction_sweep("classification", feature_set(ctx, *source), labels, fractions=cfg.fractions,
-                           seeds=seeds, target=list(job.targets), head="qformer", config=job.options)
-    return [{"fraction": float(r["fraction"]), "seed": seeds.index(int(r["seed"])), "backbone": source[0],
+def sweep_points(table: pd.DataFrame, backbone: str, seeds: tuple[int, ...]) -> list[dict[str, Any]]:
+    """The sweep's macro AUROC per training fraction and seed (as its index in ``seeds``)."""
+    return [{"fraction": float(r["fraction"]), "seed": seeds.index(int(r["seed"])), "backbone": backbone,
              "n_train": int(r["n_train"]), **as_ci(r).to_dict()}
             for r in table[table["metric"] == "macro/auroc"].to_dict(orient="records")]
 
 
-def _estimate(res: ProbeResult | None, key: str) -> MetricCI:
-    return as_ci(None if res is None else res.metrics.get(key))  # missing: NaN
+@dataclass
+class Runs:
+    """The finished probe runs by (job, source) and the paired differences between pairs of them."""
+
+    results: dict[tuple[str, Source], ProbeResult]
+    diffs: dict[tuple[int, int], dict[str, DifferenceCI]] = field(default_factory=dict)
+
+    def get(self, job: str, backbone: str, mode: str = "3d") -> ProbeResult | None:
+        return self.results.get((job, (backbone, mode)))
+
+    def value(self, job: str, backbone: str, key: str, mode: str = "3d") -> MetricCI:
+        res = self.get(job, backbone, mode)
+        return as_ci(None if res is None else res.metrics.get(key))  # missing: NaN
+
+    def compare(self, pairs: list[tuple[ProbeResult | None, ProbeResult | None]], *, n_resamples: int, seed: int,
+                workers: int) -> None:
+        """The paired bootstraps ``a − b`` of ``pairs`` on ``workers`` processes (one per pair of
+        runs gives every metric of both); ``{}`` for a pair that cannot be compared."""
+        from voxelfm.probes.compare import paired_differences_many
+
+        todo = {(id(a), id(b)): (a, b) for a, b in pairs if a is not None and b is not None}
+        computed = paired_differences_many(list(todo.values()), n_resamples=n_resamples, seed=seed, workers=workers)
+        self.diffs = {key: {} if isinstance(d, str) else d for key, d in zip(todo, computed, strict=True)}
+
+    def difference(self, a: ProbeResult | None, b: ProbeResult | None, key: str) -> DifferenceCI | None:
+        """``a − b`` for one metric (paired over the same test units); None when undefined."""
+        return None if a is None or b is None else self.diffs.get((id(a), id(b)), {}).get(key)
+
+    def row(self, category: str, task: str, metric: str, higher: bool, values: dict[str, MetricCI],
+            pair: tuple[ProbeResult | None, ProbeResult | None], key: str, label: str = VERSUS_RANDOM,
+            more: dict[str, DifferenceCI | None] | None = None, detail: str = "") -> dict[str, Any]:
+        diffs = {label: self.difference(*pair, key), **(more or {})}
+        return ResultRow(category, task, metric, higher, values, {k: d for k, d in diffs.items() if d is not None},
+                         detail).to_dict()
 
 
-def _difference(ctx: DemoContext, a: ProbeResult | None, b: ProbeResult | None,
-                key: str) -> DifferenceCI | None:
-    """``a − b`` for one metric (paired over the same test units); None when undefined."""
-    from voxelfm.core.errors import VoxelFMError
-    from voxelfm.probes.compare import paired_differences
-
-    if a is None or b is None:
-        return None
-    # One paired bootstrap per pair of runs gives every metric of both (e.g. survival's C-index and
-    # time-dependent AUROC rows, or Dice macro and micro): the same numbers as one bootstrap per
-    # metric (same seed, same resamples), at a fraction of the cost.
-    pair = (id(a), id(b))
-    if pair not in _PAIRS:
-        cfg = ctx.config.probes
-        try:
-            _PAIRS[pair] = paired_differences(a, b, n_resamples=cfg.bootstrap, seed=cfg.seed)
-        except VoxelFMError:
-            _PAIRS[pair] = {}
-    return _PAIRS[pair].get(key)
-
-
-#: Paired differences of the run pairs compared so far, by the runs' ids (cleared by summarise).
-_PAIRS: dict[tuple[int, int], dict[str, DifferenceCI]] = {}
-
-
-def compare_pairs(ctx: DemoContext, pairs: list[tuple[ProbeResult | None, ProbeResult | None]]) -> None:
-    """The paired bootstraps of ``pairs`` on ``ctx.config.workers`` processes, into ``_PAIRS`` (each
-    is ~2,000 evaluations of a task's metrics; the same numbers computed anywhere); ``{}`` for a
-    pair that cannot be compared."""
-    from voxelfm.probes.compare import paired_differences_many
-
-    todo: dict[tuple[int, int], tuple[ProbeResult, ProbeResult]] = {}
-    for a, b in pairs:
-        if a is not None and b is not None and (id(a), id(b)) not in _PAIRS:
-            todo[(id(a), id(b))] = (a, b)
-    cfg = ctx.config.probes
-    computed = paired_differences_many(list(todo.values()), n_resamples=cfg.bootstrap, seed=cfg.seed,
-                                       workers=ctx.config.workers)
-    for key, diffs in zip(todo, computed, strict=True):
-        _PAIRS[key] = {} if isinstance(diffs, str) else diffs
-
-
-def needed_pairs(ctx: DemoContext, headlines: list[Headline], get: Getter) -> list[tuple[Any, Any]]:
+def needed_pairs(ctx: DemoContext, headlines: list[Headline], runs: Runs) -> list[tuple[Any, Any]]:
     """Every pair of runs the summary compares (task rows, heads, 3D vs 2.5D, comparators)."""
-    pairs = []
+    get, pairs = runs.get, []
     for h in headlines:
         pre = get(h.job, "pretrained")
         pairs += [(pre, get(h.job, "random")), (pre, get(h.job, layout.BASELINE))]
@@ -380,39 +277,32 @@ def needed_pairs(ctx: DemoContext, headlines: list[Headline], get: Getter) -> li
     return pairs
 
 
-def _row(ctx: DemoContext, category: str, task: str, metric: str, higher: bool, values: dict[str, MetricCI],
-         pair: tuple[ProbeResult | None, ProbeResult | None], key: str, **extra: Any) -> dict[str, Any]:
-    diffs = {extra.pop("label", VERSUS_RANDOM): _difference(ctx, *pair, key), **extra.pop("more", {})}
-    return ResultRow(category, task, metric, higher, values, {k: d for k, d in diffs.items() if d is not None},
-                     **extra).to_dict()
-
-
-Getter = Callable[..., "ProbeResult | None"]  # (job, backbone, mode="3d") -> the finished run, if any
-
-
-def summarise(ctx: DemoContext, labels: pd.DataFrame, headlines: list[Headline],
-              results: dict[tuple[str, Source], ProbeResult], sweep: list[dict[str, Any]],
+def summarise(ctx: DemoContext, runs: Runs, headlines: list[Headline], sweep: list[dict[str, Any]],
               used: dict[str, list[str]]) -> dict[str, Any]:
     """Results-table rows, comparisons, per-finding F1 and examples from the finished probe runs."""
-    _PAIRS.clear()  # ids of another call's runs may be reused
-    def get(job: str, backbone: str, mode: str = "3d") -> ProbeResult | None:
-        return results.get((job, (backbone, mode)))
+    from voxelfm.probes.retrieval import neighbour_examples
+    from voxelfm.probes.tasks.segmentation import mask_examples
 
-    compare_pairs(ctx, needed_pairs(ctx, headlines, get))  # in parallel; the rows below read them
+    cfg, n = ctx.config.probes, ctx.config.n_examples
+    runs.compare(needed_pairs(ctx, headlines, runs), n_resamples=cfg.bootstrap, seed=cfg.seed,
+                 workers=ctx.config.workers)
     n_findings = len(used["findings"])
-    heads, modes = classifier_rows(ctx, n_findings, get)
-    retrieval, segmentation = get("retrieval", "pretrained"), get("segmentation", "pretrained")
+    heads, modes = classifier_rows(runs, n_findings)
+    labels = layout.cohort_dir(ctx.out) / "labels.csv"
+    retrieval, segmentation = runs.get("retrieval", "pretrained"), runs.get("segmentation", "pretrained")
     return {
-        "tasks": task_rows(ctx, headlines, get),
+        "tasks": task_rows(runs, headlines),
         "heads": heads,
         "inference_modes": modes,
-        "comparators": comparator_rows(ctx, headlines, get),
+        "comparators": comparator_rows(ctx, runs, headlines),
         "data_fraction": {"task": f"Q-Former (one shared head) on {n_findings} findings",
-                          "metric": "macro AUROC", "seeds": ctx.config.probes.fraction_seeds, "points": sweep},
-        "per_finding_f1": per_finding_f1(labels, get("classification-qformer", "pretrained"), used["findings"]),
+                          "metric": "macro AUROC", "seeds": cfg.fraction_seeds, "points": sweep},
+        "per_finding_f1": per_finding_f1(runs, labels, used["findings"]),
         "examples": {
-            "retrieval": retrieval_examples(ctx, labels, retrieval, used["findings"]) if retrieval else [],
-            "segmentation": segmentation_examples(ctx, segmentation) if segmentation else [],
+            "retrieval": [{**e, "backbone": "pretrained"} for e in
+                          neighbour_examples(retrieval.predictions, labels, used["findings"], n=n)] if retrieval else [],
+            "segmentation": [{**e, "backbone": "pretrained", "prediction": str(e["prediction"].relative_to(ctx.out))}
+                             for e in mask_examples(segmentation, n=n)] if segmentation else [],
         },
         "used_targets": used,
         "notes": [
@@ -423,110 +313,73 @@ def summarise(ctx: DemoContext, labels: pd.DataFrame, headlines: list[Headline],
     }
 
 
-def task_rows(ctx: DemoContext, headlines: list[Headline], get: Getter) -> list[dict[str, Any]]:
+def task_rows(runs: Runs, headlines: list[Headline]) -> list[dict[str, Any]]:
     """The results table: each headline metric on every feature source, with the paired differences
     pretrained − random and pretrained − histogram."""
     rows = []
     for h in headlines:
-        pre, rnd, base = (get(h.job, b) for b in layout.BACKBONE_NAMES)
+        pre, rnd, base = (runs.get(h.job, b) for b in layout.BACKBONE_NAMES)
         if pre is None or rnd is None:
             continue
-        values = {b: _estimate(get(h.job, b), h.metric_key) for b in layout.BACKBONE_NAMES}
+        values = {b: runs.value(h.job, b, h.metric_key) for b in layout.BACKBONE_NAMES}
         if math.isnan(values["pretrained"].value) and math.isnan(values["random"].value):
             continue  # e.g. no event before a horizon in this small test set
         detail = ""
         if h.metric_key.endswith("/mae_sd"):
             unit_key = h.metric_key[: -len("_sd")]
             unit = TARGETS.get(unit_key.split("/")[0], ("", "target units"))[1]
-            a, b = _estimate(pre, unit_key), _estimate(rnd, unit_key)
+            a, b = runs.value(h.job, "pretrained", unit_key), runs.value(h.job, "random", unit_key)
             if math.isfinite(a.value) and math.isfinite(b.value):
                 detail = f"MAE in {unit}: {a.value:.3g} (pretrained) vs {b.value:.3g} (random)"
-        rows.append(_row(ctx, h.category, h.task, h.metric, h.higher_is_better, values, (pre, rnd), h.metric_key,
-                         detail=detail, more={VERSUS_BASELINE: _difference(ctx, pre, base, h.metric_key)}))
+        rows.append(runs.row(h.category, h.task, h.metric, h.higher_is_better, values, (pre, rnd), h.metric_key,
+                             detail=detail, more={VERSUS_BASELINE: runs.difference(pre, base, h.metric_key)}))
     return rows
 
 
-def classifier_rows(ctx: DemoContext, n_findings: int,
-                    get: Getter) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def classifier_rows(runs: Runs, n_findings: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Macro AUROC of MLP on CLS vs Q-Former on patches (paper Fig. 5 left) and of 3D vs chunked 2.5D
     features (Fig. 5 right), each with its paired difference."""
-    key, label = "macro/auroc", "macro AUROC"
+    key, label, get = "macro/auroc", "macro AUROC", runs.get
     head_jobs = (("classification-mlp", "MLP on CLS"), ("classification-qformer", "Q-Former on patches"))
-    values = {f"{b} · {head}": _estimate(get(job, b), key)
+    values = {f"{b} · {head}": runs.value(job, b, key)
               for b in layout.BACKBONE_NAMES for job, head in head_jobs if get(job, b) is not None}
-    heads = [_row(ctx, "classification", f"{n_findings} findings", label, True, values,
-                  (get("classification-qformer", "pretrained"), get("classification-mlp", "pretrained")), key,
-                  label="pretrained Q-Former − pretrained MLP",
-                  detail="difference: pretrained Q-Former − pretrained MLP")] if values else []
-    modes = [_row(ctx, "classification", f"{n_findings} findings, {head}", label, True,
-                  {"pretrained · 3D": _estimate(get(job, "pretrained"), key),
-                   "pretrained · 2.5D": _estimate(get(job, "pretrained", "2.5d"), key)},
-                  (get(job, "pretrained"), get(job, "pretrained", "2.5d")), key, label="3D − 2.5D",
-                  detail="difference: 3D − 2.5D")
+    heads = [runs.row("classification", f"{n_findings} findings", label, True, values,
+                      (get("classification-qformer", "pretrained"), get("classification-mlp", "pretrained")), key,
+                      label="pretrained Q-Former − pretrained MLP",
+                      detail="difference: pretrained Q-Former − pretrained MLP")] if values else []
+    modes = [runs.row("classification", f"{n_findings} findings, {head}", label, True,
+                      {"pretrained · 3D": runs.value(job, "pretrained", key),
+                       "pretrained · 2.5D": runs.value(job, "pretrained", key, "2.5d")},
+                      (get(job, "pretrained"), get(job, "pretrained", "2.5d")), key, label="3D − 2.5D",
+                      detail="difference: 3D − 2.5D")
              for job, head in head_jobs[::-1] if get(job, "pretrained") and get(job, "pretrained", "2.5d")]
     return heads, modes
 
 
-def per_finding_f1(labels: pd.DataFrame, result: ProbeResult | None, findings: list[str]) -> dict[str, Any]:
+def per_finding_f1(runs: Runs, labels: Path, findings: list[str]) -> dict[str, Any]:
     """F1 at 0.5 of each finding (the pretrained Q-Former) and its number of positive test scans."""
-    out = {}
+    import pandas as pd
+
+    result, out = runs.get("classification-qformer", "pretrained"), {}
+    table = pd.read_csv(labels)
     for finding in findings if result is not None else []:
         if f"{finding}/f1@0.5" in result.metrics:
-            support = int(labels.loc[labels["split"] == "test", finding].sum())
-            out[finding] = {**_estimate(result, f"{finding}/f1@0.5").to_dict(), "support": support}
+            support = int(table.loc[table["split"] == "test", finding].sum())
+            out[finding] = {**as_ci(result.metrics[f"{finding}/f1@0.5"]).to_dict(), "support": support}
     return out
 
 
-def comparator_rows(ctx: DemoContext, headlines: list[Headline], get: Getter) -> list[dict[str, Any]]:
+def comparator_rows(ctx: DemoContext, runs: Runs, headlines: list[Headline]) -> list[dict[str, Any]]:
     """Each comparator backbone beside the reference (pretrained) on every headline metric, with the
     paired difference comparator − pretrained (as ``voxelfm evaluate`` with ``reference: pretrained``)."""
     rows = []
     for name in layout.comparator_names(ctx.config):
         for h in headlines:
-            other, reference = get(h.job, name), get(h.job, "pretrained")
+            other, reference = runs.get(h.job, name), runs.get(h.job, "pretrained")
             if other is None or reference is None:
                 continue
-            values = {"pretrained": _estimate(reference, h.metric_key), name: _estimate(other, h.metric_key)}
-            rows.append(_row(ctx, h.category, h.task, h.metric, h.higher_is_better, values, (other, reference),
-                             h.metric_key, label=f"{name} − pretrained", detail=f"difference: {name} − pretrained"))
+            values = {"pretrained": runs.value(h.job, "pretrained", h.metric_key),
+                      name: runs.value(h.job, name, h.metric_key)}
+            rows.append(runs.row(h.category, h.task, h.metric, h.higher_is_better, values, (other, reference),
+                                 h.metric_key, label=f"{name} − pretrained", detail=f"difference: {name} − pretrained"))
     return rows
-
-
-def retrieval_examples(ctx: DemoContext, labels: pd.DataFrame, res: ProbeResult,
-                       findings: list[str]) -> list[dict[str, Any]]:
-    """Test queries with findings, their top-5 neighbours and whether each shares a finding."""
-    from voxelfm.probes.retrieval import read_neighbours
-
-    table = labels.set_index("scan_id")
-
-    def present(scan_id: str) -> set[str]:
-        return {f for f in findings if int(table.loc[scan_id, f]) == 1}
-
-    out = []
-    for query, hits in read_neighbours(res.predictions).items():
-        if not present(query) or not hits:
-            continue
-        out.append({"query": query, "backbone": "pretrained", "neighbours": [
-            {"scan_id": sid, "similarity": sim, "match": bool(present(query) & present(sid)),
-             "same_patient": str(table.loc[sid, "patient_id"]) == str(table.loc[query, "patient_id"])}
-            for sid, sim in hits[:5]]})
-        if len(out) >= ctx.config.n_examples:
-            break
-    return out
-
-
-def segmentation_examples(ctx: DemoContext, res: ProbeResult) -> list[dict[str, Any]]:
-    """Test scans with a predicted mask on disk and their macro Dice."""
-    masks_dir = layout.probes_dir(ctx.out) / "segmentation" / "pretrained-3d" / "masks"
-    dice, _counts = res.output.eval_arrays
-    out = []
-    for i, scan_id in enumerate(res.output.eval_ids):
-        mask = masks_dir / f"{scan_id}_pred.nii.gz"
-        if not mask.is_file():
-            continue
-        finite = dice[i][np.isfinite(dice[i])]
-        out.append({"scan_id": str(scan_id), "backbone": "pretrained", "prediction": str(mask.relative_to(ctx.out)),
-                    "dice": float(finite.mean()) if finite.size else None})
-        if len(out) >= ctx.config.n_examples:
-            break
-    return out

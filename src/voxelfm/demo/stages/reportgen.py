@@ -24,7 +24,6 @@ from voxelfm.core.stages import CheckResult, Stage
 from voxelfm.demo import layout
 from voxelfm.demo.config import DemoConfig, DemoContext
 from voxelfm.demo.results import VERSUS_BASELINE, VERSUS_RANDOM
-from voxelfm.demo.stages.probes import feature_set, forget_features
 from voxelfm.metrics import MetricCI
 from voxelfm.viz.result_rows import ResultRow
 
@@ -48,6 +47,7 @@ class ReportGenStage(Stage):
 
     def run(self, ctx: DemoContext) -> dict[str, Any]:
         from voxelfm.core.parallel import run_items
+        from voxelfm.probes.data import forget_features
         from voxelfm.report.dataset import load_reports
         from voxelfm.report.evaluate import label_matrix
 
@@ -107,14 +107,13 @@ class ReportItem:
 def report_item(item: ReportItem) -> dict[str, Any]:
     """Train the report model on one source's features, generate the test reports and score them
     (``RUN/metrics.json``); returns its run config, generated rows, metrics and finding labels."""
-    from voxelfm.demo.config import DemoContext
+    from voxelfm.probes.data import cached_features
     from voxelfm.report.dataset import load_reports
     from voxelfm.report.evaluate import evaluate_reports, label_matrix
     from voxelfm.report.generate import generate_reports, read_run_config, write_generated
     from voxelfm.report.model import DecodingConfig
     from voxelfm.report.train import ReportTrainConfig, train_report_model
 
-    ctx = DemoContext(out=item.out, config=item.config, device=item.device)
     cfg = item.config.reportgen
     reports = load_reports(layout.cohort_dir(item.out) / "reports.jsonl")
     refs = {r.scan_id: r.text(cfg.text_field) for r in reports}
@@ -126,7 +125,7 @@ def report_item(item: ReportItem) -> dict[str, Any]:
         max_val_examples=8, seed=cfg.seed, num_queries=cfg.num_queries,
         **({"stage2_lr": cfg.stage2_lr} if cfg.stage2_lr is not None else {}),
     )
-    features = feature_set(ctx, item.backbone)
+    features = cached_features(layout.store_dir(item.out, item.backbone), name=f"{item.backbone}-3d")
     run = train_report_model(features, reports, lm=None if cfg.lm == "auto" else cfg.lm,
                              out_dir=layout.reportgen_dir(item.out) / item.backbone, config=train_cfg,
                              device=item.device)
