@@ -230,10 +230,15 @@ def sweep_points(table: pd.DataFrame, backbone: str, seeds: tuple[int, ...]) -> 
 
 @dataclass
 class Runs:
-    """The finished probe runs by (job, source) and the paired differences between pairs of them."""
+    """The finished probe runs by (job, source) and the paired differences between pairs of them.
+
+    Until :meth:`compare`, :meth:`difference` notes each pair it is asked for (and answers None):
+    building the rows once tells which pairs they compare, so the pairs are written in one place.
+    """
 
     results: dict[tuple[str, Source], ProbeResult]
-    diffs: dict[tuple[int, int], dict[str, DifferenceCI]] = field(default_factory=dict)
+    diffs: dict[tuple[int, int], dict[str, DifferenceCI]] | None = None
+    asked: dict[tuple[int, int], tuple[ProbeResult, ProbeResult]] = field(default_factory=dict)
 
     def get(self, job: str, backbone: str, mode: str = "3d") -> ProbeResult | None:
         return self.results.get((job, (backbone, mode)))
@@ -242,19 +247,23 @@ class Runs:
         res = self.get(job, backbone, mode)
         return as_ci(None if res is None else res.metrics.get(key))  # missing: NaN
 
-    def compare(self, pairs: list[tuple[ProbeResult | None, ProbeResult | None]], *, n_resamples: int, seed: int,
-                workers: int) -> None:
-        """The paired bootstraps ``a − b`` of ``pairs`` on ``workers`` processes (one per pair of
-        runs gives every metric of both); ``{}`` for a pair that cannot be compared."""
+    def compare(self, *, n_resamples: int, seed: int, workers: int) -> None:
+        """The paired bootstraps ``a − b`` of every pair asked for, on ``workers`` processes (one per
+        pair of runs gives every metric of both); ``{}`` for a pair that cannot be compared."""
         from voxelfm.probes.compare import paired_differences_many
 
-        todo = {(id(a), id(b)): (a, b) for a, b in pairs if a is not None and b is not None}
-        computed = paired_differences_many(list(todo.values()), n_resamples=n_resamples, seed=seed, workers=workers)
-        self.diffs = {key: {} if isinstance(d, str) else d for key, d in zip(todo, computed, strict=True)}
+        computed = paired_differences_many(list(self.asked.values()), n_resamples=n_resamples, seed=seed,
+                                           workers=workers)
+        self.diffs = {key: {} if isinstance(d, str) else d for key, d in zip(self.asked, computed, strict=True)}
 
     def difference(self, a: ProbeResult | None, b: ProbeResult | None, key: str) -> DifferenceCI | None:
         """``a − b`` for one metric (paired over the same test units); None when undefined."""
-        return None if a is None or b is None else self.diffs.get((id(a), id(b)), {}).get(key)
+        if a is None or b is None:
+            return None
+        if self.diffs is None:
+            self.asked[(id(a), id(b))] = (a, b)
+            return None
+        return self.diffs.get((id(a), id(b)), {}).get(key)
 
     def row(self, category: str, task: str, metric: str, higher: bool, values: dict[str, MetricCI],
             pair: tuple[ProbeResult | None, ProbeResult | None], key: str, label: str = VERSUS_RANDOM,
@@ -264,37 +273,27 @@ class Runs:
                          detail).to_dict()
 
 
-def needed_pairs(ctx: DemoContext, headlines: list[Headline], runs: Runs) -> list[tuple[Any, Any]]:
-    """Every pair of runs the summary compares (task rows, heads, 3D vs 2.5D, comparators)."""
-    get, pairs = runs.get, []
-    for h in headlines:
-        pre = get(h.job, "pretrained")
-        pairs += [(pre, get(h.job, "random")), (pre, get(h.job, layout.BASELINE))]
-        pairs += [(get(h.job, name), pre) for name in layout.comparator_names(ctx.config)]
-    pairs.append((get("classification-qformer", "pretrained"), get("classification-mlp", "pretrained")))
-    pairs += [(get(job, "pretrained"), get(job, "pretrained", "2.5d"))
-              for job in ("classification-mlp", "classification-qformer")]
-    return pairs
-
-
 def summarise(ctx: DemoContext, runs: Runs, headlines: list[Headline], sweep: list[dict[str, Any]],
               used: dict[str, list[str]]) -> dict[str, Any]:
     """Results-table rows, comparisons, per-finding F1 and examples from the finished probe runs."""
     from voxelfm.probes.retrieval import neighbour_examples
     from voxelfm.probes.tasks.segmentation import mask_examples
 
-    cfg, n = ctx.config.probes, ctx.config.n_examples
-    runs.compare(needed_pairs(ctx, headlines, runs), n_resamples=cfg.bootstrap, seed=cfg.seed,
-                 workers=ctx.config.workers)
-    n_findings = len(used["findings"])
-    heads, modes = classifier_rows(runs, n_findings)
+    cfg, n, n_findings = ctx.config.probes, ctx.config.n_examples, len(used["findings"])
+
+    def rows() -> tuple[list[dict[str, Any]], tuple[list[dict[str, Any]], list[dict[str, Any]]], list[dict[str, Any]]]:
+        return task_rows(runs, headlines), classifier_rows(runs, n_findings), comparator_rows(ctx, runs, headlines)
+
+    rows()  # a first pass notes the pairs the rows compare, then their bootstraps run on the workers at once
+    runs.compare(n_resamples=cfg.bootstrap, seed=cfg.seed, workers=ctx.config.workers)
+    tasks, (heads, modes), comparators = rows()
     labels = layout.cohort_dir(ctx.out) / "labels.csv"
     retrieval, segmentation = runs.get("retrieval", "pretrained"), runs.get("segmentation", "pretrained")
     return {
-        "tasks": task_rows(runs, headlines),
+        "tasks": tasks,
         "heads": heads,
         "inference_modes": modes,
-        "comparators": comparator_rows(ctx, runs, headlines),
+        "comparators": comparators,
         "data_fraction": {"task": f"Q-Former (one shared head) on {n_findings} findings",
                           "metric": "macro AUROC", "seeds": cfg.fraction_seeds, "points": sweep},
         "per_finding_f1": per_finding_f1(runs, labels, used["findings"]),
