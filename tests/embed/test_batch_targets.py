@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SPEC, make_model
 
 import voxelfm.embed.batch as batch_module
+from conftest import SPEC, make_model
 from voxelfm.core.errors import ConfigError
 from voxelfm.embed import EmbeddingStore, EmbedTarget, collect_jobs, run_embedding, run_embeddings
 from voxelfm.embed.histogram import MODEL_ID, HistogramBaseline

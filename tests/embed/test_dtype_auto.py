@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import SPEC, phantom
 from typer.testing import CliRunner
 
+from conftest import SPEC, phantom
 from voxelfm.core import device as hardware
 from voxelfm.embed.precision import choose_dtype, cpu_bf16_flags
 from voxelfm.preprocess import preprocess

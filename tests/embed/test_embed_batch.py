@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SPEC
 from typer.testing import CliRunner
 
+from conftest import SPEC
 from voxelfm.cli.main import app
 from voxelfm.core.errors import ConfigError, DataError
 from voxelfm.embed import (

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_model, phantom
 from typer.testing import CliRunner
 
+from conftest import make_model, phantom
 from voxelfm.cli.main import app
 from voxelfm.core import VoxelFeatures
 from voxelfm.core.errors import StoreError

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import phantom
 
+from conftest import phantom
 from voxelfm.core import Geometry, VoxelFeatures
 from voxelfm.core.errors import StoreError
 from voxelfm.embed import EmbeddingStore, extract_features

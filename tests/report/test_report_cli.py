@@ -2,9 +2,9 @@ import json
 
 import numpy as np
 import pytest
-from conftest import synthetic_cohort
 from typer.testing import CliRunner
 
+from conftest import synthetic_cohort
 from voxelfm.cli.main import app
 from voxelfm.core.types import VoxelFeatures
 from voxelfm.report.dataset import write_records

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-from conftest import synthetic_cohort
 
+from conftest import synthetic_cohort
 from voxelfm.core.errors import CheckpointError, DataError
 from voxelfm.report.dataset import load_reports, write_records
 from voxelfm.report.evaluate import evaluate_run
