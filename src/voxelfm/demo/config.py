@@ -188,7 +188,7 @@ SIZES: dict[str, DemoConfig] = {
         # 146 / 50 / 60 scans; findings enriched (~30 % each) and at the severe end of their clinical
         # ranges, so frozen features can see them at 512 tokens (docs/phantom.md, benchmarks/README.md)
         cohort=CohortConfig(n_scans=256, split_fractions=(0.55, 0.2, 0.25), prevalence="enriched", conspicuity=1.0),
-        pretrain=PretrainConfig(max_steps=200),  # cpu_small's studied length
+        pretrain=PretrainConfig(max_steps=200),  # for the demo's time; cpu_small ships 500 (docs/pretraining.md)
         embed=EmbedConfig(),
         probes=DemoProbeBudget(fraction_seeds=1, loc_epochs=10),
         # The tiny LM, trained from scratch on the training impressions: SmolLM2-135M costs ~5 CPU-s
