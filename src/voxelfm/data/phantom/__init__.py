@@ -13,6 +13,7 @@ On disk (``voxelfm phantom OUT --n N``)::
 
     from voxelfm.data.phantom import write_cohort
     write_cohort("cohort", n=200, seed=0, format="nifti", size="small")
+    verify_cohort("cohort", n_scans=200)              # [] or one line per problem
 
 Names other modules rely on: :data:`FINDINGS`, :data:`SEGMENTATION_LABELS`,
 :data:`REGRESSION_TARGETS`, :data:`PATIENT_CLASSES`, :data:`LOCALISATION_COLUMNS`, :data:`SIZES`.
@@ -60,6 +61,7 @@ __all__ = [
     "generate_scan",
     "phantom_config",
     "plan_cohort",
+    "verify_cohort",
     "write_cohort",
 ]
 
@@ -70,4 +72,8 @@ def __getattr__(name: str):
         from voxelfm.data.phantom.writer import write_cohort
 
         return write_cohort
+    if name == "verify_cohort":
+        from voxelfm.data.phantom.verify import verify_cohort
+
+        return verify_cohort
     raise AttributeError(name)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from voxelfm.core.stages import CheckResult, Stage
 from voxelfm.demo import layout
 from voxelfm.demo.config import DemoContext
-
-SPLITS = ("train", "val", "test")
 
 
 class CohortStage(Stage):
@@ -47,45 +44,6 @@ class CohortStage(Stage):
                 "prevalence": cfg.prevalence, "conspicuity": cfg.conspicuity}
 
     def check(self, ctx: DemoContext) -> CheckResult:
-        return check_cohort(layout.cohort_dir(ctx.out), ctx.config.cohort.n_scans)
+        from voxelfm.data.phantom import verify_cohort
 
-
-def check_cohort(root: Path, n_scans: int) -> CheckResult:
-    """labels.csv, scans, label maps and reports all present, readable and consistent."""
-    import pandas as pd
-
-    res = CheckResult()
-    labels_path = root / "labels.csv"
-    try:
-        labels = pd.read_csv(labels_path)
-    except (OSError, ValueError) as exc:
-        res.problems.append(f"{labels_path}: unreadable ({exc})")
-        return res
-    need = {"patient_id", "scan_id", "split", "path", "label_path"}
-    if not res.require(need <= set(labels.columns), f"{labels_path}: missing columns {sorted(need - set(labels.columns))}"):
-        return res
-    res.require(len(labels) == n_scans, f"{labels_path}: {len(labels)} scans, expected {n_scans}")
-    res.require(labels["scan_id"].is_unique, f"{labels_path}: duplicate scan ids")
-    for split in SPLITS:
-        res.require(int((labels["split"] == split).sum()) > 0, f"{labels_path}: no {split!r} scans")
-    # Patient-level splits: one patient's scans never straddle splits.
-    straddling = labels.groupby("patient_id")["split"].nunique()
-    res.require(int((straddling > 1).sum()) == 0, f"{labels_path}: patients in more than one split")
-    for col in ("path", "label_path"):
-        missing = [p for p in labels[col] if not _non_empty(root / str(p))]
-        res.require(not missing, f"{root}: {len(missing)} {col} entries missing or empty (e.g. {missing[:2]})")
-    reports = root / "reports.jsonl"
-    try:
-        ids = [json.loads(line)["scan_id"] for line in reports.read_text().splitlines() if line.strip()]
-    except (OSError, json.JSONDecodeError, KeyError) as exc:
-        res.problems.append(f"{reports}: unreadable ({exc})")
-        return res
-    res.require(sorted(ids) == sorted(labels["scan_id"]), f"{reports}: scan ids differ from labels.csv")
-    return res
-
-
-def _non_empty(path: Path) -> bool:
-    """A NIfTI file with bytes, or a DICOM folder with at least one file."""
-    if path.is_dir():
-        return any(p.is_file() and p.stat().st_size > 0 for p in path.rglob("*"))
-    return path.is_file() and path.stat().st_size > 0
+        return CheckResult(verify_cohort(layout.cohort_dir(ctx.out), ctx.config.cohort.n_scans))
