@@ -62,6 +62,22 @@ def test_last_record_wins(tmp_path: Path) -> None:
         store.get("zzz")
 
 
+def test_verify_names_what_keeps_scans_from_being_usable(tmp_path: Path) -> None:
+    store = EmbeddingStore(tmp_path)
+    for i, scan_id in enumerate(("a", "b", "c")):
+        store.write(scan_id, _features(i))
+    assert store.verify(["a", "b", "c"], model_id="m1") == []
+    store.record_failure("b", "/x/b", "later attempt failed")
+    (tmp_path / "entries" / "c.safetensors").unlink()
+    assert store.verify(["a", "b", "c", "d"], model_id="m1") == [
+        f"{tmp_path}: 2 scan(s) not embedded (e.g. ['b', 'd'])",
+        f"{tmp_path}: 1 entries from another model or mode (e.g. ['b'])",  # a failure record names no model
+        f"{tmp_path}: 2 entry files missing (e.g. ['c', 'd'])",
+    ]
+    assert store.verify(["a"], model_id="m2") == [f"{tmp_path}: 1 entries from another model or mode (e.g. ['a'])"]
+    assert store.verify(["a"], model_id="m1", mode="2.5d")[0].endswith("another model or mode (e.g. ['a'])")
+
+
 def test_resume_after_a_crash_mid_write(tmp_path: Path) -> None:
     store = EmbeddingStore(tmp_path)
     store.write("done", _features(0))

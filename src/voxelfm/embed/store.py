@@ -225,6 +225,27 @@ class EmbeddingStore:
                 out.add(scan_id)
         return out
 
+    def verify(self, ids: Iterable[str], *, model_id: str, mode: str = "3d") -> list[str]:
+        """What keeps ``ids`` from being usable features of ``model_id`` in ``mode``: scans whose last
+        record is not ok, entries from another model or mode, entry files missing (a compacted entry
+        counts as present). One line per kind of problem, naming the store and up to three ids; an
+        empty list: every scan is there."""
+        ids = set(map(str, ids))
+        latest = self.latest()
+        problems = []
+        missing = sorted(i for i in ids if latest.get(i, {}).get("status") != "ok")
+        if missing:
+            problems.append(f"{self.path}: {len(missing)} scan(s) not embedded (e.g. {missing[:3]})")
+        wrong = sorted(i for i in ids & set(latest) if latest[i].get("model_id") != model_id
+                       or latest[i].get("mode", "3d") != mode)
+        if wrong:
+            problems.append(f"{self.path}: {len(wrong)} entries from another model or mode (e.g. {wrong[:3]})")
+        absent = sorted(i for i in ids if not latest.get(i, {}).get("consolidated")
+                        and not self.entry_path(i).is_file())
+        if absent:
+            problems.append(f"{self.path}: {len(absent)} entry files missing (e.g. {absent[:3]})")
+        return problems
+
     def identities(self) -> dict[tuple[str | None, str | None], int]:
         """``{(model_id, spec_fingerprint): number of ok scans}``: which embeddings the store holds."""
         out: dict[tuple[str | None, str | None], int] = {}

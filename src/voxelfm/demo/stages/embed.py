@@ -104,13 +104,5 @@ def check_stores(ctx: DemoContext) -> CheckResult:
         except (VoxelFMError, OSError, KeyError) as exc:
             res.problems.append(f"{layout.model_dir(ctx.out, backbone)}: config unreadable ({exc})")
             continue
-        store = EmbeddingStore(path)
-        latest = store.latest()
-        missing = sorted(i for i in ids if latest.get(i, {}).get("status") != "ok")
-        res.require(not missing, f"{path}: {len(missing)} scan(s) not embedded (e.g. {missing[:3]})")
-        wrong = sorted(i for i in ids & set(latest) if latest[i].get("model_id") != model_id
-                       or latest[i].get("mode", "3d") != mode)
-        res.require(not wrong, f"{path}: {len(wrong)} entries from another model or mode (e.g. {wrong[:3]})")
-        absent = sorted(i for i in ids if not store.entry_path(i).is_file())
-        res.require(not absent, f"{path}: {len(absent)} entry files missing (e.g. {absent[:3]})")
+        res.problems += EmbeddingStore(path).verify(ids, model_id=model_id, mode=mode)
     return res
