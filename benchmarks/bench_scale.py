@@ -41,6 +41,7 @@ import os
 import resource
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -69,13 +70,35 @@ class Stage:
         self.results, self.name = results, name
 
     def __enter__(self) -> Stage:
+        # the stage's own peaks: anonymous and file-backed resident memory sampled every 50 ms by a thread
+        # (ru_maxrss is the whole process's peak so far, not this stage's)
+        self.before = memory()
+        self.peak = {"RssAnon": self.before.get("RssAnon", 0.0), "RssFile": self.before.get("RssFile", 0.0),
+                     "VmRSS": self.before.get("VmRSS", 0.0)}
+        self.stop = threading.Event()
+        self.sampler = threading.Thread(target=self._sample, daemon=True)
+        self.sampler.start()
         self.t0, self.c0 = time.perf_counter(), time.process_time()
         return self
 
+    def _sample(self) -> None:
+        while not self.stop.wait(0.05):
+            for key, value in memory().items():
+                if key in self.peak:
+                    self.peak[key] = max(self.peak[key], value)
+
     def __exit__(self, *exc: object) -> None:
+        wall, cpu = time.perf_counter() - self.t0, time.process_time() - self.c0
+        self.stop.set()
+        self.sampler.join()
+        end = memory()
+        for key in self.peak:
+            self.peak[key] = max(self.peak[key], end.get(key, 0.0))
         entry = self.results.setdefault(self.name, {})
-        entry.update(wall_s=round(time.perf_counter() - self.t0, 3), cpu_s=round(time.process_time() - self.c0, 3),
-                     **memory())
+        entry.update(wall_s=round(wall, 3), cpu_s=round(cpu, 3), **end,
+                     stage_peak_gb={"anon": round(self.peak["RssAnon"], 3), "file": round(self.peak["RssFile"], 3),
+                                    "rss": round(self.peak["VmRSS"], 3)},
+                     stage_start_gb={"anon": self.before.get("RssAnon"), "file": self.before.get("RssFile")})
         print(f"[{self.name}] {json.dumps(entry)}", flush=True)
 
 
