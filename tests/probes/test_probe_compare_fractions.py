@@ -7,12 +7,13 @@ import pandas as pd
 import pytest
 
 from voxelfm.core.errors import DataError
-from voxelfm.probes.compare import differences_to, paired_differences
+from voxelfm.probes.compare import differences_between, differences_to, paired_differences
 from voxelfm.probes.config import ProbeConfig
 from voxelfm.probes.data import FeatureSet
 from voxelfm.probes.fractions import nested_subsets, stratified_order, subset_size
 from voxelfm.probes.run import ProbeResult, needs_patches
 from voxelfm.probes.tasks.common import TaskOutput
+from voxelfm.viz.result_rows import RowPlan
 
 
 def _mean(x: np.ndarray) -> dict[str, float]:
@@ -47,6 +48,22 @@ def test_paired_differences_align_units_and_keep_each_sides_metric():
     assert list(table[["backbone", "reference"]].iloc[0]) == ["a", "b"] and set(table["metric"]) == set(diffs)
     with pytest.raises(DataError, match="share no test units"):
         paired_differences(a, _result(["x", "y"], np.ones(2)), n_resamples=10)
+
+
+def test_named_pairs_are_compared_once_and_read_into_row_plans():
+    """Pairs are named once (in the rows that show them); missing runs and failed pairs drop out."""
+    ids = [f"s{i}" for i in range(20)]
+    runs = {("job", "a"): _result(ids, np.arange(20, dtype=float) + 2), ("job", "b"): _result(ids, np.arange(20.0)),
+            ("job", "alone"): _result(["x", "y"], np.ones(2))}
+    pair, missing, failing = (("job", "a"), ("job", "b")), (("job", "a"), ("job", "gone")), (("job", "a"), ("job", "alone"))
+    diffs = differences_between(runs, [pair, missing, pair, failing], workers=1)
+    assert list(diffs) == [pair, failing] and diffs[pair]["mean"].value == pytest.approx(2.0)
+    assert "share no test units" in diffs[failing]
+    plan = RowPlan("regression", "x", "mean", "mean", True, {"a": pair[0], "b": pair[1], "gone": ("job", "gone")},
+                   {"a − b": pair, "a − gone": missing, "a − alone": failing})
+    row = plan.row({k: r.metrics for k, r in runs.items()}, diffs)
+    assert list(row.differences) == ["a − b"] and row.differences["a − b"] is diffs[pair]["mean"]
+    assert np.isnan(row.values["gone"].value) and list(row.values) == ["a", "b", "gone"]
 
 
 def test_nested_subsets_round_up_in_total_not_per_stratum():

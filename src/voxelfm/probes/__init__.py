@@ -12,7 +12,8 @@ Entry points:
   :class:`~voxelfm.probes.jobs.ProbeJob` with :func:`~voxelfm.probes.jobs.run_jobs`, also runs the
   demo's probes.
 * Comparisons: :func:`~voxelfm.probes.compare.paired_differences` (two runs),
-  :func:`~voxelfm.probes.compare.paired_differences_many` (many pairs on worker processes).
+  :func:`~voxelfm.probes.compare.differences_between` (named pairs of named runs, on worker
+  processes; what ``evaluate`` and the demo call).
 * Data: :class:`FeatureSet` (in-memory features; ``FeatureSet.from_store``, or
   :func:`~voxelfm.probes.data.cached_features` to read a store once per process), :func:`read_labels`,
   :func:`resolve_splits`; :class:`RetrievalIndex` (FAISS, build once / query).

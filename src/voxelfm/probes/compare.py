@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,8 @@ from voxelfm.metrics.bootstrap import DifferenceCI, paired_bootstrap
 from voxelfm.probes.run import ProbeResult, run_probe
 
 log = logging.getLogger(__name__)
+
+K = TypeVar("K")
 
 DIFFERENCE_COLUMNS = ["metric", "value", "ci_low", "ci_high", "p_value", "n"]
 
@@ -154,6 +156,22 @@ def paired_differences_many(pairs: Sequence[tuple[ProbeResult, ProbeResult]], *,
     return run_items(_pair_job, items, workers=workers)
 
 
+def differences_between(results: Mapping[K, ProbeResult], pairs: Iterable[tuple[K, K]], *,
+                        n_resamples: int | None = None, seed: int | None = None,
+                        workers: int = 1) -> dict[tuple[K, K], dict[str, DifferenceCI] | str]:
+    """``a − b`` (:func:`paired_differences`) of every pair ``(a, b)`` of keys of ``results``, each
+    distinct pair once, on ``workers`` processes (:func:`paired_differences_many`).
+
+    A pair naming a run that is not in ``results`` (not run, or failed) is left out; a pair that
+    cannot be compared maps to the reason, a string. Keys are whatever names the runs: a store name,
+    ``(job, source)``, ``(task, head, store)``.
+    """
+    wanted = [(a, b) for a, b in dict.fromkeys(pairs) if a in results and b in results]
+    computed = paired_differences_many([(results[a], results[b]) for a, b in wanted], n_resamples=n_resamples,
+                                       seed=seed, workers=workers)
+    return dict(zip(wanted, computed, strict=True))
+
+
 def metrics_table(results: Mapping[str, ProbeResult], column: str = "backbone") -> pd.DataFrame:
     rows = []
     for name, res in results.items():
@@ -192,5 +210,5 @@ def compare_stores(
     return Comparison(table, differences, results)
 
 
-__all__ = ["Comparison", "comparable", "compare_stores", "differences_frame", "differences_table", "differences_to",
-           "metrics_table", "paired_differences", "paired_differences_many"]
+__all__ = ["Comparison", "comparable", "compare_stores", "differences_between", "differences_frame", "differences_table",
+           "differences_to", "metrics_table", "paired_differences", "paired_differences_many"]

@@ -202,14 +202,13 @@ class _Outcome:
     def add_differences(self, groups: list[_Group], runs: list[dict[str, Any]], reference: str,
                         workers: int) -> None:
         """``<store> − reference`` of every task × head, the paired bootstraps on ``workers`` processes."""
-        from voxelfm.probes.compare import differences_frame, paired_differences_many
+        from voxelfm.probes.compare import differences_between, differences_frame
 
-        pairs = [(i, store) for i, by_store in enumerate(runs) if reference in by_store
-                 for store in by_store if store != reference]
-        computed = paired_differences_many([(runs[i][store], runs[i][reference]) for i, store in pairs],
-                                           workers=workers)
+        results = {(i, store): run for i, by_store in enumerate(runs) for store, run in by_store.items()}
+        computed = differences_between(results, [((i, store), (i, reference)) for i, store in results
+                                                 if store != reference], workers=workers)
         by_group: list[dict[str, Any]] = [{} for _ in groups]
-        for (i, store), diffs in zip(pairs, computed, strict=True):
+        for ((i, store), _), diffs in computed.items():
             group = groups[i]
             if isinstance(diffs, str):
                 log.error("%s/%s: no differences %s − %s: %s", group.entry.name, group.head, store, reference, diffs)

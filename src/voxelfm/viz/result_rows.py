@@ -5,13 +5,13 @@ inference mode) and :class:`~voxelfm.metrics.DifferenceCI` paired differences by
 (``"pretrained − random"``: first minus second, on the same test units). It is what
 :mod:`voxelfm.viz.results_report` draws and tabulates, for ``voxelfm evaluate`` and the demo alike;
 :func:`rows_from_suite` builds rows from the suite's ``summary``/``differences`` tables
-(:mod:`voxelfm.probes.compare` columns).
+(:mod:`voxelfm.probes.compare` columns), :class:`RowPlan` from runs and their paired differences.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,6 +101,35 @@ class ResultRow:
         return next((v.n for v in self.values.values() if math.isfinite(v.value) and v.n), None)
 
 
+@dataclass(frozen=True)
+class RowPlan:
+    """A :class:`ResultRow` to read off finished runs, each named by a key of the caller's choosing.
+
+    ``values``: the run shown in each column; ``pairs``: the runs ``(a, b)`` of each paired
+    difference ``a − b`` by label; both read at metric ``key``. The pairs are stated here once:
+    give them all to :func:`voxelfm.probes.compare.differences_between`, then :meth:`row` each plan.
+    """
+
+    category: str
+    task: str
+    metric: str
+    key: str
+    higher_is_better: bool = True
+    values: Mapping[str, Hashable] = field(default_factory=dict)
+    pairs: Mapping[str, tuple[Hashable, Hashable]] = field(default_factory=dict)
+    detail: str = ""
+
+    def row(self, metrics: Mapping[Any, Mapping[str, Any]],
+            differences: Mapping[tuple[Any, Any], Mapping[str, DifferenceCI] | str]) -> ResultRow:
+        """The row from each run's metrics (a missing run or metric: NaN) and the pairs' differences
+        (a pair not compared, or without this metric, is left out)."""
+        diffs = {label: found[self.key] for label, pair in self.pairs.items()
+                 if isinstance(found := differences.get(pair), Mapping) and found.get(self.key) is not None}
+        return ResultRow(self.category, self.task, self.metric, self.higher_is_better,
+                         {col: as_ci(metrics.get(run, {}).get(self.key)) for col, run in self.values.items()},
+                         diffs, self.detail)
+
+
 def parse_rows(rows: Any, legacy: Mapping[str, str] | None = None) -> list[ResultRow]:
     """Rows from a list of :meth:`ResultRow.to_dict` mappings, skipping malformed ones."""
     out = []
@@ -177,5 +206,5 @@ def rows_from_suite(summary: Sequence[Mapping[str, Any]], differences: Sequence[
     return rows
 
 
-__all__ = ["ResultRow", "as_ci", "as_difference", "clear_direction", "detectable_difference", "difference_labels",
+__all__ = ["ResultRow", "RowPlan", "as_ci", "as_difference", "clear_direction", "detectable_difference", "difference_labels",
            "excludes_zero", "lower_is_better", "parse_rows", "row_mdd", "rows_from_suite", "verdict"]

@@ -4,10 +4,11 @@
 Configuration plus library calls: the demo's tasks (:func:`plan_jobs`) become one
 :class:`voxelfm.probes.jobs.ProbeJob` per feature source, run by :func:`voxelfm.probes.jobs.run_jobs`
 (as ``voxelfm evaluate`` runs a suite) into ``OUT/probes/<job>/<backbone>-<mode>/``, plus the
-data-fraction sweep of the shared Q-Former (paper Fig. 4) on each 3D source. Comparisons (pretrained
-− random, pretrained − baseline, Q-Former − MLP, 3D − 2.5D) are
-:func:`voxelfm.probes.compare.paired_differences_many`. Everything the render stage needs is
-summarised in ``OUT/probes/summary.json``.
+data-fraction sweep of the shared Q-Former (paper Fig. 4) on each 3D source. Each table row is a
+:class:`voxelfm.viz.result_rows.RowPlan` naming the runs it shows and the pairs it compares
+(pretrained − random, pretrained − baseline, Q-Former − MLP, 3D − 2.5D), bootstrapped by
+:func:`voxelfm.probes.compare.differences_between`. Everything the render stage needs is summarised
+in ``OUT/probes/summary.json``.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from voxelfm.core.stages import CheckResult, Stage, json_default
 from voxelfm.demo import layout
 from voxelfm.demo.config import DemoContext
 from voxelfm.demo.results import CATEGORIES, VERSUS_BASELINE, VERSUS_RANDOM
-from voxelfm.viz.result_rows import ResultRow, as_ci
+from voxelfm.viz.result_rows import ResultRow, RowPlan, as_ci
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from voxelfm.metrics import DifferenceCI, MetricCI
+    from voxelfm.metrics import MetricCI
     from voxelfm.probes.jobs import ProbeJob
     from voxelfm.probes.run import ProbeResult
 
@@ -194,7 +195,7 @@ class ProbesStage(Stage):
                 results[(name, source)] = value
         order = {b: i for i, b in enumerate(layout.BACKBONE_NAMES)}
         sweep.sort(key=lambda p: (p["seed"], p["fraction"], order.get(p["backbone"], len(order))))
-        summary = summarise(ctx, Runs(results), headlines, sweep, used)
+        summary = summarise(ctx, results, headlines, sweep, used)
         summary["probe_seconds"] = {f"{job}/{source_name(src)}": round(res.seconds, 2)
                                     for (job, src), res in results.items()}
         summary["notes"] += [f"Probe not computed: {f}" for f in failures]
@@ -228,75 +229,33 @@ def sweep_points(table: pd.DataFrame, backbone: str, seeds: tuple[int, ...]) -> 
             for r in table[table["metric"] == "macro/auroc"].to_dict(orient="records")]
 
 
-@dataclass
-class Runs:
-    """The finished probe runs by (job, source) and the paired differences between pairs of them.
-
-    Until :meth:`compare`, :meth:`difference` notes each pair it is asked for (and answers None):
-    building the rows once tells which pairs they compare, so the pairs are written in one place.
-    """
-
-    results: dict[tuple[str, Source], ProbeResult]
-    diffs: dict[tuple[int, int], dict[str, DifferenceCI]] | None = None
-    asked: dict[tuple[int, int], tuple[ProbeResult, ProbeResult]] = field(default_factory=dict)
-
-    def get(self, job: str, backbone: str, mode: str = "3d") -> ProbeResult | None:
-        return self.results.get((job, (backbone, mode)))
-
-    def value(self, job: str, backbone: str, key: str, mode: str = "3d") -> MetricCI:
-        res = self.get(job, backbone, mode)
-        return as_ci(None if res is None else res.metrics.get(key))  # missing: NaN
-
-    def compare(self, *, n_resamples: int, seed: int, workers: int) -> None:
-        """The paired bootstraps ``a − b`` of every pair asked for, on ``workers`` processes (one per
-        pair of runs gives every metric of both); ``{}`` for a pair that cannot be compared."""
-        from voxelfm.probes.compare import paired_differences_many
-
-        computed = paired_differences_many(list(self.asked.values()), n_resamples=n_resamples, seed=seed,
-                                           workers=workers)
-        self.diffs = {key: {} if isinstance(d, str) else d for key, d in zip(self.asked, computed, strict=True)}
-
-    def difference(self, a: ProbeResult | None, b: ProbeResult | None, key: str) -> DifferenceCI | None:
-        """``a − b`` for one metric (paired over the same test units); None when undefined."""
-        if a is None or b is None:
-            return None
-        if self.diffs is None:
-            self.asked[(id(a), id(b))] = (a, b)
-            return None
-        return self.diffs.get((id(a), id(b)), {}).get(key)
-
-    def row(self, category: str, task: str, metric: str, higher: bool, values: dict[str, MetricCI],
-            pair: tuple[ProbeResult | None, ProbeResult | None], key: str, label: str = VERSUS_RANDOM,
-            more: dict[str, DifferenceCI | None] | None = None, detail: str = "") -> dict[str, Any]:
-        diffs = {label: self.difference(*pair, key), **(more or {})}
-        return ResultRow(category, task, metric, higher, values, {k: d for k, d in diffs.items() if d is not None},
-                         detail).to_dict()
+Key = tuple[str, Source]  # (job, source): one finished probe run
 
 
-def summarise(ctx: DemoContext, runs: Runs, headlines: list[Headline], sweep: list[dict[str, Any]],
-              used: dict[str, list[str]]) -> dict[str, Any]:
+def run_key(job: str, backbone: str = "pretrained", mode: str = "3d") -> Key:
+    return job, (backbone, mode)
+
+
+def summarise(ctx: DemoContext, results: dict[Key, ProbeResult], headlines: list[Headline],
+              sweep: list[dict[str, Any]], used: dict[str, list[str]]) -> dict[str, Any]:
     """Results-table rows, comparisons, per-finding F1 and examples from the finished probe runs."""
+    from voxelfm.probes.compare import differences_between
     from voxelfm.probes.retrieval import neighbour_examples
     from voxelfm.probes.tasks.segmentation import mask_examples
 
     cfg, n, n_findings = ctx.config.probes, ctx.config.n_examples, len(used["findings"])
-
-    def rows() -> tuple[list[dict[str, Any]], tuple[list[dict[str, Any]], list[dict[str, Any]]], list[dict[str, Any]]]:
-        return task_rows(runs, headlines), classifier_rows(runs, n_findings), comparator_rows(ctx, runs, headlines)
-
-    rows()  # a first pass notes the pairs the rows compare, then their bootstraps run on the workers at once
-    runs.compare(n_resamples=cfg.bootstrap, seed=cfg.seed, workers=ctx.config.workers)
-    tasks, (heads, modes), comparators = rows()
+    metrics = {k: res.metrics for k, res in results.items()}
+    plans = {"tasks": task_rows(metrics, headlines), **classifier_rows(metrics, n_findings),
+             "comparators": comparator_rows(ctx, metrics, headlines)}
+    diffs = differences_between(results, [p for rows in plans.values() for r in rows for p in r.pairs.values()],
+                                n_resamples=cfg.bootstrap, seed=cfg.seed, workers=ctx.config.workers)
     labels = layout.cohort_dir(ctx.out) / "labels.csv"
-    retrieval, segmentation = runs.get("retrieval", "pretrained"), runs.get("segmentation", "pretrained")
+    retrieval, segmentation = results.get(run_key("retrieval")), results.get(run_key("segmentation"))
     return {
-        "tasks": tasks,
-        "heads": heads,
-        "inference_modes": modes,
-        "comparators": comparators,
+        **{name: [r.row(metrics, diffs).to_dict() for r in rows] for name, rows in plans.items()},
         "data_fraction": {"task": f"Q-Former (one shared head) on {n_findings} findings",
                           "metric": "macro AUROC", "seeds": cfg.fraction_seeds, "points": sweep},
-        "per_finding_f1": per_finding_f1(runs, labels, used["findings"]),
+        "per_finding_f1": per_finding_f1(results.get(run_key("classification-qformer")), labels, used["findings"]),
         "examples": {
             "retrieval": [{**e, "backbone": "pretrained"} for e in
                           neighbour_examples(retrieval.predictions, labels, used["findings"], n=n)] if retrieval else [],
@@ -312,54 +271,53 @@ def summarise(ctx: DemoContext, runs: Runs, headlines: list[Headline], sweep: li
     }
 
 
-def task_rows(runs: Runs, headlines: list[Headline]) -> list[dict[str, Any]]:
+def task_rows(metrics: dict[Key, dict[str, MetricCI]], headlines: list[Headline]) -> list[RowPlan]:
     """The results table: each headline metric on every feature source, with the paired differences
     pretrained − random and pretrained − histogram."""
     rows = []
     for h in headlines:
-        pre, rnd, base = (runs.get(h.job, b) for b in layout.BACKBONE_NAMES)
+        keys = {b: run_key(h.job, b) for b in layout.BACKBONE_NAMES}
+        pre, rnd = (metrics.get(keys[b]) for b in ("pretrained", "random"))
         if pre is None or rnd is None:
             continue
-        values = {b: runs.value(h.job, b, h.metric_key) for b in layout.BACKBONE_NAMES}
-        if math.isnan(values["pretrained"].value) and math.isnan(values["random"].value):
+        if math.isnan(as_ci(pre.get(h.metric_key)).value) and math.isnan(as_ci(rnd.get(h.metric_key)).value):
             continue  # e.g. no event before a horizon in this small test set
         detail = ""
         if h.metric_key.endswith("/mae_sd"):
             unit_key = h.metric_key[: -len("_sd")]
             unit = TARGETS.get(unit_key.split("/")[0], ("", "target units"))[1]
-            a, b = runs.value(h.job, "pretrained", unit_key), runs.value(h.job, "random", unit_key)
+            a, b = as_ci(pre.get(unit_key)), as_ci(rnd.get(unit_key))
             if math.isfinite(a.value) and math.isfinite(b.value):
                 detail = f"MAE in {unit}: {a.value:.3g} (pretrained) vs {b.value:.3g} (random)"
-        rows.append(runs.row(h.category, h.task, h.metric, h.higher_is_better, values, (pre, rnd), h.metric_key,
-                             detail=detail, more={VERSUS_BASELINE: runs.difference(pre, base, h.metric_key)}))
+        rows.append(RowPlan(h.category, h.task, h.metric, h.metric_key, h.higher_is_better, keys,
+                            {VERSUS_RANDOM: (keys["pretrained"], keys["random"]),
+                             VERSUS_BASELINE: (keys["pretrained"], keys[layout.BASELINE])}, detail))
     return rows
 
 
-def classifier_rows(runs: Runs, n_findings: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Macro AUROC of MLP on CLS vs Q-Former on patches (paper Fig. 5 left) and of 3D vs chunked 2.5D
-    features (Fig. 5 right), each with its paired difference."""
-    key, label, get = "macro/auroc", "macro AUROC", runs.get
-    head_jobs = (("classification-mlp", "MLP on CLS"), ("classification-qformer", "Q-Former on patches"))
-    values = {f"{b} · {head}": runs.value(job, b, key)
-              for b in layout.BACKBONE_NAMES for job, head in head_jobs if get(job, b) is not None}
-    heads = [runs.row("classification", f"{n_findings} findings", label, True, values,
-                      (get("classification-qformer", "pretrained"), get("classification-mlp", "pretrained")), key,
-                      label="pretrained Q-Former − pretrained MLP",
-                      detail="difference: pretrained Q-Former − pretrained MLP")] if values else []
-    modes = [runs.row("classification", f"{n_findings} findings, {head}", label, True,
-                      {"pretrained · 3D": runs.value(job, "pretrained", key),
-                       "pretrained · 2.5D": runs.value(job, "pretrained", key, "2.5d")},
-                      (get(job, "pretrained"), get(job, "pretrained", "2.5d")), key, label="3D − 2.5D",
-                      detail="difference: 3D − 2.5D")
-             for job, head in head_jobs[::-1] if get(job, "pretrained") and get(job, "pretrained", "2.5d")]
-    return heads, modes
+def classifier_rows(metrics: dict[Key, dict[str, MetricCI]], n_findings: int) -> dict[str, list[RowPlan]]:
+    """Macro AUROC of MLP on CLS vs Q-Former on patches (``heads``, paper Fig. 5 left) and of 3D vs
+    chunked 2.5D features (``inference_modes``, Fig. 5 right), each with its paired difference."""
+    key, label = "macro/auroc", "macro AUROC"
+    mlp, qformer = "classification-mlp", "classification-qformer"
+    head_jobs = ((mlp, "MLP on CLS"), (qformer, "Q-Former on patches"))
+    values = {f"{b} · {head}": run_key(job, b)
+              for b in layout.BACKBONE_NAMES for job, head in head_jobs if run_key(job, b) in metrics}
+    difference = "pretrained Q-Former − pretrained MLP"
+    heads = [RowPlan("classification", f"{n_findings} findings", label, key, True, values,
+                     {difference: (run_key(qformer), run_key(mlp))}, f"difference: {difference}")] if values else []
+    modes = [RowPlan("classification", f"{n_findings} findings, {head}", label, key, True,
+                     {"pretrained · 3D": run_key(job), "pretrained · 2.5D": run_key(job, mode="2.5d")},
+                     {"3D − 2.5D": (run_key(job), run_key(job, mode="2.5d"))}, "difference: 3D − 2.5D")
+             for job, head in head_jobs[::-1] if run_key(job) in metrics and run_key(job, mode="2.5d") in metrics]
+    return {"heads": heads, "inference_modes": modes}
 
 
-def per_finding_f1(runs: Runs, labels: Path, findings: list[str]) -> dict[str, Any]:
+def per_finding_f1(result: ProbeResult | None, labels: Path, findings: list[str]) -> dict[str, Any]:
     """F1 at 0.5 of each finding (the pretrained Q-Former) and its number of positive test scans."""
     import pandas as pd
 
-    result, out = runs.get("classification-qformer", "pretrained"), {}
+    out = {}
     table = pd.read_csv(labels)
     for finding in findings if result is not None else []:
         if f"{finding}/f1@0.5" in result.metrics:
@@ -368,17 +326,12 @@ def per_finding_f1(runs: Runs, labels: Path, findings: list[str]) -> dict[str, A
     return out
 
 
-def comparator_rows(ctx: DemoContext, runs: Runs, headlines: list[Headline]) -> list[dict[str, Any]]:
+def comparator_rows(ctx: DemoContext, metrics: dict[Key, dict[str, MetricCI]],
+                    headlines: list[Headline]) -> list[RowPlan]:
     """Each comparator backbone beside the reference (pretrained) on every headline metric, with the
     paired difference comparator − pretrained (as ``voxelfm evaluate`` with ``reference: pretrained``)."""
-    rows = []
-    for name in layout.comparator_names(ctx.config):
-        for h in headlines:
-            other, reference = runs.get(h.job, name), runs.get(h.job, "pretrained")
-            if other is None or reference is None:
-                continue
-            values = {"pretrained": runs.value(h.job, "pretrained", h.metric_key),
-                      name: runs.value(h.job, name, h.metric_key)}
-            rows.append(runs.row(h.category, h.task, h.metric, h.higher_is_better, values, (other, reference),
-                                 h.metric_key, label=f"{name} − pretrained", detail=f"difference: {name} − pretrained"))
-    return rows
+    return [RowPlan(h.category, h.task, h.metric, h.metric_key, h.higher_is_better,
+                    {"pretrained": run_key(h.job), name: run_key(h.job, name)},
+                    {f"{name} − pretrained": (run_key(h.job, name), run_key(h.job))}, f"difference: {name} − pretrained")
+            for name in layout.comparator_names(ctx.config) for h in headlines
+            if run_key(h.job, name) in metrics and run_key(h.job) in metrics]
