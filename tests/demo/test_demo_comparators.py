@@ -58,7 +58,7 @@ def test_the_embed_stage_adds_comparators_through_their_own_recipes(tmp_path: Pa
         model = load_model(layout.model_dir(tmp_path, name))
         assert model.name == name and model.spec.recipe == name  # saved with its own NativeSpec
         feats = EmbeddingStore(layout.store_dir(tmp_path, name)).get("s0")
-        assert feats.model_id == model.model_id and feats.spec["recipe"] == name
+        assert feats.model_id == model.model_id and feats.spec.recipe == name
         assert feats.cls.shape == (model.embed_dim,)
     baseline = EmbeddingStore(layout.store_dir(tmp_path, layout.BASELINE)).get("s1")
     pretrained = EmbeddingStore(layout.store_dir(tmp_path, "pretrained")).get("s1")

@@ -26,7 +26,7 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> Counter:
     real = batch_module._read_job
 
     def counting(job, spec):  # noqa: ANN001, ANN202
-        counts[(job.scan_id, spec.get("recipe", "voxelfm"))] += 1
+        counts[(job.scan_id, getattr(spec, "recipe", "voxelfm"))] += 1  # the spec object itself reaches the readers
         return real(job, spec)
 
     monkeypatch.setattr(batch_module, "_read_job", counting)
@@ -57,7 +57,7 @@ def test_one_pass_reads_once_per_spec_and_fills_every_store(scans_dir: Path, tmp
         assert store.ids() == ["case0", "case1", "case2"] and store.ids("failed") == ["broken"], name
         feats = store.get("case1")
         assert (feats.model_id, feats.mode) == (model_id, mode), name
-    assert EmbeddingStore(tmp_path / "m3d").get("case0").spec["recipe"] == "m3d-clip"
+    assert EmbeddingStore(tmp_path / "m3d").get("case0").spec.recipe == "m3d-clip"
     # the same features as a run of its own
     single = run_embedding(model, jobs, tmp_path / "alone", mode="2.5d", workers=0)
     assert single.done == 3

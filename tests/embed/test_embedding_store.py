@@ -13,6 +13,7 @@ from conftest import phantom
 from voxelfm.core import Geometry, VoxelFeatures
 from voxelfm.core.errors import StoreError
 from voxelfm.embed import EmbeddingStore, extract_features
+from voxelfm.preprocess import PreprocessSpec
 
 
 def _features(seed: int, grid: tuple[int, int, int] = (2, 3, 4), c: int = 6) -> VoxelFeatures:
@@ -22,7 +23,7 @@ def _features(seed: int, grid: tuple[int, int, int] = (2, 3, 4), c: int = 6) -> 
         cls=rng.normal(size=c).astype(np.float32), patch=rng.normal(size=(*grid, c)).astype(np.float32),
         registers=rng.normal(size=(2, c)).astype(np.float32),
         patch_geometry=geom.subgrid((3.5,) * 3, (8, 8, 8), grid), input_geometry=geom,
-        spec={"patch_size": 8, "max_patches": 80}, model_id="m1", mode="3d")
+        spec=PreprocessSpec(patch_size=8, max_patches=80), model_id="m1", mode="3d")
 
 
 def test_write_and_read_back_with_metadata(tmp_path: Path, model) -> None:

@@ -23,7 +23,7 @@ def test_3d_features_shapes_provenance_and_patch_world_positions(model) -> None:
     assert feats.cls.shape == (48,) and feats.registers.shape == (2, 48)
     assert feats.patch.shape == (d, h, w, 48) and feats.patch.dtype == np.float32
     assert d * h * w <= SPEC.max_patches
-    assert feats.mode == "3d" and feats.model_id == model.model_id and feats.spec == SPEC.to_dict()
+    assert feats.mode == "3d" and feats.model_id == model.model_id and feats.spec == SPEC
     assert feats.input_geometry.to_dict() == pre.geometry.to_dict()
     # Patch (1, 2, 0) covers voxels 8..15, 16..23, 0..7: its centre is the mean of their centres.
     voxel_world = pre.geometry.voxel_centres_world()

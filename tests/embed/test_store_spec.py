@@ -1,4 +1,5 @@
-"""The spec fingerprint is taken once, from the typed spec, and carried unchanged into the store."""
+"""Features carry their spec object and its fingerprint (taken once, where they are made) into the
+store, which keeps the spec's dict and fingerprint and reads the object back."""
 
 from __future__ import annotations
 
@@ -9,43 +10,54 @@ import numpy as np
 import pytest
 from test_embedding_store import _features
 
-import voxelfm.models.backbones.spec as spec_module
 from conftest import SPEC, phantom
 from voxelfm.embed import EmbeddingStore, extract_features
 from voxelfm.embed.shards import compact
 
 
-def test_fingerprint_travels_from_extraction_to_records_without_rebuilding_the_spec(
+def test_the_spec_object_and_its_fingerprint_travel_from_extraction_to_records(
         model, tmp_path: Path, monkeypatch) -> None:
     feats = extract_features(model, phantom(0))
-    assert feats.spec == SPEC.to_dict() and feats.spec_fingerprint == SPEC.fingerprint()
+    assert feats.spec == SPEC and feats.spec_fingerprint == SPEC.fingerprint()
 
-    def refuse(data):  # the store must not turn the dict back into a spec object
-        raise AssertionError("spec rebuilt from its dict")
+    def refuse(self):  # noqa: ANN001, ANN202 - the store must not take the fingerprint again
+        raise AssertionError("fingerprint taken again")
 
-    monkeypatch.setattr(spec_module, "spec_from_dict", refuse)
+    monkeypatch.setattr(type(SPEC), "fingerprint", refuse)
     store = EmbeddingStore(tmp_path / "s")
     record = store.write("a", feats)
-    assert record["spec_fingerprint"] == SPEC.fingerprint()
-    assert store.done(model.model_id, SPEC.fingerprint()) == {"a"}
+    assert record["spec_fingerprint"] == feats.spec_fingerprint
     back = store.get("a")
-    assert back.spec == SPEC.to_dict() and back.spec_fingerprint == SPEC.fingerprint()
+    assert back.spec == SPEC and back.spec_fingerprint == feats.spec_fingerprint
     monkeypatch.undo()
+    assert store.done(model.model_id, SPEC.fingerprint()) == {"a"}
+    meta_spec = json.loads(_metadata(store.entry_path("a"))["spec"])
+    assert meta_spec == SPEC.to_dict()  # the on-disk form is the spec's dict, as before
     compact(tmp_path / "s")
     again = EmbeddingStore(tmp_path / "s").get("a")
-    assert again.spec == SPEC.to_dict() and again.spec_fingerprint == SPEC.fingerprint()
+    assert again.spec == SPEC and again.spec_fingerprint == SPEC.fingerprint()
     np.testing.assert_array_equal(again.cls, feats.cls)
 
 
-def test_hand_built_features_get_the_fingerprint_of_their_spec_dict(tmp_path: Path) -> None:
-    from voxelfm.models.backbones.spec import spec_from_dict
+def _metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
 
-    feats = _features(0)  # spec given as a dict only, as older callers do
+    with safe_open(str(path), framework="np") as handle:
+        return dict(handle.metadata() or {})
+
+
+def test_hand_built_features_get_the_fingerprint_of_their_spec(tmp_path: Path) -> None:
+    feats = _features(0)
     assert feats.spec_fingerprint is None
     store = EmbeddingStore(tmp_path / "s")
     record = store.write("a", feats)
-    assert record["spec_fingerprint"] == spec_from_dict(feats.spec).fingerprint()
-    assert store.get("a").spec_fingerprint == record["spec_fingerprint"]
+    assert record["spec_fingerprint"] == feats.spec.fingerprint()
+    back = store.get("a")
+    assert back.spec == feats.spec and back.spec_fingerprint == record["spec_fingerprint"]
+    # older callers gave the spec as its dict: stored the same way, read back as the object
+    feats.spec = feats.spec.to_dict()
+    assert store.write("b", feats)["spec_fingerprint"] == record["spec_fingerprint"]
+    assert store.get("b").spec == back.spec
 
 
 def test_entries_of_older_stores_still_read(tmp_path: Path) -> None:
@@ -69,4 +81,4 @@ def test_records_keep_a_given_fingerprint(tmp_path: Path, fingerprint: str | Non
     feats = _features(2)
     feats.spec_fingerprint = fingerprint
     record = EmbeddingStore(tmp_path / "s").write("a", feats)
-    assert record["spec_fingerprint"] == (fingerprint or spec_module.spec_from_dict(feats.spec).fingerprint())
+    assert record["spec_fingerprint"] == (fingerprint or feats.spec.fingerprint())

@@ -67,7 +67,7 @@ def test_init_embed_store_round_trip(tmp_path: Path, scan_dir: Path, name: str) 
     store = EmbeddingStore(tmp_path / "store")
     assert store.ids() == ["case1"]
     feats = store.get("case1")
-    assert feats.model_id == model.model_id and feats.spec["recipe"] == name
+    assert feats.model_id == model.model_id and feats.spec.recipe == name
     assert feats.cls.shape == (model.embed_dim,) and feats.patch.shape[-1] > 0
     # every stored grid is canonical (z up, y posterior, x left) and sits inside the scan
     assert feats.patch_geometry.orientation_code() == "LPS"

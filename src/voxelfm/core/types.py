@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -64,6 +64,16 @@ class CTVolume:
         }
 
 
+@runtime_checkable
+class FeatureSpec(Protocol):
+    """What features keep of the preprocessing that made them: a ``PreprocessSpec`` or a comparator's
+    ``NativeSpec`` (``voxelfm.preprocess``, ``voxelfm.models.backbones``; core names neither)."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    def fingerprint(self) -> str: ...
+
+
 @dataclass
 class VoxelFeatures:
     """Frozen-backbone features of one scan.
@@ -72,11 +82,12 @@ class VoxelFeatures:
     * ``patch_geometry``: geometry of the patch grid (shape (d, h, w); voxel n = centre of patch
       n in world space), so ``patch_geometry.voxel_centres_world()`` gives every patch centre.
     * ``input_geometry``: geometry of the preprocessed volume the backbone saw.
-    * ``spec``: the preprocessing spec (a ``PreprocessSpec`` or a comparator's ``NativeSpec``) in
-      its serialised form, the ``to_dict()`` that the store keeps beside the features;
-      ``spec_fingerprint``: that spec's ``fingerprint()``, taken once from the typed spec where the
-      features are made and carried unchanged into the store's records (``None``: derived from
-      ``spec`` when stored, for features built by hand). ``model_id``: identity of the backbone.
+    * ``spec``: the preprocessing spec itself (a :class:`FeatureSpec`: ``PreprocessSpec`` or a
+      comparator's ``NativeSpec``), the same object from the model or ``--spec`` file to the store,
+      which writes its ``to_dict()`` beside the features and reads it back as a spec object;
+      ``spec_fingerprint``: its ``fingerprint()``, taken where the features are made and carried
+      unchanged into the store's records (``None``: taken from ``spec`` when stored).
+      ``model_id``: identity of the backbone.
     """
 
     cls: np.ndarray
@@ -84,7 +95,7 @@ class VoxelFeatures:
     registers: np.ndarray
     patch_geometry: Geometry | None = None
     input_geometry: Geometry | None = None
-    spec: dict[str, Any] | None = None
+    spec: FeatureSpec | None = None
     model_id: str | None = None
     mode: str = "3d"
     spec_fingerprint: str | None = None

@@ -22,13 +22,16 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voxelfm.core.errors import ConfigError, DataError, StoreError, VoxelFMError, located
 from voxelfm.core.fingerprint import source_fingerprint
 from voxelfm.embed.extract import features_from_preprocessed, resolve_spec
 from voxelfm.embed.store import EmbeddingStore
 from voxelfm.preprocess.spec import PreprocessSpec
+
+if TYPE_CHECKING:
+    from voxelfm.models.backbones.spec import AnySpec
 
 _ID_COLUMNS = ("scan_id", "series_uid", "uid")
 
@@ -128,7 +131,7 @@ def shard_jobs(jobs: Sequence[EmbedJob], shard: tuple[int, int] | None) -> list[
 
 
 # -- reading ------------------------------------------------------------------------------------
-def _read_job(job: EmbedJob, spec: dict[str, Any]) -> dict[str, Any]:
+def _read_job(job: EmbedJob, spec: AnySpec) -> dict[str, Any]:
     """Read and preprocess one scan; the reason it failed instead of raising."""
     from voxelfm.io import load_ct
     from voxelfm.models.backbones import prepare_volume
@@ -147,7 +150,7 @@ def _read_job(job: EmbedJob, spec: dict[str, Any]) -> dict[str, Any]:
 class _Reader:
     """``(job, group) -> _read_job(job, specs[group])``, looked up at call time (tests replace ``_read_job``)."""
 
-    def __init__(self, specs: Sequence[dict[str, Any]]) -> None:
+    def __init__(self, specs: Sequence[AnySpec]) -> None:
         self.specs = list(specs)
 
     def __call__(self, item: tuple[EmbedJob, int]) -> dict[str, Any]:
@@ -209,7 +212,7 @@ class _Target:
     model: Any
     store: EmbeddingStore
     mode: str
-    spec: Any
+    spec: AnySpec
     fingerprint: str
     model_id: str
     summary: EmbedSummary = field(default_factory=EmbedSummary)
@@ -290,11 +293,11 @@ def run_embeddings(
 
 
 def _plan(targets: list[_Target], jobs: Sequence[EmbedJob], on_progress: Callable[[str, str], None] | None,
-          ) -> tuple[dict[tuple[str, int], list[_Target]], list[dict[str, Any]], dict[str, str | None]]:
+          ) -> tuple[dict[tuple[str, int], list[_Target]], list[AnySpec], dict[str, str | None]]:
     """Which targets still need each scan, grouped by spec: ``{(scan_id, group): targets}``, the
     spec of each group, and the source fingerprint of every scan."""
     fingerprints = list(dict.fromkeys(t.fingerprint for t in targets))  # groups, in target order
-    specs = [next(t.spec for t in targets if t.fingerprint == f).to_dict() for f in fingerprints]
+    specs = [next(t.spec for t in targets if t.fingerprint == f) for f in fingerprints]  # the objects, to the readers
     state = [(t, t.store.done(t.model_id, t.fingerprint, t.mode), t.store.latest()) for t in targets]
     wanted: dict[tuple[str, int], list[_Target]] = {}
     sources: dict[str, str | None] = {}

@@ -116,10 +116,10 @@ def features_from_preprocessed(
         registers=np.asarray(regs, dtype=np.float32),
         patch_geometry=patch_geometry,
         input_geometry=pre.geometry,
-        spec=pre.spec.to_dict(),
+        spec=pre.spec,
         model_id=str(getattr(model, "model_id", "unknown")),
         mode=mode,
-        spec_fingerprint=pre.spec.fingerprint(),  # once, from the typed spec; the store keeps it as is
+        spec_fingerprint=pre.spec.fingerprint(),  # once, here; the store keeps it as is
     )
 
 

@@ -87,8 +87,9 @@ def histogram_features(pre: Any, patch_size: int) -> VoxelFeatures:
         registers=np.zeros((0, cls.shape[0]), dtype=np.float32),
         patch_geometry=pre.geometry.subgrid(start, (p, p, p), (d, h, w)),
         input_geometry=pre.geometry,
-        spec=pre.spec.to_dict(),
+        spec=pre.spec,
         model_id=MODEL_ID,
+        spec_fingerprint=pre.spec.fingerprint(),
         mode="3d",
     )
 

@@ -47,7 +47,7 @@ import numpy as np
 from voxelfm.core.atomic import atomic_write_text
 from voxelfm.core.errors import StoreError, located
 from voxelfm.core.geometry import Geometry
-from voxelfm.core.types import VoxelFeatures
+from voxelfm.core.types import FeatureSpec, VoxelFeatures
 
 if TYPE_CHECKING:
     from voxelfm.embed.store import EmbeddingStore
@@ -244,9 +244,12 @@ class Consolidated:
         return self._pack_maps[number]
 
     def features(self, row: int) -> VoxelFeatures:
+        from voxelfm.embed.store import read_spec
+
         record = self.record(row)
         meta = record.get("meta") or {}
-        spec = self.specs.get(str(record.get("spec_fingerprint"))) if record.get("spec_fingerprint") else None
+        stored = self.specs.get(str(record.get("spec_fingerprint"))) if record.get("spec_fingerprint") else None
+        spec = read_spec(json.dumps(stored, sort_keys=True)) if stored else None  # the object, parsed once per spec
         return VoxelFeatures(
             cls=np.array(self.cls[row]), patch=np.array(self.patch(row)), registers=np.array(self.array("registers")[row]),
             patch_geometry=_geometry(meta.get("patch_geometry")), input_geometry=_geometry(meta.get("input_geometry")),
@@ -379,7 +382,7 @@ class GenerationWriter:
     def add(self, row: int, record: dict[str, Any], cls: np.ndarray, registers: np.ndarray, *,
             patch: np.ndarray | None = None, pack_ref: tuple[str | None, int, tuple[int, int, int]] | None = None,
             mean_patch: np.ndarray | None = None, meta: dict[str, Any] | None = None,
-            spec: dict[str, Any] | None = None) -> None:
+            spec: FeatureSpec | None = None) -> None:
         """Row ``row``: a new patch grid (written to this generation's pack) or a reference
         ``(pack name, first row, (d, h, w))`` to rows of an existing pack of this store."""
         scan_id = str(record["scan_id"])
@@ -403,7 +406,9 @@ class GenerationWriter:
                 self.mean_patch[row] = mean_patch
         self.patch_index[row] = (pack, first, *grid)
         if spec and record.get("spec_fingerprint"):
-            self.specs.setdefault(str(record["spec_fingerprint"]), spec)
+            from voxelfm.embed.store import spec_dict
+
+            self.specs.setdefault(str(record["spec_fingerprint"]), spec_dict(spec))
         clean = {k: record.get(k) for k in _RECORD_KEYS}
         clean["status"], clean["error"], clean["grid_shape"] = "ok", None, list(grid)
         clean["meta"] = meta or {}

@@ -24,13 +24,14 @@ One writer per manifest: :meth:`EmbeddingStore.lock` takes an exclusive ``fcntl.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
 import re
 import socket
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,11 +39,11 @@ from typing import Any
 import numpy as np
 
 from voxelfm.core.atomic import atomic_save, atomic_write_text
-from voxelfm.core.errors import StoreError, located
+from voxelfm.core.errors import StoreError, VoxelFMError, located
 from voxelfm.core.fingerprint import source_fingerprint as _source_fingerprint
 from voxelfm.core.geometry import Geometry
 from voxelfm.core.processes import pid_alive
-from voxelfm.core.types import VoxelFeatures
+from voxelfm.core.types import FeatureSpec, VoxelFeatures
 
 log = logging.getLogger(__name__)
 ENTRIES = "entries"
@@ -52,13 +53,32 @@ HELD_LOCK_FDS: set[int] = set()
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 
 
-def spec_fingerprint(spec: dict[str, Any] | None) -> str | None:
-    """Fingerprint of a spec dict (as stored in VoxelFeatures.spec): a PreprocessSpec or a backbone's NativeSpec."""
+def spec_fingerprint(spec: FeatureSpec | Mapping[str, Any] | None) -> str | None:
+    """Fingerprint of a spec (a PreprocessSpec or a backbone's NativeSpec, or its ``to_dict()``)."""
     if not spec:
+        return None
+    if isinstance(spec, Mapping):
+        from voxelfm.models.backbones.spec import spec_from_dict
+
+        spec = spec_from_dict(dict(spec))
+    return spec.fingerprint()
+
+
+def spec_dict(spec: FeatureSpec | Mapping[str, Any] | None) -> dict[str, Any]:
+    """The serialised spec an entry keeps (``{}``: none); features built by hand may give the dict."""
+    return {} if not spec else dict(spec) if isinstance(spec, Mapping) else spec.to_dict()
+
+
+@functools.lru_cache(maxsize=64)
+def read_spec(text: str | None) -> FeatureSpec | None:
+    """The spec object of an entry's stored JSON (``{}`` or none: ``None``); parsed once per distinct
+    text, so reading many entries made with one spec builds it once."""
+    data = json.loads(text) if text else None
+    if not data:
         return None
     from voxelfm.models.backbones.spec import spec_from_dict
 
-    return spec_from_dict(spec).fingerprint()
+    return spec_from_dict(data)
 
 
 def manifest_name(shard: tuple[int, int] | None = None) -> str:
@@ -405,7 +425,7 @@ class EmbeddingStore:
             registers=tensors.get("registers", np.zeros((0, c), dtype=np.float32)),
             patch_geometry=_geometry(meta.get("patch_geometry")),
             input_geometry=_geometry(meta.get("input_geometry")),
-            spec=json.loads(meta["spec"]) if meta.get("spec") else None,
+            spec=_entry_spec(path, meta.get("spec")),
             model_id=meta.get("model_id"),
             mode=meta.get("mode", "3d"),
             spec_fingerprint=_stored_fingerprint(meta.get("spec_fingerprint")),
@@ -567,7 +587,7 @@ class EmbeddingStore:
             "patch": np.ascontiguousarray(features.patch, dtype=np.float32),
             "registers": np.ascontiguousarray(features.registers, dtype=np.float32),
         }
-        # carried from the typed spec where the features were made; derived only for hand-built ones
+        # carried from where the features were made; taken from the spec only for hand-built ones
         fingerprint = features.spec_fingerprint or spec_fingerprint(features.spec)
         if source_fingerprint is None and source is not None:
             source_fingerprint = _source_fingerprint(source)
@@ -581,7 +601,7 @@ class EmbeddingStore:
         metadata = {
             "scan_id": scan_id,
             "model_id": str(features.model_id),
-            "spec": json.dumps(features.spec or {}, sort_keys=True),
+            "spec": json.dumps(spec_dict(features.spec), sort_keys=True),
             "spec_fingerprint": str(fingerprint),
             "patch_geometry": json.dumps(features.patch_geometry.to_dict()) if features.patch_geometry else "",
             "input_geometry": json.dumps(features.input_geometry.to_dict()) if features.input_geometry else "",
@@ -619,7 +639,7 @@ class EmbeddingStore:
 
     # -- original {uid}.pth cache (docs/original.md §3.6) ---------------------------------------------
     def import_pth_cache(self, directory: str | os.PathLike[str], *, model_id: str = "imported",
-                         spec: dict[str, Any] | None = None) -> int:
+                         spec: FeatureSpec | None = None) -> int:
         """Import every ``{uid}.pth`` (``{"cls": (1, C), "patch": (d, h, w, C)}``); returns the count.
 
         Files are read with ``torch.load(weights_only=True)``; they carry no registers (stored as
@@ -669,6 +689,13 @@ class EmbeddingStore:
             count += 1
         atomic_write_text(directory / "summary.jsonl", "".join(line + "\n" for line in summary))
         return count
+
+
+def _entry_spec(where: Any, text: str | None) -> FeatureSpec | None:
+    try:
+        return read_spec(text)
+    except (VoxelFMError, ValueError, TypeError) as exc:
+        raise StoreError(located(where, f"unreadable preprocessing spec ({exc})")) from None
 
 
 def _stored_fingerprint(text: str | None) -> str | None:
