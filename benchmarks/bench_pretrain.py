@@ -1,7 +1,8 @@
 """Pretraining benchmarks (CPU): throughput, DDP scaling, and a short pretraining run whose frozen
 features are compared with the same architecture at random initialisation.
 
-    python benchmarks/bench_pretrain.py speed  [--presets vit-tiny vit-small] [--steps 4]
+    python benchmarks/bench_pretrain.py speed  [--presets vit-tiny vit-small] [--steps 4] [--recipe cpu_tiny]
+    python benchmarks/bench_pretrain.py threads [--counts 1 2] [--repeats 2] [--steps 25] [--index INDEX]
     python benchmarks/bench_pretrain.py ddp    [--steps 4]
     python benchmarks/bench_pretrain.py cohort COHORT_DIR --work DIR [--minutes 12]
 
@@ -41,42 +42,58 @@ def _recipe_overrides(index: Path, preset: str, steps: int, batch: int) -> list[
     ]
 
 
-def _timed_steps(config: dict, run_dir: Path, warmup: int) -> tuple[float, int]:
-    """Seconds per optimizer step after ``warmup`` steps (median), and the global batch."""
+def _timed_steps(config: dict, run_dir: Path, warmup: int) -> tuple[float, int, float, float]:
+    """Seconds per optimizer step after ``warmup`` steps (median), the global batch, CPU seconds per
+    step after the warm-up (mean) and the last step's total loss."""
     from voxelfm.ssl.data import build_data
     from voxelfm.ssl.trainer import Trainer
 
     trainer = Trainer(config, run_dir)
     builder = build_data(config, world_size=trainer.world)
-    times = []
+    times, cpu, loss = [], [], float("nan")
     for step in range(trainer.total_steps):
         batches = [builder.build(step, a * trainer.world + trainer.rank) for a in range(trainer.accum)]
-        t0 = time.perf_counter()
-        trainer.train_step(step, batches)
+        t0, c0 = time.perf_counter(), time.process_time()
+        loss = float(trainer.train_step(step, batches).get("total_loss", float("nan")))
         if trainer.world > 1:
             import torch.distributed as dist
 
             dist.barrier()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     global_batch = int(config["train"]["batch_size_per_gpu"]) * trainer.accum * trainer.world
-    return float(np.median(times[warmup:])), global_batch
+    return float(np.median(times[warmup:])), global_batch, float(np.mean(cpu[warmup:])), loss
 
 
-def bench_speed(presets: list[str], steps: int, batch: int) -> None:
+def bench_speed(presets: list[str], steps: int, batch: int, recipe: str = "cpu_tiny", index: Path | None = None) -> None:
     import torch
 
     from voxelfm.ssl.config import load_config, packaged_config
 
     with tempfile.TemporaryDirectory() as tmp:
-        index = _synthetic_index(Path(tmp) / "data")
-        print(f"torch threads: {torch.get_num_threads()}; recipe cpu_tiny (56^3 globals, 4 x 28^3 locals, "
-              f"4096 prototypes), batch {batch}, fp32; median of {steps - 1} steps after 1 warm-up")
+        index = index or _synthetic_index(Path(tmp) / "data")
+        print(f"torch threads: {torch.get_num_threads()}; recipe {recipe}, batch {batch}, fp32; "
+              f"median of {steps - 1} steps after 1 warm-up")
         for preset in presets:
-            config = load_config(packaged_config("cpu_tiny"), _recipe_overrides(index, preset, steps, batch))
-            seconds, global_batch = _timed_steps(config, Path(tmp) / preset, warmup=1)
-            print(json.dumps({"preset": preset, "seconds_per_step": round(seconds, 3),
-                              "steps_per_second": round(1 / seconds, 3),
-                              "volumes_per_second": round(global_batch / seconds, 2)}))
+            config = load_config(packaged_config(recipe), _recipe_overrides(index, preset, steps, batch))
+            seconds, global_batch, cpu, loss = _timed_steps(config, Path(tmp) / preset, warmup=1)
+            print(json.dumps({"preset": preset, "threads": torch.get_num_threads(), "seconds_per_step": round(seconds, 3),
+                              "cpu_seconds_per_step": round(cpu, 3), "steps_per_second": round(1 / seconds, 3),
+                              "volumes_per_second": round(global_batch / seconds, 2), "last_loss": loss}))
+
+
+def bench_threads(counts: list[int], repeats: int, steps: int, index: Path | None) -> None:
+    """The demo's recipe (cpu_small, vit-tiny, batch 16) at each torch thread count, each in a fresh
+    process, the counts alternated ``repeats`` times: the same-run comparison behind the demo's
+    ``PretrainConfig.threads``. Only meaningful on an otherwise idle machine."""
+    with tempfile.TemporaryDirectory() as tmp:
+        index = index or _synthetic_index(Path(tmp) / "data", n=16)
+        for rep in range(repeats):
+            for n in counts:
+                out = subprocess.run([sys.executable, __file__, "--threads", str(n), "speed", "--recipe", "cpu_small",
+                                      "--presets", "vit-tiny", "--steps", str(steps), "--index", str(index)],
+                                     check=True, capture_output=True, text=True).stdout
+                print(json.dumps({"repeat": rep, **json.loads(out.strip().splitlines()[-1])}), flush=True)
 
 
 def _ddp_worker(index: str, steps: int, batch: int, out: str) -> None:
@@ -84,7 +101,7 @@ def _ddp_worker(index: str, steps: int, batch: int, out: str) -> None:
     from voxelfm.ssl.trainer import finish_distributed
 
     config = load_config(packaged_config("cpu_tiny"), _recipe_overrides(Path(index), "vit-tiny", steps, batch))
-    seconds, global_batch = _timed_steps(config, Path(out).parent / f"run{os.environ.get('WORLD_SIZE', '1')}", warmup=1)
+    seconds, global_batch, _, _ = _timed_steps(config, Path(out).parent / f"run{os.environ.get('WORLD_SIZE', '1')}", warmup=1)
     if int(os.environ.get("RANK", "0")) == 0:
         Path(out).write_text(json.dumps({"seconds_per_step": seconds, "global_batch": global_batch}))
     finish_distributed(0)
@@ -278,6 +295,13 @@ def main() -> None:
     speed.add_argument("--presets", nargs="+", default=["vit-tiny", "vit-small"])
     speed.add_argument("--steps", type=int, default=4)
     speed.add_argument("--batch", type=int, default=16)
+    speed.add_argument("--recipe", default="cpu_tiny", help="packaged voxelfm.ssl recipe")
+    speed.add_argument("--index", type=Path, default=None, help="a prepared index.csv (default: synthetic volumes)")
+    threads = sub.add_parser("threads")
+    threads.add_argument("--counts", nargs="+", type=int, default=[1, 2])
+    threads.add_argument("--repeats", type=int, default=2)
+    threads.add_argument("--steps", type=int, default=25)
+    threads.add_argument("--index", type=Path, default=None, help="a prepared index.csv (default: synthetic volumes)")
     ddp = sub.add_parser("ddp")
     ddp.add_argument("--steps", type=int, default=4)
     ddp.add_argument("--batch", type=int, default=8)
@@ -298,7 +322,9 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
     if args.mode == "speed":
-        bench_speed(args.presets, args.steps, args.batch)
+        bench_speed(args.presets, args.steps, args.batch, args.recipe, args.index)
+    elif args.mode == "threads":
+        bench_threads(args.counts, args.repeats, args.steps, args.index)
     elif args.mode == "ddp":
         bench_ddp(args.steps, args.batch)
     else:

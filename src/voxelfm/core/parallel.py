@@ -33,18 +33,26 @@ def default_workers() -> int:
 
 
 @contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """torch and the BLAS/OpenMP pools on one thread for the duration (restored afterwards)."""
+def fixed_threads(n: int) -> Iterator[None]:
+    """torch and the BLAS/OpenMP pools on exactly ``n`` threads for the duration (restored afterwards).
+
+    A fixed count, not one per core: float reductions split by thread count, so the numbers then do
+    not depend on how many cores the machine has."""
     import torch
     from threadpoolctl import threadpool_limits
 
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
     try:
-        with threadpool_limits(limits=1):
+        with threadpool_limits(limits=n):
             yield
     finally:
         torch.set_num_threads(before)
+
+
+def single_thread() -> contextlib.AbstractContextManager[None]:
+    """torch and the BLAS/OpenMP pools on one thread for the duration (restored afterwards)."""
+    return fixed_threads(1)
 
 
 def _init_worker(parent: int) -> None:
@@ -101,4 +109,4 @@ def run_items(fn: Callable[[T], R], items: Sequence[T], *, workers: int = 1,
     return results
 
 
-__all__ = ["default_workers", "run_items", "single_thread"]
+__all__ = ["default_workers", "fixed_threads", "run_items", "single_thread"]

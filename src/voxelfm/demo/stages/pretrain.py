@@ -32,16 +32,18 @@ def demo_spec(ctx: DemoContext) -> Any:
     return PreprocessSpec(patch_size=preset.patch_size, max_patches=ctx.config.pretrain.max_patches)
 
 
-def training_threads(device: str) -> contextlib.AbstractContextManager[None]:
-    """One torch/BLAS thread for pretraining on a CPU, the default elsewhere.
+def training_threads(device: str, threads: int) -> contextlib.AbstractContextManager[None]:
+    """Exactly ``threads`` torch/BLAS threads for pretraining on a CPU, the default elsewhere.
 
-    Why one: ``cpu_small``'s matrices are too small to split well (200 steps took 1.6 s/step with
-    2 threads on the idle 2-core machine, ~1.3 s/step with 1, at half the CPU seconds), and the
-    backbone, so every number downstream of it, must not depend on the machine's core count.
+    A fixed count, not one per core, so the backbone (and every number downstream of it) does not
+    depend on the machine's core count. ``small`` uses two: on 2 idle cores ``cpu_small`` ran 0.79-0.86
+    s/step with two threads against 1.32-1.36 with one (benchmarks/README.md, "Two threads for the
+    demo's pretraining"). ``tiny`` keeps one: the tests run two at a time, and threads beyond the free
+    cores spin-wait for each other.
     """
-    from voxelfm.core.parallel import single_thread
+    from voxelfm.core.parallel import fixed_threads
 
-    return single_thread() if device == "cpu" else contextlib.nullcontext()
+    return fixed_threads(threads) if device == "cpu" else contextlib.nullcontext()
 
 
 class PretrainStage(Stage):
@@ -84,7 +86,7 @@ class PretrainStage(Stage):
             "train.max_minutes=null",
             *cfg.overrides,
         ]
-        with training_threads(ctx.device):
+        with training_threads(ctx.device, cfg.threads):
             pretrain(packaged_config(cfg.recipe), overrides, out_dir=run_dir)
         spec = demo_spec(ctx)
         pre_dir = layout.model_dir(ctx.out, "pretrained")
