@@ -1,4 +1,5 @@
-"""verify_cohort: a complete cohort has no problems; each kind of damage is named, file first."""
+"""verify_cohort: a complete cohort has no problems; each kind of damage is named, file first.
+CohortReader reads it back by scan id."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from voxelfm.data.phantom import verify_cohort, write_cohort
+from voxelfm.data.phantom import FINDINGS, CohortReader, verify_cohort, write_cohort
 from voxelfm.data.phantom.verify import non_empty
 
 
@@ -21,6 +22,18 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_written_cohort_is_complete(cohort: Path) -> None:
     assert verify_cohort(cohort) == []
     assert verify_cohort(cohort, n_scans=6) == []
+
+
+def test_the_reader_gives_each_scan_its_volume_label_map_and_findings(cohort: Path) -> None:
+    reader = CohortReader(cohort)
+    table = pd.read_csv(cohort / "labels.csv")
+    assert sorted(reader.ids("train") + reader.ids("val") + reader.ids("test")) == sorted(table["scan_id"])
+    row = table.iloc[0]
+    scan_id = str(row["scan_id"])
+    assert reader.ct(scan_id) is reader.ct(scan_id)  # read once
+    assert reader.label_map(scan_id).shape == reader.ct(scan_id).shape
+    assert reader.findings(scan_id) == [f for f in FINDINGS if int(row[f]) == 1]
+    assert 0 <= reader.axial_index(scan_id) < reader.ct(scan_id).shape[0]
 
 
 def test_a_wrong_scan_count_is_named(cohort: Path) -> None:

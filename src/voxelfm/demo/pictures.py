@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from voxelfm.core.types import CTVolume
+from voxelfm.data.phantom.reader import CohortReader
 from voxelfm.demo import layout
 from voxelfm.demo.config import DemoContext
 from voxelfm.viz.panels import Neighbour, pca_maps, retrieval_figure, segmentation_overlay
@@ -17,66 +16,30 @@ from voxelfm.viz.slices import ct_thumbnail
 THUMB_WIDTH = 150
 
 
-class _Cohort:
-    """Lazy, cached access to the cohort's scans and label maps by scan id."""
-
-    def __init__(self, root: Path) -> None:
-        import pandas as pd
-
-        self.root = root
-        self.labels = pd.read_csv(root / "labels.csv").set_index("scan_id")
-        self.ct = lru_cache(maxsize=16)(self._ct)
-        self.label_map = lru_cache(maxsize=8)(self._label_map)
-
-    def _ct(self, scan_id: str) -> CTVolume:
-        from voxelfm.io import load_ct
-
-        return load_ct(self.root / str(self.labels.loc[scan_id, "path"]))
-
-    def _label_map(self, scan_id: str) -> np.ndarray:
-        from voxelfm.io import load_label_map
-
-        return load_label_map(self.root / str(self.labels.loc[scan_id, "label_path"]))[0]
-
-    def findings(self, scan_id: str) -> list[str]:
-        from voxelfm.data.phantom import FINDINGS
-
-        row = self.labels.loc[scan_id]
-        return [f for f in FINDINGS if f in row.index and int(row[f]) == 1]
-
-    def axial_index(self, scan_id: str) -> int:
-        """The slice through the largest nodule when there is one, else the middle slice."""
-        import pandas as pd
-
-        vol = self.ct(scan_id)
-        z_norm = float(pd.to_numeric(self.labels.loc[scan_id].get("nodule_z_norm"), errors="coerce"))
-        if np.isfinite(z_norm):  # empty when the scan has no nodule
-            return int(np.clip(z_norm * vol.shape[0], 0, vol.shape[0] - 1))
-        return vol.shape[0] // 2
-
-    def thumbnail(self, scan_id: str) -> np.ndarray:
-        vol = self.ct(scan_id)
-        return ct_thumbnail(vol.array, spacing=vol.spacing, axis="axial", index=self.axial_index(scan_id),
-                            width=THUMB_WIDTH)
+def thumbnail(cohort: CohortReader, scan_id: str) -> np.ndarray:
+    """An axial thumbnail through the scan's largest nodule (or its middle)."""
+    vol = cohort.ct(scan_id)
+    return ct_thumbnail(vol.array, spacing=vol.spacing, axis="axial", index=cohort.axial_index(scan_id),
+                        width=THUMB_WIDTH)
 
 
-def retrieval_figures(ctx: DemoContext, cohort: _Cohort, examples: list[dict[str, Any]]) -> list[tuple[bytes, str]]:
+def retrieval_figures(ctx: DemoContext, cohort: CohortReader, examples: list[dict[str, Any]]) -> list[tuple[bytes, str]]:
     out = []
     for ex in examples[: ctx.config.n_examples]:
         query = str(ex["query"])
         neighbours = [
-            Neighbour(cohort.thumbnail(str(nb["scan_id"])), str(nb["scan_id"]), float(nb["similarity"]),
+            Neighbour(thumbnail(cohort, str(nb["scan_id"])), str(nb["scan_id"]), float(nb["similarity"]),
                       bool(nb["match"]), ", ".join(cohort.findings(str(nb["scan_id"]))))
             for nb in ex["neighbours"]
         ]
-        png = retrieval_figure(cohort.thumbnail(query), query, ", ".join(cohort.findings(query)), neighbours)
+        png = retrieval_figure(thumbnail(cohort, query), query, ", ".join(cohort.findings(query)), neighbours)
         hits = sum(nb.match for nb in neighbours)
         out.append((png, f"Query {query} ({ex.get('backbone', 'pretrained')} backbone): {hits} of "
                          f"{len(neighbours)} nearest neighbours share a finding with it."))
     return out
 
 
-def segmentation_figures(ctx: DemoContext, cohort: _Cohort, examples: list[dict[str, Any]]) -> list[tuple[bytes, str]]:
+def segmentation_figures(ctx: DemoContext, cohort: CohortReader, examples: list[dict[str, Any]]) -> list[tuple[bytes, str]]:
     from voxelfm.data.phantom import SEGMENTATION_LABELS
     from voxelfm.io import load_label_map
 
@@ -92,7 +55,7 @@ def segmentation_figures(ctx: DemoContext, cohort: _Cohort, examples: list[dict[
     return out
 
 
-def pca_figures(ctx: DemoContext, cohort: _Cohort, scan_ids: list[str]) -> list[tuple[bytes, str]]:
+def pca_figures(ctx: DemoContext, cohort: CohortReader, scan_ids: list[str]) -> list[tuple[bytes, str]]:
     """DINO-style PCA maps of every backbone over axial and coronal slices of test scans."""
     from voxelfm.embed import EmbeddingStore
     from voxelfm.preprocess import PreprocessSpec, preprocess
@@ -141,11 +104,10 @@ def metric_charts(results: dict[str, Any], out_dir: Path) -> dict[str, bytes | N
 
 def all_figures(ctx: DemoContext, results: dict[str, Any]) -> dict[str, Any]:
     """Every figure of the report, keyed as :func:`voxelfm.demo.document.compose_report` expects."""
-    cohort = _Cohort(layout.cohort_dir(ctx.out))
+    cohort = CohortReader(layout.cohort_dir(ctx.out))
     figures: dict[str, Any] = {k: v for k, v in metric_charts(results, ctx.out / "figures").items() if v}
     examples = results.get("examples", {})
     figures["retrieval"] = retrieval_figures(ctx, cohort, examples.get("retrieval", []))
     figures["segmentation"] = segmentation_figures(ctx, cohort, examples.get("segmentation", []))
-    test_ids = [str(s) for s in cohort.labels.index[cohort.labels["split"] == "test"]]
-    figures["pca"] = pca_figures(ctx, cohort, test_ids[: min(3, ctx.config.n_examples)])
+    figures["pca"] = pca_figures(ctx, cohort, cohort.ids("test")[: min(3, ctx.config.n_examples)])
     return figures

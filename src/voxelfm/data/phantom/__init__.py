@@ -14,6 +14,7 @@ On disk (``voxelfm phantom OUT --n N``)::
     from voxelfm.data.phantom import write_cohort
     write_cohort("cohort", n=200, seed=0, format="nifti", size="small")
     verify_cohort("cohort", n_scans=200)              # [] or one line per problem
+    reader = CohortReader("cohort")                   # .ct(id), .label_map(id), .findings(id), .ids("test")
 
 Names other modules rely on: :data:`FINDINGS`, :data:`SEGMENTATION_LABELS`,
 :data:`REGRESSION_TARGETS`, :data:`PATIENT_CLASSES`, :data:`LOCALISATION_COLUMNS`, :data:`SIZES`.
@@ -53,6 +54,7 @@ __all__ = [
     "SEGMENTATION_LABELS",
     "SIZES",
     "Cohort",
+    "CohortReader",
     "FindingModel",
     "PhantomScan",
     "PrevalenceConfig",
@@ -72,6 +74,10 @@ def __getattr__(name: str):
         from voxelfm.data.phantom.writer import write_cohort
 
         return write_cohort
+    if name == "CohortReader":
+        from voxelfm.data.phantom.reader import CohortReader
+
+        return CohortReader
     if name == "verify_cohort":
         from voxelfm.data.phantom.verify import verify_cohort
 

@@ -82,23 +82,19 @@ def assemble_results(ctx: DemoContext, timings: dict[str, float],
     reportgen = read_json(layout.reportgen_summary(out), what="report-generation stage summary")
     from voxelfm.embed.histogram import FEATURE_NAMES, MODEL_ID
 
-    pretrain = read_summary(ctx, "pretrain")
-    backbones = {}
-    for name in layout.MODEL_BACKBONES:
+    def model(name: str, preset: str, description: str) -> dict[str, Any]:
         cfg = read_json(layout.model_dir(out, name) / "config.json", what="model config")
-        backbones[name] = {
-            "model_id": cfg.get("model_id"),
-            "preset": ctx.config.pretrain.preset,
-            "dir": str(layout.model_dir(out, name).relative_to(out)),
-            "description": (
-                f"self-supervised pretraining (voxelfm.ssl recipe {ctx.config.pretrain.recipe}, "
-                f"{ctx.config.pretrain.max_steps} steps) on the cohort's training scans"
-                if name == "pretrained" else "the same architecture with its random initial weights"
-            ),
-        }
-    backbones["pretrained"]["pretrain_steps"] = ctx.config.pretrain.max_steps
-    backbones["pretrained"]["recipe"] = ctx.config.pretrain.recipe
-    backbones["pretrained"]["pretrain_final_loss"] = pretrain.get("final_loss")
+        return {"model_id": cfg.get("model_id"), "preset": preset,
+                "dir": str(layout.model_dir(out, name).relative_to(out)), "description": description}
+
+    pre = ctx.config.pretrain
+    backbones = {
+        "pretrained": {**model("pretrained", pre.preset, f"self-supervised pretraining (voxelfm.ssl recipe {pre.recipe}, "
+                                                         f"{pre.max_steps} steps) on the cohort's training scans"),
+                       "pretrain_steps": pre.max_steps, "recipe": pre.recipe,
+                       "pretrain_final_loss": read_summary(ctx, "pretrain").get("final_loss")},
+        "random": model("random", pre.preset, "the same architecture with its random initial weights"),
+    }
     backbones[layout.BASELINE] = {
         "model_id": MODEL_ID, "preset": "none (no network)",
         "dir": str(layout.store_dir(out, layout.BASELINE).relative_to(out)),
@@ -106,24 +102,14 @@ def assemble_results(ctx: DemoContext, timings: dict[str, float],
                        "fractions, mean, SD, 5th/50th/95th percentiles and log volume (voxelfm.embed.histogram)",
     }
     for name in layout.comparator_names(ctx.config):
-        cfg = read_json(layout.model_dir(out, name) / "config.json", what="model config")
-        backbones[name] = {
-            "model_id": cfg.get("model_id"), "preset": f"{name} (reduced)",
-            "dir": str(layout.model_dir(out, name).relative_to(out)),
-            "description": "comparator architecture at random initialisation with hyper-parameters reduced for a "
-                           "CPU, fed by its own preprocessing recipe (voxelfm.models.backbones); compared with "
-                           "pretrained as the reference",
-        }
-    per_finding = []
-    probe_f1 = probes.get("per_finding_f1", {})
-    report_f1 = reportgen.get("per_finding_f1", {})
-    for finding in [f for f in probe_f1 if f in report_f1]:
-        per_finding.append({
-            "finding": finding,
-            "probe": probe_f1[finding],
-            "report": report_f1[finding].get("f1", report_f1[finding]),
-            "support": report_f1[finding].get("support", probe_f1[finding].get("support")),
-        })
+        backbones[name] = model(name, f"{name} (reduced)",
+                                "comparator architecture at random initialisation with hyper-parameters reduced for a "
+                                "CPU, fed by its own preprocessing recipe (voxelfm.models.backbones); compared with "
+                                "pretrained as the reference")
+    report_f1 = reportgen.get("per_finding_f1", {})  # the findings both a probe and the reports scored
+    per_finding = [{"finding": f, "probe": probe, "report": report_f1[f].get("f1", report_f1[f]),
+                    "support": report_f1[f].get("support", probe.get("support"))}
+                   for f, probe in probes.get("per_finding_f1", {}).items() if f in report_f1]
     return {
         "schema_version": SCHEMA_VERSION,
         "voxelfm_version": voxelfm.__version__,

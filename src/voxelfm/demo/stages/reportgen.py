@@ -22,18 +22,27 @@ import numpy as np
 from voxelfm.core.atomic import atomic_write_text
 from voxelfm.core.stages import CheckResult, Stage
 from voxelfm.demo import layout
-from voxelfm.demo.config import DemoConfig, DemoContext
+from voxelfm.demo.config import DemoConfig, DemoContext, ReportGenConfig
 from voxelfm.demo.results import VERSUS_BASELINE, VERSUS_RANDOM
 from voxelfm.metrics import MetricCI
 from voxelfm.viz.result_rows import ResultRow
 
 
-def finding_vocabulary() -> Any:
-    """The CT-RATE vocabulary restricted to the findings the phantom plants."""
+def finding_extractor() -> Any:
+    """The rule-based, negation-aware extractor of the CT-RATE findings the phantom plants."""
     from voxelfm.data.phantom import FINDINGS
-    from voxelfm.report.findings import FindingVocabulary
+    from voxelfm.report.findings import FindingVocabulary, RuleBasedExtractor
 
-    return FindingVocabulary.ct_rate().subset(list(FINDINGS))
+    return RuleBasedExtractor(FindingVocabulary.ct_rate().subset(list(FINDINGS)))
+
+
+def read_reports(out: Path, cfg: ReportGenConfig) -> tuple[list[Any], dict[str, str], list[str]]:
+    """The cohort's reports, the reference text of each scan and the test scans to generate for."""
+    from voxelfm.report.dataset import load_reports
+
+    reports = load_reports(layout.cohort_dir(out) / "reports.jsonl")
+    test_ids = [r.scan_id for r in reports if r.split == "test"][: cfg.n_generate]
+    return reports, {r.scan_id: r.text(cfg.text_field) for r in reports}, test_ids
 
 
 class ReportGenStage(Stage):
@@ -48,14 +57,10 @@ class ReportGenStage(Stage):
     def run(self, ctx: DemoContext) -> dict[str, Any]:
         from voxelfm.core.parallel import run_items
         from voxelfm.probes.data import forget_features
-        from voxelfm.report.dataset import load_reports
         from voxelfm.report.evaluate import label_matrix
 
-        cfg = ctx.config.reportgen
-        reports = load_reports(layout.cohort_dir(ctx.out) / "reports.jsonl")
-        refs = {r.scan_id: r.text(cfg.text_field) for r in reports}
-        test_ids = [r.scan_id for r in reports if r.split == "test"][: cfg.n_generate]
-        vocab = finding_vocabulary()
+        _, refs, test_ids = read_reports(ctx.out, ctx.config.reportgen)
+        extractor = finding_extractor()
         # One report model per feature source, each single-threaded, two at a time on two cores (on
         # a GPU one at a time): the same numbers either way (voxelfm.core.parallel).
         items = [ReportItem(ctx.out, ctx.config, backbone, ctx.device) for backbone in layout.BACKBONE_NAMES]
@@ -65,8 +70,8 @@ class ReportGenStage(Stage):
                              done=lambda i, _: ctx.console.print(f"  report model on [bold]{items[i].backbone}[/] done"))
         per_backbone = dict(zip(layout.BACKBONE_NAMES, outcomes, strict=True))
         forget_features()
-        truth = label_matrix([refs[s] for s in test_ids], finding_extractor(vocab))
-        summary = summarise(ctx, per_backbone, truth, test_ids, refs, vocab.names)
+        truth = label_matrix([refs[s] for s in test_ids], extractor)
+        summary = summarise(ctx, per_backbone, truth, test_ids, refs, extractor.vocabulary.names)
         atomic_write_text(layout.reportgen_summary(ctx.out), json.dumps(summary, indent=2))
         return {"lm": summary["lm"], "n_test": len(test_ids)}
 
@@ -87,13 +92,6 @@ class ReportGenStage(Stage):
         return res
 
 
-def finding_extractor(vocab: Any) -> Any:
-    """The rule-based finding extractor (negation-aware) over ``vocab``."""
-    from voxelfm.report.findings import RuleBasedExtractor
-
-    return RuleBasedExtractor(vocab)
-
-
 @dataclass(frozen=True)
 class ReportItem:
     """The report model of one feature source (picklable: it may run in a worker process)."""
@@ -108,18 +106,15 @@ def report_item(item: ReportItem) -> dict[str, Any]:
     """Train the report model on one source's features, generate the test reports and score them
     (``RUN/metrics.json``); returns its run config, generated rows, metrics and finding labels."""
     from voxelfm.probes.data import cached_features
-    from voxelfm.report.dataset import load_reports
     from voxelfm.report.evaluate import evaluate_reports, label_matrix
     from voxelfm.report.generate import generate_reports, read_run_config, write_generated
     from voxelfm.report.model import DecodingConfig
     from voxelfm.report.train import ReportTrainConfig, train_report_model
 
     cfg = item.config.reportgen
-    reports = load_reports(layout.cohort_dir(item.out) / "reports.jsonl")
-    refs = {r.scan_id: r.text(cfg.text_field) for r in reports}
+    reports, refs, test_ids = read_reports(item.out, cfg)
     train_texts = [r.text(cfg.text_field) for r in reports if r.split == "train"]
-    test_ids = [r.scan_id for r in reports if r.split == "test"][: cfg.n_generate]
-    extractor = finding_extractor(finding_vocabulary())
+    extractor = finding_extractor()
     train_cfg = ReportTrainConfig(
         stage1_epochs=cfg.stage1_epochs, stage2_epochs=cfg.stage2_epochs, text_field=cfg.text_field,
         max_val_examples=8, seed=cfg.seed, num_queries=cfg.num_queries,
