@@ -1,17 +1,11 @@
 """voxelfm.demo: the whole paper pipeline on one machine, ending in a readable HTML report.
 
-Public API:
-
-* :func:`run_demo(out, size="small", device="auto", force=())` -> :class:`DemoResult` — generate
-  the synthetic cohort, pretrain a backbone, embed every scan with it and with the same
-  architecture at random init (3D and chunked 2.5D), run all seven task categories on both, and
-  write ``OUT/report.html`` (self-contained) and ``OUT/results.json``. Re-running resumes: stages
-  whose outputs pass their checks are skipped.
-* :data:`voxelfm.demo.config.SIZES` — ``tiny`` (tests), ``small`` (< 20 min on 2 CPU cores),
-  ``standard`` (GPU).
-* Stages run on :mod:`voxelfm.core.stages` (``Stage``, ``Pipeline``, ``CheckResult``), the library's
-  resumable stage framework.
-* :mod:`voxelfm.demo.results` — the ``results.json`` schema and its validator.
+:func:`run_demo` generates the synthetic cohort, pretrains a backbone, embeds every scan with it,
+its random-init twin and the HU-histogram baseline, runs all seven task categories on them and
+writes ``OUT/report.html`` (self-contained) and ``OUT/results.json`` (schema and validator:
+:mod:`voxelfm.demo.results`). Sizes: :data:`voxelfm.demo.config.SIZES`. The stages
+(:mod:`voxelfm.demo.stages`) run on the library's resumable :mod:`voxelfm.core.stages`: re-running
+skips those whose outputs pass their checks.
 
 CLI: ``voxelfm demo [--out DIR] [--size tiny|small|standard] [--device cpu|cuda|auto]``.
 """

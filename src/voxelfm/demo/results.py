@@ -32,9 +32,10 @@ the test set); a ``DifferenceCI`` adds ``p_value``, ``value_a``, ``value_b``. Sc
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from voxelfm.demo.layout import BACKBONE_NAMES
 from voxelfm.viz import result_rows
 from voxelfm.viz.result_rows import ResultRow
 
@@ -57,7 +58,7 @@ CATEGORIES: tuple[str, ...] = (
 
 #: Every feature source compared: the SSL backbone, its random-init twin, and the non-learned
 #: HU-histogram baseline (voxelfm.embed.histogram).
-BACKBONES: tuple[str, ...] = ("pretrained", "random", "histogram")
+BACKBONES: tuple[str, ...] = BACKBONE_NAMES
 
 REQUIRED_KEYS: tuple[str, ...] = (
     "schema_version", "voxelfm_version", "created", "size", "device", "config", "data", "backbones",
@@ -85,18 +86,21 @@ def validate_results(data: Mapping[str, Any]) -> list[str]:
                 rows.append(ResultRow.from_dict(row, LEGACY_DIFFERENCES))
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 problems.append(f"{key}[{i}] is not a task row: {exc}")
-    seen = {r.category for r in parse_rows(data.get("tasks", []))}
-    missing = [c for c in CATEGORIES if c not in seen]
-    if missing:
-        problems.append(f"no result rows for: {', '.join(missing)}")
-    for row in parse_rows(data.get("tasks", [])):
-        absent = [b for b in BACKBONES if b not in row.values]
-        if absent:
-            problems.append(f"task {row.task!r} ({row.metric}) lacks backbones {absent}")
+    problems += row_problems(data.get("tasks", []))
     for stage, seconds in dict(data["timings"]).items():
         if not isinstance(seconds, int | float) or not math.isfinite(seconds) or seconds < 0:
             problems.append(f"timing of stage {stage!r} is not a non-negative number")
     return problems
+
+
+def row_problems(rows: Any, categories: Sequence[str] = CATEGORIES) -> list[str]:
+    """The gaps of a results table: categories without a row, rows without a value of every backbone
+    (``validate_results`` and the checks of the stages that write rows)."""
+    parsed = parse_rows(rows)
+    missing = [c for c in categories if c not in {r.category for r in parsed}]
+    problems = [f"no result rows for: {', '.join(missing)}"] if missing else []
+    return problems + [f"task {r.task!r} ({r.metric}) lacks backbones {absent}"
+                       for r in parsed if (absent := [b for b in BACKBONES if b not in r.values])]
 
 
 def parse_rows(rows: Any) -> list[ResultRow]:

@@ -10,6 +10,8 @@ Public API (see docs/report.md):
 * :func:`evaluate_reports(generated, references, train_references=None)` → metrics dict
   (per-finding P/R/F1 + bootstrap CIs, macro, majority baseline, BLEU, ROUGE-L);
   :func:`evaluate_run(run_dir)` writes ``metrics.json`` and ``findings_f1.png``.
+* :func:`run_report_generation(features, reports, ids, out_dir=...)` → :class:`ReportRun`: train,
+  generate for ``ids`` and score in one call (one run per feature set when comparing backbones).
 * :func:`load_reports(path)`, :func:`features_from_store(path, ids=None)`.
 * :class:`RuleBasedExtractor`, :class:`LLMExtractor`, :class:`FindingVocabulary` (CT-RATE 18).
 * :func:`get_lm("smollm2", cache=None)` (network, on purpose), :func:`resolve_lm(name_or_dir)`
@@ -28,6 +30,7 @@ from typing import Any
 _EXPORTS = {
     "train_report_model": "train", "ReportTrainConfig": "train",
     "generate_reports": "generate", "load_report_model": "generate", "write_generated": "generate",
+    "run_report_generation": "run", "ReportRun": "run",
     "evaluate_reports": "evaluate", "evaluate_run": "evaluate", "finding_metrics": "evaluate",
     "text_metrics": "evaluate", "plot_finding_f1": "evaluate",
     "load_reports": "dataset", "features_from_store": "dataset", "ReportRecord": "dataset",

@@ -17,7 +17,7 @@ On disk (``voxelfm phantom OUT --n N``)::
     reader = CohortReader("cohort")                   # .ct(id), .label_map(id), .findings(id), .ids("test")
 
 Names other modules rely on: :data:`FINDINGS`, :data:`SEGMENTATION_LABELS`,
-:data:`REGRESSION_TARGETS`, :data:`PATIENT_CLASSES`, :data:`LOCALISATION_COLUMNS`, :data:`SIZES`.
+:data:`REGRESSION_TARGETS` (:data:`TARGET_NAMES`), :data:`PATIENT_CLASSES`, :data:`LOCALISATION_COLUMNS`, :data:`SIZES`.
 The generative model is described in ``dataset.md`` (written with every cohort) and in the
 docstrings of the submodules: ``patient`` (findings and co-occurrence), ``anatomy``, ``render``,
 ``acquisition`` (scanner model), ``survival`` (hazard model), ``reports``.
@@ -40,6 +40,7 @@ from voxelfm.data.phantom.constants import (
     REGRESSION_TARGETS,
     SEGMENTATION_LABELS,
     SIZES,
+    TARGET_NAMES,
 )
 from voxelfm.data.phantom.patient import PREVALENCES, FindingModel, PrevalenceConfig, phantom_config
 
@@ -53,6 +54,7 @@ __all__ = [
     "REGRESSION_TARGETS",
     "SEGMENTATION_LABELS",
     "SIZES",
+    "TARGET_NAMES",
     "Cohort",
     "CohortReader",
     "FindingModel",

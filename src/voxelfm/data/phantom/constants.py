@@ -51,6 +51,11 @@ REGRESSION_TARGETS: tuple[str, ...] = (
     "largest_nodule_mm",
     "calcium_score",
 )
+#: What each continuous target is and its unit, for tables: ``{column: (name, unit)}``.
+TARGET_NAMES: dict[str, tuple[str, str]] = {
+    "age": ("age", "years"), "lung_volume_l": ("lung volume", "litres"),
+    "heart_volume_ml": ("heart volume", "millilitres"), "largest_nodule_mm": ("largest nodule diameter", "mm"),
+    "calcium_score": ("calcium burden score", "score points")}
 
 #: Patient-level classes (columns of labels.csv): sex 1 = male, 0 = female; smoker 1 = ever smoker.
 PATIENT_CLASSES: tuple[str, ...] = ("sex", "smoker")

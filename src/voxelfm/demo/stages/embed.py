@@ -1,13 +1,10 @@
 """Stage 3: embed every scan with both backbones (full 3D), with the pretrained one in 2.5D, with the
 non-learned HU-histogram baseline, and with any comparator backbones added by ``--backbones``.
 
-One :func:`voxelfm.embed.run_embeddings` pass fills every store: each scan is read and
-preprocessed once per distinct preprocessing spec (once for the two demo backbones and the
-histogram, which share one; once more per comparator, each through its own recipe), and resuming,
-crash safety and failure records are those of ``voxelfm embed``. The 2.5D store feeds the
-3D-vs-2.5D comparison (paper Fig. 5). Comparators are saved here at random init with reduced,
-CPU-sized hyper-parameters (``voxelfm.demo.config.COMPARATORS``): they show the harness end to
-end, not what the published weights can do.
+One :func:`voxelfm.embed.run_embeddings` pass fills every store (each scan read and preprocessed
+once per distinct spec; resuming, crash safety and failure records as in ``voxelfm embed``). The
+2.5D store feeds the 3D-vs-2.5D comparison (paper Fig. 5). Comparators are saved here at random
+init with the reduced hyper-parameters of ``voxelfm.demo.config.COMPARATORS``.
 """
 
 from __future__ import annotations

@@ -23,8 +23,8 @@ from voxelfm.core.atomic import atomic_write_text
 from voxelfm.core.stages import CheckResult, Stage, json_default
 from voxelfm.demo import layout
 from voxelfm.demo.config import DemoContext
-from voxelfm.demo.results import CATEGORIES, VERSUS_BASELINE, VERSUS_RANDOM
-from voxelfm.viz.result_rows import ResultRow, RowPlan, as_ci
+from voxelfm.demo.results import CATEGORIES, VERSUS_BASELINE, VERSUS_RANDOM, row_problems
+from voxelfm.viz.result_rows import RowPlan, as_ci
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,11 +34,6 @@ if TYPE_CHECKING:
     from voxelfm.probes.run import ProbeResult
 
 PROBE_CATEGORIES = tuple(c for c in CATEGORIES if c != "report generation")
-
-#: Row labels and units of the phantom's continuous targets.
-TARGETS = {"age": ("age", "years"), "lung_volume_l": ("lung volume", "litres"),
-           "heart_volume_ml": ("heart volume", "millilitres"), "largest_nodule_mm": ("largest nodule diameter", "mm"),
-           "calcium_score": ("calcium burden score", "score points")}
 
 Source = tuple[str, str]  # (backbone, mode)
 THREE_D: tuple[Source, ...] = tuple((b, "3d") for b in layout.BACKBONE_NAMES)
@@ -77,7 +72,7 @@ class Headline:
 
 def plan_jobs(ctx: DemoContext, labels: pd.DataFrame) -> tuple[list[Job], list[Headline], dict[str, list[str]]]:
     """The probe runs of the demo and the headline rows read from them."""
-    from voxelfm.data.phantom import FINDINGS, REGRESSION_TARGETS, SEGMENTATION_LABELS
+    from voxelfm.data.phantom import FINDINGS, REGRESSION_TARGETS, SEGMENTATION_LABELS, TARGET_NAMES
     from voxelfm.probes.data import usable_binary, usable_continuous
 
     cfg = ctx.config.probes
@@ -114,7 +109,7 @@ def plan_jobs(ctx: DemoContext, labels: pd.DataFrame) -> tuple[list[Job], list[H
                  "macro/auroc", "macro AUROC", True),
         # MAE in training-SD units, as the paper (comparable across targets); the MAE in the
         # target's own unit goes into the row's detail.
-        *[Headline("regression", "regression", TARGETS.get(t, (t.replace("_", " "), ""))[0], f"{t}/mae_sd",
+        *[Headline("regression", "regression", TARGET_NAMES.get(t, (t.replace("_", " "), ""))[0], f"{t}/mae_sd",
                    "MAE (SD units)", False) for t in regression],
         Headline("survival", "survival", "overall survival (Cox)", "c_index_harrell", "Harrell's C-index", True),
         Headline("survival", "survival", "death within 5 years", "td_auroc@5", "time-dependent AUROC", True),
@@ -208,11 +203,7 @@ class ProbesStage(Stage):
         data = res.read_json(path)
         if data is None:
             return res
-        rows = [ResultRow.from_dict(r) for r in data.get("tasks", [])]
-        missing = [c for c in PROBE_CATEGORIES if c not in {r.category for r in rows}]
-        res.require(not missing, f"{path}: no results for {missing}")
-        for r in rows:
-            res.require(all(b in r.values for b in layout.BACKBONE_NAMES), f"{path}: {r.task} lacks a backbone")
+        res.problems += [f"{path}: {p}" for p in row_problems(data.get("tasks", []), PROBE_CATEGORIES)]
         res.require(bool(data.get("heads")), f"{path}: no MLP vs Q-Former comparison")
         res.require(bool(data.get("inference_modes")), f"{path}: no 3D vs 2.5D comparison")
         res.require(bool((data.get("data_fraction") or {}).get("points")), f"{path}: no data-fraction sweep")
@@ -274,6 +265,8 @@ def summarise(ctx: DemoContext, results: dict[Key, ProbeResult], headlines: list
 def task_rows(metrics: dict[Key, dict[str, MetricCI]], headlines: list[Headline]) -> list[RowPlan]:
     """The results table: each headline metric on every feature source, with the paired differences
     pretrained − random and pretrained − histogram."""
+    from voxelfm.data.phantom import TARGET_NAMES
+
     rows = []
     for h in headlines:
         keys = {b: run_key(h.job, b) for b in layout.BACKBONE_NAMES}
@@ -285,7 +278,7 @@ def task_rows(metrics: dict[Key, dict[str, MetricCI]], headlines: list[Headline]
         detail = ""
         if h.metric_key.endswith("/mae_sd"):
             unit_key = h.metric_key[: -len("_sd")]
-            unit = TARGETS.get(unit_key.split("/")[0], ("", "target units"))[1]
+            unit = TARGET_NAMES.get(unit_key.split("/")[0], ("", "target units"))[1]
             a, b = as_ci(pre.get(unit_key)), as_ci(rnd.get(unit_key))
             if math.isfinite(a.value) and math.isfinite(b.value):
                 detail = f"MAE in {unit}: {a.value:.3g} (pretrained) vs {b.value:.3g} (random)"

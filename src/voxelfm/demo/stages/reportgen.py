@@ -1,10 +1,10 @@
 """Stage 5: report generation on both backbones and the HU-histogram baseline (projector + LoRA
 on a causal LM).
 
-Uses :mod:`voxelfm.report`: ``train_report_model`` (stage 1 projector, stage 2 LoRA, each budgeted
-in epochs), ``generate_reports`` on the test scans, ``evaluate_reports`` (rule-based finding
-extraction on reference and generated text, per-finding F1 with bootstrap CIs, BLEU/ROUGE-L, and a
-check that the generated text uses the training references' words and sentences). Features come
+One :func:`voxelfm.report.run_report_generation` per feature source: training (stage 1 projector,
+stage 2 LoRA, each budgeted in epochs), reports for the test scans, and their scores (rule-based
+finding extraction with per-finding F1 and bootstrap CIs, BLEU/ROUGE-L, and a check that the text
+uses the training references' words and sentences). Features come
 from the probes' :class:`~voxelfm.probes.data.FeatureSet` (shared with the probes stage).
 The LM is SmolLM2-135M-Instruct when cached (``voxelfm report get-lm smollm2``), otherwise the
 offline tiny LM trained from scratch (the report says which).
@@ -23,7 +23,7 @@ from voxelfm.core.atomic import atomic_write_text
 from voxelfm.core.stages import CheckResult, Stage
 from voxelfm.demo import layout
 from voxelfm.demo.config import DemoConfig, DemoContext, ReportGenConfig
-from voxelfm.demo.results import VERSUS_BASELINE, VERSUS_RANDOM
+from voxelfm.demo.results import VERSUS_BASELINE, VERSUS_RANDOM, row_problems
 from voxelfm.metrics import MetricCI
 from voxelfm.viz.result_rows import ResultRow
 
@@ -81,9 +81,7 @@ class ReportGenStage(Stage):
         data = res.read_json(path)
         if data is None:
             return res
-        rows = data.get("tasks", [])
-        res.require(bool(rows) and all(set(layout.BACKBONE_NAMES) <= set(r.get("values", {})) for r in rows),
-                    f"{path}: no report-generation result for both backbones")
+        res.problems += [f"{path}: {p}" for p in row_problems(data.get("tasks", []), ("report generation",))]
         res.require(bool(data.get("examples")), f"{path}: no example reports")
         for backbone in layout.BACKBONE_NAMES:
             run = layout.reportgen_dir(ctx.out) / backbone
@@ -106,33 +104,26 @@ def report_item(item: ReportItem) -> dict[str, Any]:
     """Train the report model on one source's features, generate the test reports and score them
     (``RUN/metrics.json``); returns its run config, generated rows, metrics and finding labels."""
     from voxelfm.probes.data import cached_features
-    from voxelfm.report.evaluate import evaluate_reports, label_matrix
-    from voxelfm.report.generate import generate_reports, read_run_config, write_generated
+    from voxelfm.report.evaluate import label_matrix
     from voxelfm.report.model import DecodingConfig
-    from voxelfm.report.train import ReportTrainConfig, train_report_model
+    from voxelfm.report.run import run_report_generation
+    from voxelfm.report.train import ReportTrainConfig
 
     cfg = item.config.reportgen
-    reports, refs, test_ids = read_reports(item.out, cfg)
-    train_texts = [r.text(cfg.text_field) for r in reports if r.split == "train"]
+    reports, _, test_ids = read_reports(item.out, cfg)
     extractor = finding_extractor()
     train_cfg = ReportTrainConfig(
         stage1_epochs=cfg.stage1_epochs, stage2_epochs=cfg.stage2_epochs, text_field=cfg.text_field,
         max_val_examples=8, seed=cfg.seed, num_queries=cfg.num_queries,
         **({"stage2_lr": cfg.stage2_lr} if cfg.stage2_lr is not None else {}),
     )
-    features = cached_features(layout.store_dir(item.out, item.backbone), name=f"{item.backbone}-3d")
-    run = train_report_model(features, reports, lm=None if cfg.lm == "auto" else cfg.lm,
-                             out_dir=layout.reportgen_dir(item.out) / item.backbone, config=train_cfg,
-                             device=item.device)
-    rows = generate_reports(run, features, test_ids, decoding=DecodingConfig(max_new_tokens=cfg.max_new_tokens),
-                            seed=cfg.seed)
-    write_generated(run, rows)
-    generated = {r["scan_id"]: r["generated"] for r in rows}
-    metrics = evaluate_reports(generated, refs, extractor=extractor, train_references=train_texts,
-                               n_bootstrap=item.config.probes.bootstrap, seed=cfg.seed)
-    metrics["seconds_per_report"] = float(np.mean([r["seconds"] for r in rows]))
-    atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2))
-    return {"config": read_run_config(run), "rows": rows, "metrics": metrics,
+    run = run_report_generation(
+        cached_features(layout.store_dir(item.out, item.backbone), name=f"{item.backbone}-3d"), reports, test_ids,
+        out_dir=layout.reportgen_dir(item.out) / item.backbone, config=train_cfg,
+        lm=None if cfg.lm == "auto" else cfg.lm, decoding=DecodingConfig(max_new_tokens=cfg.max_new_tokens),
+        extractor=extractor, n_bootstrap=item.config.probes.bootstrap, seed=cfg.seed, device=item.device)
+    generated = {r["scan_id"]: r["generated"] for r in run.generated}
+    return {"config": run.config, "rows": run.generated, "metrics": run.metrics,
             "pred": label_matrix([generated[s] for s in test_ids], extractor)}
 
 
