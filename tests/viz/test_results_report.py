@@ -95,3 +95,17 @@ def test_rows_ci_parsing_and_formatting() -> None:
     assert lower_is_better("mean_error_mm") and lower_is_better("same/mae_sd") and not lower_is_better("r2")
     rows = rows_from_suite([_metric("n", "regression", "mlp", "a", "mae", 1.0)], [], {"regression": ["r2", "mae"]})
     assert rows[0].metric == "mae" and not rows[0].higher_is_better and math.isnan(rows[0].values["a"].ci_low) is False
+
+
+def test_stage_timings_table_totals_and_galleries_say_what_is_missing() -> None:
+    from voxelfm.viz.html import HtmlReport
+    from voxelfm.viz.results_report import gallery, timings_table
+
+    report = HtmlReport("t")
+    sec = report.section("s", "S")
+    timings_table(sec, {"a": 1.25, "b": 2.0}, {"a": 3.0}, caption="why", table_id="timings")
+    empty = report.section("g", "G")
+    gallery(empty, [], "intro", "example pictures")
+    html = report.render()
+    assert "3.2" in html and "—" in html and "timings" in html  # wall total 3.25, b has no CPU time
+    assert "Not available in this run: example pictures" in html and "intro" not in html

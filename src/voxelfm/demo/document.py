@@ -19,8 +19,10 @@ from voxelfm.viz.results_report import (
     differences_table,
     figure_or_note,
     fmt_ci,
+    gallery,
     no_data,
     results_table,
+    timings_table,
     verdict_lines,
 )
 
@@ -271,35 +273,17 @@ def compose_report(
     _report_examples(secs["report-examples"], results)
 
     for sid, key, what in GALLERIES:
-        if figures.get(key):
-            secs[sid].paragraph(GALLERY_TEXT[key])
-            for png, caption in figures[key]:
-                secs[sid].figure(png, caption=caption)
-        else:
-            no_data(secs[sid], what)
+        gallery(secs[sid], figures.get(key), GALLERY_TEXT[key], what)
 
     _run_details(secs["run-details"], results)
     return report
 
 
 def _run_details(sec: Section, results: Mapping[str, Any]) -> None:
-    timings = results.get("timings") or {}
-    cpu = results.get("cpu_seconds") or {}
-    if timings:
-        total = sum(float(v) for v in timings.values())
-        total_cpu = sum(float(v) for v in cpu.values()) if cpu else None
-
-        def cpu_cell(v: Any) -> Cell:
-            return Cell("—" if v is None else f"{float(v):.0f}", "num")
-
-        sec.table(
-            ["stage", "wall time (s)", "CPU time (s)"],
-            [[k, Cell(f"{float(v):.1f}", "num"), cpu_cell(cpu.get(k))] for k, v in timings.items()]
-            + [[Cell("total", "group"), Cell(f"{total:.1f}", "num"), cpu_cell(total_cpu)]],
-            caption="Wall and CPU time (this process and its children) of the run that produced each "
-                    "stage's outputs. Results do not depend on them: every stage is budgeted in steps.",
-            table_id="timings-table",
-        )
+    if results.get("timings"):
+        timings_table(sec, results["timings"], results.get("cpu_seconds"), table_id="timings-table",
+                      caption="Wall and CPU time (this process and its children) of the run that produced each "
+                              "stage's outputs. Results do not depend on them: every stage is budgeted in steps.")
     backbones = results.get("backbones") or {}
     if backbones:
         rows = []

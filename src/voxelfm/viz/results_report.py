@@ -14,6 +14,7 @@ import os
 import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -69,6 +70,32 @@ def figure_or_note(sec: Section, png: bytes | None, caption: str, what: str) -> 
 
 
 # -- sections ----------------------------------------------------------------------------------
+def gallery(sec: Section, pictures: Sequence[tuple[bytes, str]] | None, text: str, what: str) -> None:
+    """An introduction and captioned pictures (PNG, caption), or a note that ``what`` is missing."""
+    if not pictures:
+        no_data(sec, what)
+        return
+    sec.paragraph(text)
+    for png, caption in pictures:
+        sec.figure(png, caption=caption)
+
+
+def timings_table(sec: Section, wall: Mapping[str, Any], cpu: Mapping[str, Any] | None = None, *,
+                  caption: str | None = None, table_id: str | None = None) -> None:
+    """Wall and CPU seconds of each stage (as :mod:`voxelfm.core.stages` records them) and their totals;
+    ``—`` where a stage has no CPU time."""
+    cpu = cpu or {}
+
+    def cpu_cell(v: Any) -> Cell:
+        return Cell("—" if v is None else f"{float(v):.0f}", "num")
+
+    total_cpu = sum(float(v) for v in cpu.values()) if cpu else None
+    sec.table(["stage", "wall time (s)", "CPU time (s)"],
+              [[k, Cell(f"{float(v):.1f}", "num"), cpu_cell(cpu.get(k))] for k, v in wall.items()]
+              + [[Cell("total", "group"), Cell(f"{sum(float(v) for v in wall.values()):.1f}", "num"),
+                  cpu_cell(total_cpu)]], caption=caption, table_id=table_id)
+
+
 def results_table(sec: Section, rows: Sequence[ResultRow], sources: Mapping[str, str], *,
                   categories: Sequence[str] = (), table_id: str = "fig2-table") -> None:
     """Rows grouped by category (``categories`` first, in order); one column per source
@@ -284,5 +311,6 @@ def write_suite_report(out_dir: str | os.PathLike[str]) -> Path:
 
 
 __all__ = ["PAIRED_TEXT", "SUITE_SECTIONS", "bars_png", "ci_table", "comparison_table", "difference_cell",
-           "differences_table", "draw", "figure_or_note", "fmt_ci", "fractions_png", "heads_png", "metric_label",
-           "no_data", "results_table", "suite_report", "verdict_lines", "write_suite_report"]
+           "differences_table", "draw", "figure_or_note", "fmt_ci", "fractions_png", "gallery", "heads_png",
+           "metric_label", "no_data", "results_table", "suite_report", "timings_table", "verdict_lines",
+           "write_suite_report"]
