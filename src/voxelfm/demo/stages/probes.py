@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,16 +58,8 @@ class Job:
     sweep: bool = False
 
 
-@dataclass(frozen=True)
-class Headline:
-    """A results-table row read from a job's metrics."""
-
-    job: str
-    category: str
-    task: str
-    metric_key: str
-    metric: str
-    higher_is_better: bool
+#: A results-table row read from one job's runs: ``(job, RowPlan without its runs)``.
+Headline = tuple[str, RowPlan]
 
 
 def plan_jobs(ctx: DemoContext, labels: pd.DataFrame) -> tuple[list[Job], list[Headline], dict[str, list[str]]]:
@@ -105,20 +97,19 @@ def plan_jobs(ctx: DemoContext, labels: pd.DataFrame) -> tuple[list[Job], list[H
     ]
     structures = f"{len(SEGMENTATION_LABELS)} structures"
     headlines = [
-        Headline("classification-qformer", "classification", f"{len(findings)} findings, Q-Former on patches",
-                 "macro/auroc", "macro AUROC", True),
+        ("classification-qformer", RowPlan("classification", f"{len(findings)} findings, Q-Former on patches",
+                                           "macro AUROC", "macro/auroc")),
         # MAE in training-SD units, as the paper (comparable across targets); the MAE in the
         # target's own unit goes into the row's detail.
-        *[Headline("regression", "regression", TARGET_NAMES.get(t, (t.replace("_", " "), ""))[0], f"{t}/mae_sd",
-                   "MAE (SD units)", False) for t in regression],
-        Headline("survival", "survival", "overall survival (Cox)", "c_index_harrell", "Harrell's C-index", True),
-        Headline("survival", "survival", "death within 5 years", "td_auroc@5", "time-dependent AUROC", True),
-        Headline("retrieval", "retrieval", "same findings (1 match vs 99 random)", "macro/recall@10",
-                 "macro Recall@10", True),
-        Headline("retrieval", "retrieval", "same patient, other scan", "same_patient/recall@1", "Recall@1", True),
-        Headline("localisation", "localisation", "largest nodule centre", "mean_error_mm", "mean error (mm)", False),
-        Headline("segmentation", "segmentation", structures, "dice_macro", "macro Dice", True),
-        Headline("segmentation", "segmentation", structures, "dice_micro", "micro Dice", True),
+        *[("regression", RowPlan("regression", TARGET_NAMES.get(t, (t.replace("_", " "), ""))[0], "MAE (SD units)",
+                                 f"{t}/mae_sd", False)) for t in regression],
+        ("survival", RowPlan("survival", "overall survival (Cox)", "Harrell's C-index", "c_index_harrell")),
+        ("survival", RowPlan("survival", "death within 5 years", "time-dependent AUROC", "td_auroc@5")),
+        ("retrieval", RowPlan("retrieval", "same findings (1 match vs 99 random)", "macro Recall@10", "macro/recall@10")),
+        ("retrieval", RowPlan("retrieval", "same patient, other scan", "Recall@1", "same_patient/recall@1")),
+        ("localisation", RowPlan("localisation", "largest nodule centre", "mean error (mm)", "mean_error_mm", False)),
+        ("segmentation", RowPlan("segmentation", structures, "macro Dice", "dice_macro")),
+        ("segmentation", RowPlan("segmentation", structures, "micro Dice", "dice_micro")),
     ]
     return jobs, headlines, {"findings": findings, "regression": regression}
 
@@ -268,23 +259,22 @@ def task_rows(metrics: dict[Key, dict[str, MetricCI]], headlines: list[Headline]
     from voxelfm.data.phantom import TARGET_NAMES
 
     rows = []
-    for h in headlines:
-        keys = {b: run_key(h.job, b) for b in layout.BACKBONE_NAMES}
+    for job, h in headlines:
+        keys = {b: run_key(job, b) for b in layout.BACKBONE_NAMES}
         pre, rnd = (metrics.get(keys[b]) for b in ("pretrained", "random"))
         if pre is None or rnd is None:
             continue
-        if math.isnan(as_ci(pre.get(h.metric_key)).value) and math.isnan(as_ci(rnd.get(h.metric_key)).value):
+        if math.isnan(as_ci(pre.get(h.key)).value) and math.isnan(as_ci(rnd.get(h.key)).value):
             continue  # e.g. no event before a horizon in this small test set
         detail = ""
-        if h.metric_key.endswith("/mae_sd"):
-            unit_key = h.metric_key[: -len("_sd")]
+        if h.key.endswith("/mae_sd"):
+            unit_key = h.key[: -len("_sd")]
             unit = TARGET_NAMES.get(unit_key.split("/")[0], ("", "target units"))[1]
             a, b = as_ci(pre.get(unit_key)), as_ci(rnd.get(unit_key))
             if math.isfinite(a.value) and math.isfinite(b.value):
                 detail = f"MAE in {unit}: {a.value:.3g} (pretrained) vs {b.value:.3g} (random)"
-        rows.append(RowPlan(h.category, h.task, h.metric, h.metric_key, h.higher_is_better, keys,
-                            {VERSUS_RANDOM: (keys["pretrained"], keys["random"]),
-                             VERSUS_BASELINE: (keys["pretrained"], keys[layout.BASELINE])}, detail))
+        rows.append(replace(h, values=keys, detail=detail, pairs={
+            VERSUS_RANDOM: (keys["pretrained"], keys["random"]), VERSUS_BASELINE: (keys["pretrained"], keys[layout.BASELINE])}))
     return rows
 
 
@@ -323,8 +313,8 @@ def comparator_rows(ctx: DemoContext, metrics: dict[Key, dict[str, MetricCI]],
                     headlines: list[Headline]) -> list[RowPlan]:
     """Each comparator backbone beside the reference (pretrained) on every headline metric, with the
     paired difference comparator − pretrained (as ``voxelfm evaluate`` with ``reference: pretrained``)."""
-    return [RowPlan(h.category, h.task, h.metric, h.metric_key, h.higher_is_better,
-                    {"pretrained": run_key(h.job), name: run_key(h.job, name)},
-                    {f"{name} − pretrained": (run_key(h.job, name), run_key(h.job))}, f"difference: {name} − pretrained")
-            for name in layout.comparator_names(ctx.config) for h in headlines
-            if run_key(h.job, name) in metrics and run_key(h.job) in metrics]
+    return [replace(h, values={"pretrained": run_key(job), name: run_key(job, name)},
+                    pairs={f"{name} − pretrained": (run_key(job, name), run_key(job))},
+                    detail=f"difference: {name} − pretrained")
+            for name in layout.comparator_names(ctx.config) for job, h in headlines
+            if run_key(job, name) in metrics and run_key(job) in metrics]
