@@ -79,3 +79,39 @@ def test_rescale_augmentation_only_in_training() -> None:
 def test_periods_buffer_is_persistent() -> None:
     rope = RopePositionEmbedding3D(head_dim=72)
     assert "periods" in rope.state_dict()
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_rotate_qk_equals_apply_rope_on_q_and_k(grad: bool) -> None:
+    # The fused form used by Attention (complex multiply on the qkv projection) against the
+    # per-tensor formula: patch rows of q and k rotated, special rows and v untouched.
+    from voxelfm.models.rope import rotate_qk
+
+    heads, head_dim, grid, ns = 2, 12, (2, 3, 2), 3
+    sin, cos = rope_tables(grid, head_dim, 100.0)
+    n = ns + 12
+    qkv = torch.randn(2, n, 3, heads, head_dim, generator=torch.Generator().manual_seed(1), requires_grad=grad)
+    before = qkv.detach().clone()
+    with torch.set_grad_enabled(grad):
+        out = rotate_qk(qkv if grad else qkv.detach(), sin, cos, ns)
+    q, k, v = out.detach().permute(2, 0, 3, 1, 4).unbind(0)
+    q0, k0, v0 = before.permute(2, 0, 3, 1, 4).unbind(0)
+    torch.testing.assert_close(q[:, :, ns:], rotate(q0[:, :, ns:], sin, cos), atol=1e-6, rtol=0)
+    torch.testing.assert_close(k[:, :, ns:], rotate(k0[:, :, ns:], sin, cos), atol=1e-6, rtol=0)
+    assert torch.equal(q[:, :, :ns], q0[:, :, :ns]) and torch.equal(k[:, :, :ns], k0[:, :, :ns])
+    assert torch.equal(v, v0)
+    if grad:  # out of place, and differentiable: the rotation is orthogonal, so |grad| is kept
+        assert torch.equal(qkv.detach(), before)
+        out.pow(2).sum().backward()
+        torch.testing.assert_close(qkv.grad, 2 * before, atol=1e-5, rtol=1e-5)
+
+
+def test_rotate_qk_in_bf16_rounds_once() -> None:
+    from voxelfm.models.rope import rotate_qk
+
+    sin, cos = rope_tables((2, 2, 2), 12, 100.0)
+    qkv = torch.randn(1, 9, 3, 2, 12, generator=torch.Generator().manual_seed(2)).bfloat16()
+    want = rotate_qk(qkv.float(), sin, cos, 1).bfloat16()
+    with torch.no_grad():
+        got = rotate_qk(qkv.clone(), sin, cos, 1)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, want)

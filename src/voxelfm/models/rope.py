@@ -63,3 +63,28 @@ def apply_rope(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.T
     cos = cos.to(x.dtype)
     rotated = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1)
     return rotated.reshape(*lead, n, head_dim)
+
+
+def rotate_qk(qkv: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor, num_special: int) -> torch.Tensor:
+    """RoPE on the patch rows of q and k inside the fused projection ``qkv`` (B, N, 3, heads, head_dim).
+
+    The same rotation as :func:`apply_rope`, written as one complex multiplication: each interleaved
+    channel pair ``(a, b)`` is the complex number ``a + ib`` and is multiplied by ``cos θ + i sin θ``
+    (the tables' ``(N, 3, head_dim/6)`` layout is exactly the order of the pairs along ``head_dim``).
+    Under inference the product is written back into ``qkv`` (float32 in place; other dtypes computed
+    in float32 and rounded once), so q and k need no per-row slicing, stacking or concatenation; with
+    autograd it is computed out of place. Returns ``qkv`` (the same tensor under inference).
+    """
+    turn = torch.complex(cos.float(), sin.float()).reshape(cos.shape[0], 1, 1, -1)  # (Np, 1, 1, head_dim/2)
+    patches = qkv[:, num_special:, :2]  # (B, Np, 2 = q|k, heads, head_dim)
+    if not (torch.is_grad_enabled() and qkv.requires_grad):
+        if qkv.dtype == torch.float32:
+            torch.view_as_complex(patches.unflatten(-1, (-1, 2))).mul_(turn)
+        else:
+            work = patches.float()
+            torch.view_as_complex(work.unflatten(-1, (-1, 2))).mul_(turn)
+            patches.copy_(work)
+        return qkv
+    rotated = torch.view_as_real(torch.view_as_complex(patches.float().unflatten(-1, (-1, 2))) * turn)
+    rows = torch.cat((rotated.flatten(-2).to(qkv.dtype), qkv[:, num_special:, 2:]), dim=2)
+    return torch.cat((qkv[:, :num_special], rows), dim=1)

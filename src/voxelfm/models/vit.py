@@ -157,6 +157,19 @@ class VisionTransformer3D(nn.Module):
             "masks": masks,
         }
 
+    def _cast_linear_weights(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """The linear layers' weights and biases in ``dtype`` (what autocast would make of them), cached
+        on the model until any of them changes (in place through autograd-visible ops, by
+        ``load_state_dict``, or by moving the model; writes through ``.data`` or raw buffers are not seen)."""
+        linear = [(f"{m}.{n}", t) for m, mod in self.named_modules() if isinstance(mod, nn.Linear)
+                  for n, t in mod.named_parameters(recurse=False)]
+        key = (dtype, tuple((t.data_ptr(), t._version, t.device) for _, t in linear))
+        cached = getattr(self, "_cast_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, {name: t.detach().to(dtype) for name, t in linear})
+            self._cast_cache = cached
+        return cached[1]
+
     @torch.inference_mode()
     def forward_features(self, x: torch.Tensor, *, autocast_dtype: torch.dtype | None = None) -> dict[str, Any]:
         """Inference helper: float32 ``cls`` (B, C), ``registers`` (B, R, C), ``patch`` (B, d, h, w, C), ``grid``.
@@ -165,10 +178,15 @@ class VisionTransformer3D(nn.Module):
         returned in float32 either way.
         """
         grid = self.grid_shape(*x.shape[1:])
-        ctx = (torch.autocast(device_type=x.device.type, dtype=autocast_dtype)
-               if autocast_dtype is not None and autocast_dtype != torch.float32 else contextlib.nullcontext())
+        low = autocast_dtype is not None and autocast_dtype != torch.float32
+        ctx = torch.autocast(device_type=x.device.type, dtype=autocast_dtype) if low else contextlib.nullcontext()
         with ctx:
-            out = self.forward(x)
+            if low and x.device.type == "cpu":
+                # Autocast casts every linear weight again in each forward (its cache lives one context):
+                # on CPU that was about a third of a bf16 forward at 512 patches. The same casts, kept.
+                out = torch.func.functional_call(self, self._cast_linear_weights(autocast_dtype), (x,), strict=False)
+            else:
+                out = self.forward(x)
         b = x.shape[0]
         return {
             "cls": out["x_norm_clstoken"].float(),
