@@ -20,11 +20,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import math
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -146,6 +148,140 @@ def _spawn(args: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def build_original(repo: Path, ours):
+    """The ORIGINAL VoxelFM ``DinoVisionTransformer``, imported from the checkout ``repo`` at run time (a
+    checkout of github rmaguado/VoxelFM; nothing of it is copied here), built with ``ours``'s config and
+    loaded with its weights. Returns the model and what did not match in the state dicts."""
+    sys.path.insert(0, str(Path(repo).resolve()))
+    from dinov2.models.vision_transformer import DinoVisionTransformer  # the original's code
+
+    cfg = ours.config
+    orig = DinoVisionTransformer(
+        patch_size=cfg.patch_size, embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads,
+        mlp_ratio=cfg.mlp_ratio, init_values=cfg.layerscale, rope_base=cfg.rope_base,
+        rope_rescale_coords=None, ffn_layer=cfg.ffn_layer, qkv_bias=cfg.qkv_bias, proj_bias=cfg.proj_bias,
+        ffn_bias=cfg.ffn_bias, num_register_tokens=cfg.num_register_tokens).eval()
+    state = dict(ours.state_dict())
+    missing, unexpected = orig.load_state_dict(state, strict=False)
+    # the original's extra entries (if any) are buffers it computes itself; every tensor of ours must land in it
+    load = {"missing_in_ours": sorted(missing), "unexpected": sorted(unexpected),
+            "ours_not_in_original": sorted(set(state) - set(orig.state_dict()))}
+    assert not unexpected and not load["ours_not_in_original"], load
+    return orig, load
+
+
+def _cosines(a, b) -> tuple[float, float]:
+    """(min CLS cosine, mean per-patch cosine) of ``a`` against ``b``, each a (cls, patch) pair."""
+    import torch.nn.functional as F
+
+    return (float(F.cosine_similarity(a[0].double(), b[0].double(), dim=-1).min()),
+            float(F.cosine_similarity(a[1].double(), b[1].double(), dim=-1).mean()))
+
+
+def matmul_cpu_peak(threads: int, size: int = 2048, repeats: int = 6) -> dict:
+    """Best fp32 and bf16 ``size``² matmul rate in GFLOP per CPU second (the same clock as the forwards)."""
+    import torch
+
+    out = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+        torch.mm(a, b)
+        best = math.inf
+        for _ in range(repeats):
+            c0 = time.process_time()
+            torch.mm(a, b)
+            best = min(best, time.process_time() - c0)
+        out[f"{name}_gflop_per_cpu_s"] = 2 * size**3 / best / 1e9
+    return out
+
+
+def compare_original_repo(repo: Path, preset: str, token_counts: list[int], repeats: int, threads: int,
+                          dtypes: tuple[str, ...] = ("fp32",), matmul_size: int = 2048,
+                          layerscale: float | None = None) -> dict:
+    """Side by side with the ORIGINAL VoxelFM code (see :func:`build_original`), same weights: outputs are
+    compared, then batch-1 forwards are timed in CPU seconds (``time.process_time``), ours and the
+    original in each of ``dtypes`` (``fp32``; ``bf16`` = both under CPU bf16 autocast), the order rotated
+    per repeat, all in this one process. The original's dependency einops must be importable."""
+    import torch
+
+    from voxelfm.models import build_model
+
+    torch.set_num_threads(threads)
+    ours = build_model(preset, seed=0).eval()
+    cfg = ours.config
+    if layerscale is not None:
+        # At the 1e-5 init the blocks barely move the tokens, so output agreement (bf16 vs fp32) would
+        # say little; a larger LayerScale makes every block count (speed does not depend on values).
+        with torch.no_grad():
+            for name, param in ours.named_parameters():
+                if name.endswith("gamma"):
+                    param.fill_(layerscale)
+    orig, load = build_original(repo, ours)
+    p = cfg.patch_size
+    results: dict = {"preset": preset, "threads": torch.get_num_threads(), "original_repo": str(repo),
+                     "dtypes": list(dtypes), "layerscale": layerscale, "state_dict": load, "rows": []}
+
+    def run(name: str, dtype: str, inp):
+        if name == "ours":  # the inference entry point that embedding uses
+            out = ours.forward_features(inp, autocast_dtype=torch.bfloat16 if dtype == "bf16" else None)
+            return out["cls"], out["patch"].reshape(inp.shape[0], -1, cfg.embed_dim)
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
+        with torch.no_grad(), ctx:
+            out = orig(inp)
+        return out["x_norm_clstoken"].float(), out["x_norm_patchtokens"].float()
+
+    variants = [(name, dtype) for dtype in dtypes for name in ("ours", "original")]
+    warm = torch.randn(1, 8 * p, 8 * p, 8 * p, generator=torch.Generator().manual_seed(1))
+    for name, dtype in variants:
+        run(name, dtype, warm)
+    results["matmul_peak_before"] = matmul_cpu_peak(threads, matmul_size)
+    for tokens in token_counts:
+        grid = _grid_for(tokens)
+        x = torch.randn(1, *(n * p for n in grid), generator=torch.Generator().manual_seed(tokens))
+        times: dict[str, list[float]] = {f"{n} {d}": [] for n, d in variants}
+        outs: dict = {}
+        for rep in range(repeats):
+            shift = rep % len(variants)
+            for name, dtype in variants[shift:] + variants[:shift]:
+                c0 = time.process_time()
+                out = run(name, dtype, x)
+                times[f"{name} {dtype}"].append(time.process_time() - c0)
+                outs.setdefault(f"{name} {dtype}", out)
+            print(f"{math.prod(grid):6d} patches, repeat {rep}: "
+                  + ", ".join(f"{k} {v[-1]:.2f}" for k, v in times.items()) + " CPU-s", flush=True)
+        (oc, op), (gc, gp) = outs["ours fp32"], outs["original fp32"]
+        diff = {"cls_max_abs": float((oc - gc).abs().max()), "patch_max_abs": float((op - gp).abs().max()),
+                "cls_cosine": _cosines(outs["ours fp32"], outs["original fp32"])[0]}
+        if "bf16" in dtypes:
+            diff["ours_bf16_vs_fp32_cls_cosine"], diff["ours_bf16_vs_fp32_patch_cosine"] = _cosines(
+                outs["ours bf16"], outs["ours fp32"])
+            diff["original_bf16_vs_fp32_cls_cosine"], diff["original_bf16_vs_fp32_patch_cosine"] = _cosines(
+                outs["original bf16"], outs["original fp32"])
+        ratios = {f"original {d} / ours {d}": [o / u for o, u in zip(times[f"original {d}"], times[f"ours {d}"],
+                                                                      strict=True)] for d in dtypes}
+        if "bf16" in dtypes:
+            ratios["original fp32 / ours bf16"] = [o / u for o, u in zip(times["original fp32"], times["ours bf16"],
+                                                                         strict=True)]
+            ratios["ours fp32 / ours bf16"] = [o / u for o, u in zip(times["ours fp32"], times["ours bf16"],
+                                                                     strict=True)]
+        flops = forward_flops(cfg.embed_dim, cfg.depth, math.prod(grid), 1 + cfg.num_register_tokens, p)
+        row = {"tokens": math.prod(grid), "grid": list(grid), "flops": flops, "cpu_s": times,
+               "gflop_per_cpu_s": {k: flops / min(v) / 1e9 for k, v in times.items()},
+               "ratios": ratios, "ratio_medians": {k: statistics.median(v) for k, v in ratios.items()},
+               "outputs": diff}
+        print(f"{row['tokens']:6d} patches: outputs {json.dumps(diff)}", flush=True)
+        for k, v in ratios.items():
+            print(f"{row['tokens']:6d} patches: {k} = {[round(r, 2) for r in v]} (median {statistics.median(v):.2f})",
+                  flush=True)
+        print(f"{row['tokens']:6d} patches: GFLOP per CPU-s (best) "
+              + ", ".join(f"{k} {v:.1f}" for k, v in row["gflop_per_cpu_s"].items()), flush=True)
+        results["rows"].append(row)
+    results["matmul_peak_after"] = matmul_cpu_peak(threads, matmul_size)
+    print(f"matmul peak GFLOP per CPU-s: before {results['matmul_peak_before']}, after {results['matmul_peak_after']}",
+          flush=True)
+    return results
+
+
 # -- orchestration ------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -159,8 +295,29 @@ def main() -> None:
     parser.add_argument("--max-blocks-at", type=int, nargs=2, metavar=("TOKENS", "K"), default=None,
                         help="at TOKENS patches time only the first K blocks and extrapolate to full depth")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--original-repo", type=Path, default=None,
+                        help="a checkout of the original VoxelFM code (github rmaguado/VoxelFM): compare against its "
+                             "own ViT, imported from there at run time, same weights, CPU seconds interleaved per repeat")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads for --original-repo (0: torch's default)")
+    parser.add_argument("--layerscale", type=float, default=None,
+                        help="for --original-repo: set every LayerScale gamma to this (both models), so that "
+                             "output agreement measures every block (default: the 1e-5 init)")
+    parser.add_argument("--dtypes", nargs="+", choices=("fp32", "bf16"), default=["fp32"],
+                        help="for --original-repo: time both models in each (bf16 = CPU bf16 autocast for both)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
+
+    if args.original_repo is not None:
+        import torch
+
+        result = compare_original_repo(args.original_repo, args.preset, args.tokens, args.repeats,
+                                       args.threads or torch.get_num_threads(), tuple(args.dtypes),
+                                       layerscale=args.layerscale)
+        result["machine"] = {"cpus": os.cpu_count(), "load_avg_end": os.getloadavg()}
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(result, indent=1))
+        return
 
     if args.child:
         kind = args.child[0]
