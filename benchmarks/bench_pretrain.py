@@ -3,6 +3,7 @@ features are compared with the same architecture at random initialisation.
 
     python benchmarks/bench_pretrain.py speed  [--presets vit-tiny vit-small] [--steps 4] [--recipe cpu_tiny]
     python benchmarks/bench_pretrain.py threads [--counts 1 2] [--repeats 2] [--steps 25] [--index INDEX]
+                                               [--policies default passive]
     python benchmarks/bench_pretrain.py ddp    [--steps 4]
     python benchmarks/bench_pretrain.py cohort COHORT_DIR --work DIR [--minutes 12]
 
@@ -82,18 +83,30 @@ def bench_speed(presets: list[str], steps: int, batch: int, recipe: str = "cpu_t
                               "volumes_per_second": round(global_batch / seconds, 2), "last_loss": loss}))
 
 
-def bench_threads(counts: list[int], repeats: int, steps: int, index: Path | None) -> None:
-    """The demo's recipe (cpu_small, vit-tiny, batch 16) at each torch thread count, each in a fresh
-    process, the counts alternated ``repeats`` times: the same-run comparison behind the demo's
-    ``PretrainConfig.threads``. Only meaningful on an otherwise idle machine."""
+#: OpenMP wait policies to compare, as environment variables: how a thread waits at a barrier
+#: (libgomp, torch's OpenMP, spins ~300,000 times by default before it sleeps).
+WAIT_POLICIES: dict[str, dict[str, str]] = {"default": {}, "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+                                            "active": {"OMP_WAIT_POLICY": "ACTIVE"},
+                                            "short-spin": {"GOMP_SPINCOUNT": "10000"}}
+
+
+def bench_threads(counts: list[int], repeats: int, steps: int, index: Path | None, policies: list[str]) -> None:
+    """The demo's recipe (cpu_small, vit-tiny, batch 16) at each torch thread count and OpenMP wait
+    policy, each in a fresh process (the policy is read when torch loads OpenMP), all variants
+    alternated ``repeats`` times: the same-run comparison behind the demo's ``PretrainConfig.threads``
+    and the CLI's wait policy. Idle-machine figures need an otherwise idle machine."""
     with tempfile.TemporaryDirectory() as tmp:
         index = index or _synthetic_index(Path(tmp) / "data", n=16)
         for rep in range(repeats):
-            for n in counts:
-                out = subprocess.run([sys.executable, __file__, "--threads", str(n), "speed", "--recipe", "cpu_small",
-                                      "--presets", "vit-tiny", "--steps", str(steps), "--index", str(index)],
-                                     check=True, capture_output=True, text=True).stdout
-                print(json.dumps({"repeat": rep, **json.loads(out.strip().splitlines()[-1])}), flush=True)
+            for policy in policies:
+                env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+                env.update(WAIT_POLICIES[policy])
+                for n in counts:
+                    out = subprocess.run([sys.executable, __file__, "--threads", str(n), "speed", "--recipe",
+                                          "cpu_small", "--presets", "vit-tiny", "--steps", str(steps), "--index",
+                                          str(index)], check=True, capture_output=True, text=True, env=env).stdout
+                    print(json.dumps({"repeat": rep, "wait_policy": policy, **json.loads(out.strip().splitlines()[-1])}),
+                          flush=True)
 
 
 def _ddp_worker(index: str, steps: int, batch: int, out: str) -> None:
@@ -302,6 +315,8 @@ def main() -> None:
     threads.add_argument("--repeats", type=int, default=2)
     threads.add_argument("--steps", type=int, default=25)
     threads.add_argument("--index", type=Path, default=None, help="a prepared index.csv (default: synthetic volumes)")
+    threads.add_argument("--policies", nargs="+", choices=sorted(WAIT_POLICIES), default=["default"],
+                         help="OpenMP wait policies (OMP_WAIT_POLICY, GOMP_SPINCOUNT) to compare")
     ddp = sub.add_parser("ddp")
     ddp.add_argument("--steps", type=int, default=4)
     ddp.add_argument("--batch", type=int, default=8)
@@ -324,7 +339,7 @@ def main() -> None:
     if args.mode == "speed":
         bench_speed(args.presets, args.steps, args.batch, args.recipe, args.index)
     elif args.mode == "threads":
-        bench_threads(args.counts, args.repeats, args.steps, args.index)
+        bench_threads(args.counts, args.repeats, args.steps, args.index, args.policies)
     elif args.mode == "ddp":
         bench_ddp(args.steps, args.batch)
     else:

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
+
+# Threads that wait at an OpenMP barrier sleep instead of spinning (libgomp, torch's OpenMP, spins by
+# default). On a shared machine spinning threads take the cores the working threads need: the demo's
+# 2-thread pretraining step took 5.5 s passive against 33 s spinning at load ~8; on 2 idle cores
+# passive costs ~17 % there (0.70 vs 0.60 s/step) and the numbers are identical (benchmarks/README.md,
+# "Two threads for the demo's pretraining"). Read when torch loads, so set before any command imports
+# it; a user's own OMP_WAIT_POLICY wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 app = typer.Typer(
     name="voxelfm",
