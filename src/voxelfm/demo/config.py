@@ -51,13 +51,9 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class ComparatorConfig:
-    """A comparator backbone (``voxelfm.models.backbones``) at random init, reduced for a CPU.
-
-    ``sets``: architecture hyper-parameters as ``voxelfm model init --set`` names them (the original
-    constructor's names); ``spec``: parameters of its own preprocessing recipe (``NativeSpec``)
-    that fit the reduced input. Its field of view stays the original's where the recipe has one
-    (spacing x size), so the reduced network sees the same anatomy at a coarser resolution.
-    """
+    """A comparator backbone at random init, reduced for a CPU: ``sets`` (``--set`` overrides) and
+    ``spec`` (its ``NativeSpec`` parameters) as :mod:`voxelfm.models.backbones.reduced` gives them,
+    copied here so that the embed stage's fingerprint covers them."""
 
     name: str
     sets: dict[str, Any] = field(default_factory=dict)
@@ -215,40 +211,9 @@ SIZES: dict[str, DemoConfig] = {
 }
 
 
-#: The comparators ``--backbones`` can add, reduced per demo size (``tiny``: test-sized; the others:
-#: a few CPU-seconds per scan at most). Fields of view: CT-CLIP 360 mm (its 480 x 0.75 mm),
-#: Merlin 336 x 336 x 480 mm (224 x 1.5, 160 x 3 mm); M3D and RadFM resize the whole volume.
-_CPU_COMPARATORS = {
-    "m3d-clip": ComparatorConfig("m3d-clip", {"img_size": [32, 128, 128], "hidden_size": 96, "mlp_dim": 192,
-                                              "num_layers": 2, "num_heads": 4}, {"size": [32, 128, 128]}),
-    "ct-clip": ComparatorConfig("ct-clip", {"dim": 64, "codebook_size": 256, "image_size": 120, "patch_size": 20,
-                                            "temporal_patch_size": 10, "frames": 60, "spatial_depth": 1,
-                                            "temporal_depth": 1, "dim_head": 16, "heads": 4, "dim_latent": 64},
-                                {"size_dhw": [60, 120, 120], "spacing_zyx": [6.0, 3.0, 3.0]}),
-    "merlin": ComparatorConfig("merlin", {"layers": [1, 1, 1, 1], "width": 8, "class_nb": 8, "contrastive_dim": 32,
-                                          "input_size": [96, 96, 64]},
-                               {"size_xyz": [96, 96, 64], "spacing_xyz": [3.5, 3.5, 7.5]}),
-    "radfm": ComparatorConfig("radfm", {"image_size": 128, "image_patch_size": 16, "frames": 64, "dim": 96,
-                                        "depth": 2, "heads": 4, "dim_head": 24, "mlp_dim": 192},
-                              {"size_hw": [128, 128], "max_depth": 32}),
-}
-_TINY_COMPARATORS = {
-    "m3d-clip": ComparatorConfig("m3d-clip", {"img_size": [8, 32, 32], "hidden_size": 24, "mlp_dim": 32,
-                                              "num_layers": 1, "num_heads": 2}, {"size": [8, 32, 32]}),
-    "ct-clip": ComparatorConfig("ct-clip", {"dim": 16, "codebook_size": 32, "image_size": 40, "patch_size": 10,
-                                            "temporal_patch_size": 4, "frames": 16, "spatial_depth": 1,
-                                            "temporal_depth": 1, "dim_head": 8, "heads": 2, "dim_latent": 8},
-                                {"size_dhw": [16, 40, 40], "spacing_zyx": [22.5, 9.0, 9.0]}),
-    "merlin": ComparatorConfig("merlin", {"layers": [1, 1, 1, 1], "width": 4, "class_nb": 3, "contrastive_dim": 5,
-                                          "input_size": [64, 64, 32]},
-                               {"size_xyz": [64, 64, 32], "spacing_xyz": [5.25, 5.25, 15.0]}),
-    "radfm": ComparatorConfig("radfm", {"image_size": 64, "image_patch_size": 16, "frames": 64, "dim": 24,
-                                        "depth": 1, "heads": 2, "dim_head": 8, "mlp_dim": 32},
-                              {"size_hw": [64, 64], "max_depth": 16}),
-}
-COMPARATORS: dict[str, dict[str, ComparatorConfig]] = {
-    "tiny": _TINY_COMPARATORS, "small": _CPU_COMPARATORS, "standard": _CPU_COMPARATORS,
-}
+#: The reduced configuration (:mod:`voxelfm.models.backbones.reduced`) of the comparators that
+#: ``--backbones`` adds, per demo size.
+COMPARATOR_PRESET = {"tiny": "test", "small": "cpu", "standard": "cpu"}
 
 
 def get_config(size: str, backbones: tuple[str, ...] | list[str] = (), workers: int | None = None) -> DemoConfig:
@@ -263,9 +228,13 @@ def get_config(size: str, backbones: tuple[str, ...] | list[str] = (), workers: 
     config = dataclasses.replace(SIZES[size], workers=default_workers() if workers is None else int(workers))
     if not backbones:
         return config
-    known = COMPARATORS[size]
+    from voxelfm.models.backbones.reduced import reduced_config, reduced_names
+
+    preset = COMPARATOR_PRESET[size]
+    known = reduced_names(preset)
     unknown = [b for b in backbones if b not in known]
     if unknown:
         raise ConfigError(f"unknown comparator backbone(s) {', '.join(map(repr, unknown))}; choose from {', '.join(known)}")
-    chosen = tuple(known[b] for b in dict.fromkeys(backbones))  # in the order given, each once
+    # in the order given, each once
+    chosen = tuple(ComparatorConfig(b, *reduced_config(b, preset)) for b in dict.fromkeys(backbones))
     return dataclasses.replace(config, embed=dataclasses.replace(config.embed, backbones=chosen))

@@ -4,7 +4,7 @@ non-learned HU-histogram baseline, and with any comparator backbones added by ``
 One :func:`voxelfm.embed.run_embeddings` pass fills every store (each scan read and preprocessed
 once per distinct spec; resuming, crash safety and failure records as in ``voxelfm embed``). The
 2.5D store feeds the 3D-vs-2.5D comparison (paper Fig. 5). Comparators are saved here at random
-init with the reduced hyper-parameters of ``voxelfm.demo.config.COMPARATORS``.
+init with a reduced configuration of :mod:`voxelfm.models.backbones.reduced`.
 """
 
 from __future__ import annotations

@@ -8,12 +8,14 @@
 * Preprocessing: :class:`NativeSpec` + :mod:`~voxelfm.models.backbones.recipes`;
   :func:`spec_from_dict` / :func:`load_spec` read either spec kind; :func:`prepare_volume`.
 * :func:`backbone_class`, :func:`backbone_names`, :func:`build_backbone`, :func:`detect_source`.
+* :func:`reduced_config`: named reduced configurations (``cpu``, ``test``) of the comparators.
 """
 
 from voxelfm.models.backbones.ctclip import CTCLIPConfig, CTCLIPViT
 from voxelfm.models.backbones.m3d import M3DConfig, M3DViT
 from voxelfm.models.backbones.merlin import MerlinConfig, MerlinI3ResNet
 from voxelfm.models.backbones.radfm import RadFMConfig, RadFMViT
+from voxelfm.models.backbones.reduced import REDUCED_PRESETS, reduced_config, reduced_names
 from voxelfm.models.backbones.registry import (
     LICENCES,
     SOURCE_ALIASES,
@@ -39,6 +41,7 @@ def prepare_volume(volume, spec):  # type: ignore[no-untyped-def]
 
 __all__ = [
     "LICENCES",
+    "REDUCED_PRESETS",
     "SOURCES",
     "SOURCE_ALIASES",
     "CTCLIPConfig",
@@ -57,5 +60,7 @@ __all__ = [
     "load_spec",
     "native_converter",
     "prepare_volume",
+    "reduced_config",
+    "reduced_names",
     "spec_from_dict",
 ]
