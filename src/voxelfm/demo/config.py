@@ -84,11 +84,8 @@ class DemoProbeBudget:
     seg_hidden_dim: int = 32
     seg_batch_size: int = 4
     hidden_dim: int = 128  # MLP heads
-    # The Q-Former: one query (the paper's head), width 64, and a linear skip from the CLS with the
-    # attention branch zero-initialised, so at ~150 training scans it starts as a linear probe on
-    # the CLS and does not fall below it (benchmarks/README.md, probes: learning check). Whole-token
-    # dropout instead of the original per-feature dropout: the per-feature Bernoulli draw was ~80 %
-    # of a training step's CPU time.
+    # The Q-Former: one query (the paper's head), width 64, a linear skip from the CLS with the attention
+    # branch zero-initialised, whole-token dropout (why each: docs/demo.md, "Probes").
     qformer_hidden_dim: int = 64
     qformer_queries: int = 1
     qformer_skip: str | None = "cls"
@@ -98,10 +95,7 @@ class DemoProbeBudget:
     fractions: tuple[float, ...] = (0.25, 0.5, 1.0)
     fraction_seeds: int = 2
     regression_epochs: int = 100  # few scans x 20 epochs is ~40 optimizer steps: too few to fit
-    # Localisation (attention over the patch tokens, ~3.5 CPU-s per epoch on `small`): None keeps the
-    # task default (20). `small` uses 10: its validation error moved ~5 mm over 20 epochs, and the
-    # test error with 10 was the same within 1.5 mm on every source (82.2 vs 82.3 mm pretrained).
-    loc_epochs: int | None = None
+    loc_epochs: int | None = None  # localisation; None: the task default (20); `small`: 10 (docs/demo.md, "Probes")
     seed: int = 4
 
     def classification_options(self) -> dict[str, Any]:
