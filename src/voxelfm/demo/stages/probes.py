@@ -60,12 +60,17 @@ class Job:
 
 #: A results-table row read from one job's runs: ``(job, RowPlan without its runs)``.
 Headline = tuple[str, RowPlan]
+#: One library probe job and what it is in the demo: ``(job name, source, ProbeJob)``.
+Planned = tuple[str, Source, "ProbeJob"]
 
 
-def plan_jobs(ctx: DemoContext, labels: pd.DataFrame) -> tuple[list[Job], list[Headline], dict[str, list[str]]]:
-    """The probe runs of the demo and the headline rows read from them."""
+def plan_jobs(ctx: DemoContext, labels: pd.DataFrame) -> tuple[list[Planned], list[Headline], dict[str, list[str]]]:
+    """The probe runs of the demo as library jobs: each :class:`Job` on its sources and on the
+    comparator backbones' 3D features (``--backbones``), the fraction sweep on each 3D source; and
+    the headline rows read from them."""
     from voxelfm.data.phantom import FINDINGS, REGRESSION_TARGETS, SEGMENTATION_LABELS, TARGET_NAMES
     from voxelfm.probes.data import usable_binary, usable_continuous
+    from voxelfm.probes.jobs import ProbeJob
 
     cfg = ctx.config.probes
     findings = usable_binary(labels, list(FINDINGS))
@@ -111,35 +116,21 @@ def plan_jobs(ctx: DemoContext, labels: pd.DataFrame) -> tuple[list[Job], list[H
         ("segmentation", RowPlan("segmentation", structures, "macro Dice", "dice_macro")),
         ("segmentation", RowPlan("segmentation", structures, "micro Dice", "dice_micro")),
     ]
-    return jobs, headlines, {"findings": findings, "regression": regression}
+    extra = tuple((name, "3d") for name in layout.comparator_names(ctx.config))
+    planned = [(job.name, source, ProbeJob(
+        job.task, str(layout.store_dir(ctx.out, *source)), str(layout.cohort_dir(ctx.out) / "labels.csv"),
+        f"{'data fractions' if job.sweep else job.name} · {source_name(source)}", store_name=source_name(source),
+        targets=job.targets, config=job.options,
+        out_dir=None if job.sweep else str(layout.probes_dir(ctx.out) / job.name / source_name(source)),
+        fractions=tuple(cfg.fractions) if job.sweep else (),
+        fraction_seeds=tuple(cfg.seed + i for i in range(cfg.fraction_seeds)),  # index 0: the probes' seed
+        figures=False, cost=JOB_COST.get(job.name, 1.0)))
+        for job in jobs for source in (job.sources if job.sweep else (*job.sources, *extra))]
+    return planned, headlines, {"findings": findings, "regression": regression}
 
 
 def source_name(source: Source) -> str:
     return f"{source[0]}-{source[1]}"
-
-
-def probe_jobs(ctx: DemoContext, jobs: list[Job]) -> list[tuple[str, Source, ProbeJob]]:
-    """Each job on its sources and on the comparator backbones' 3D features (``--backbones``), and
-    the fraction sweep on each 3D source, as library probe jobs."""
-    from voxelfm.probes.jobs import ProbeJob
-
-    cfg = ctx.config.probes
-    extra = tuple((name, "3d") for name in layout.comparator_names(ctx.config))
-    labels = str(layout.cohort_dir(ctx.out) / "labels.csv")
-    planned = []
-    for job in jobs:
-        sweep = job.sweep
-        for source in job.sources if sweep else (*job.sources, *extra):
-            name = source_name(source)
-            planned.append((job.name, source, ProbeJob(
-                job.task, str(layout.store_dir(ctx.out, *source)), labels,
-                f"{'data fractions' if sweep else job.name} · {name}", store_name=name, targets=job.targets,
-                config=job.options, out_dir=None if sweep else str(layout.probes_dir(ctx.out) / job.name / name),
-                # seed index 0 trains with the probes' seed
-                fractions=tuple(cfg.fractions) if sweep else (),
-                fraction_seeds=tuple(cfg.seed + i for i in range(cfg.fraction_seeds)),
-                figures=False, cost=JOB_COST.get(job.name, 1.0))))
-    return planned
 
 
 class ProbesStage(Stage):
@@ -159,8 +150,7 @@ class ProbesStage(Stage):
         from voxelfm.probes.jobs import run_jobs
 
         labels = pd.read_csv(layout.cohort_dir(ctx.out) / "labels.csv")
-        jobs, headlines, used = plan_jobs(ctx, labels)
-        planned = probe_jobs(ctx, jobs)
+        planned, headlines, used = plan_jobs(ctx, labels)
         with progress_bar(ctx.console) as progress:
             bar = progress.add_task("probes", total=len(planned))
 
