@@ -15,7 +15,7 @@ from voxelfm.core.stages import Pipeline
 from voxelfm.demo import layout, run_demo
 from voxelfm.demo.config import DemoContext
 from voxelfm.demo.document import SECTIONS
-from voxelfm.demo.results import BACKBONES, CATEGORIES, validate_results
+from voxelfm.demo.results import CATEGORIES, validate_results
 from voxelfm.demo.stages import default_stages
 
 
@@ -56,7 +56,7 @@ def test_tiny_demo_end_to_end(tiny_run) -> None:  # type: ignore[no-untyped-def]
     rows = results["tasks"]
     assert {r["category"] for r in rows} == set(CATEGORIES)
     for row in rows:
-        for backbone in BACKBONES:
+        for backbone in layout.BACKBONE_NAMES:
             assert backbone in row["values"], (row["task"], backbone)
     finite = [r for r in rows if r["values"]["pretrained"]["value"] is not None
               and math.isfinite(r["values"]["pretrained"]["value"])]

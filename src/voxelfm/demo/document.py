@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from voxelfm.demo.results import BACKBONES, CATEGORIES, VERSUS_BASELINE, VERSUS_RANDOM, parse_rows
+from voxelfm.demo.layout import BACKBONE_NAMES
+from voxelfm.demo.results import CATEGORIES, VERSUS_BASELINE, VERSUS_RANDOM, parse_rows
 from voxelfm.viz.html import Cell, HtmlReport, Section
 from voxelfm.viz.result_rows import ResultRow, as_ci, clear_direction, row_mdd
 from voxelfm.viz.results_report import (
@@ -101,7 +102,7 @@ def _about(sec: Section, results: Mapping[str, Any], rows: Sequence[ResultRow]) 
                                    VERSUS_BASELINE: "Pretrained vs the HU-histogram baseline"})
     cls_row = next((r for r in rows if r.category == "classification"), None)
     if cls_row is not None:
-        vals = ", ".join(f"{BACKBONE_LABELS.get(b, b)} {fmt_ci(cls_row.values.get(b))}" for b in BACKBONES
+        vals = ", ".join(f"{BACKBONE_LABELS.get(b, b)} {fmt_ci(cls_row.values.get(b))}" for b in BACKBONE_NAMES
                          if b in cls_row.values)
         bullets.append(f"Classification ({cls_row.task}, {cls_row.metric}): {vals}.")
     if bullets:
@@ -242,7 +243,7 @@ def compose_report(
     secs["results-table"].paragraph(
         "One row per task category and metric, as in the paper's Fig. 2: the value on the held-out "
         "test scans with its 95% confidence interval for each frozen backbone. ↑ = higher is better.")
-    results_table(secs["results-table"], rows, {b: BACKBONE_LABELS[b] for b in BACKBONES}, categories=CATEGORIES)
+    results_table(secs["results-table"], rows, {b: BACKBONE_LABELS[b] for b in BACKBONE_NAMES}, categories=CATEGORIES)
     _paired(secs["paired-difference"], rows)
     figure_or_note(secs["bars"], figures.get("bars"),
                     "Each task's headline metric per backbone; whiskers are 95% CIs.", "bar chart")

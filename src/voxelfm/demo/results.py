@@ -56,10 +56,6 @@ CATEGORIES: tuple[str, ...] = (
     "report generation",
 )
 
-#: Every feature source compared: the SSL backbone, its random-init twin, and the non-learned
-#: HU-histogram baseline (voxelfm.embed.histogram).
-BACKBONES: tuple[str, ...] = BACKBONE_NAMES
-
 REQUIRED_KEYS: tuple[str, ...] = (
     "schema_version", "voxelfm_version", "created", "size", "device", "config", "data", "backbones",
     "tasks", "heads", "inference_modes", "data_fraction", "per_finding_f1", "report_generation",
@@ -100,7 +96,7 @@ def row_problems(rows: Any, categories: Sequence[str] = CATEGORIES) -> list[str]
     missing = [c for c in categories if c not in {r.category for r in parsed}]
     problems = [f"no result rows for: {', '.join(missing)}"] if missing else []
     return problems + [f"task {r.task!r} ({r.metric}) lacks backbones {absent}"
-                       for r in parsed if (absent := [b for b in BACKBONES if b not in r.values])]
+                       for r in parsed if (absent := [b for b in BACKBONE_NAMES if b not in r.values])]
 
 
 def parse_rows(rows: Any) -> list[ResultRow]:
