@@ -10,7 +10,7 @@ import numpy as np
 from voxelfm.data.phantom.reader import CohortReader
 from voxelfm.demo import layout
 from voxelfm.demo.config import DemoContext
-from voxelfm.viz.panels import Neighbour, pca_maps, retrieval_figure, segmentation_overlay
+from voxelfm.viz.panels import pca_maps, retrieval_example, segmentation_overlay
 from voxelfm.viz.slices import ct_thumbnail
 
 THUMB_WIDTH = 150
@@ -26,16 +26,9 @@ def thumbnail(cohort: CohortReader, scan_id: str) -> np.ndarray:
 def retrieval_figures(ctx: DemoContext, cohort: CohortReader, examples: list[dict[str, Any]]) -> list[tuple[bytes, str]]:
     out = []
     for ex in examples[: ctx.config.n_examples]:
-        query = str(ex["query"])
-        neighbours = [
-            Neighbour(thumbnail(cohort, str(nb["scan_id"])), str(nb["scan_id"]), float(nb["similarity"]),
-                      bool(nb["match"]), ", ".join(cohort.findings(str(nb["scan_id"]))))
-            for nb in ex["neighbours"]
-        ]
-        png = retrieval_figure(thumbnail(cohort, query), query, ", ".join(cohort.findings(query)), neighbours)
-        hits = sum(nb.match for nb in neighbours)
-        out.append((png, f"Query {query} ({ex.get('backbone', 'pretrained')} backbone): {hits} of "
-                         f"{len(neighbours)} nearest neighbours share a finding with it."))
+        png, hits = retrieval_example(ex, lambda s: thumbnail(cohort, s), lambda s: ", ".join(cohort.findings(s)))
+        out.append((png, f"Query {ex['query']} ({ex.get('backbone', 'pretrained')} backbone): {hits} of "
+                         f"{len(ex['neighbours'])} nearest neighbours share a finding with it."))
     return out
 
 

@@ -7,9 +7,9 @@ Metric charts (bars, curves) are in :mod:`voxelfm.viz.plots`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -64,6 +64,16 @@ def retrieval_figure(
         ax.set_yticks([])
     fig.tight_layout()
     return figure_to_png(fig)
+
+
+def retrieval_example(example: Mapping[str, Any], thumbnail: Callable[[str], np.ndarray],
+                      findings: Callable[[str], str]) -> tuple[bytes, int]:
+    """:func:`retrieval_figure` of one :func:`voxelfm.probes.retrieval.neighbour_examples` entry (a
+    scan's thumbnail and findings text from the caller's functions), and how many neighbours match."""
+    neighbours = [Neighbour(thumbnail(str(nb["scan_id"])), str(nb["scan_id"]), float(nb["similarity"]),
+                            bool(nb["match"]), findings(str(nb["scan_id"]))) for nb in example["neighbours"]]
+    query = str(example["query"])
+    return retrieval_figure(thumbnail(query), query, findings(query), neighbours), sum(nb.match for nb in neighbours)
 
 
 def _wrap(text: str, width: int = 28) -> str:
