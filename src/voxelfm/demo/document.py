@@ -201,8 +201,8 @@ def _report_examples(sec: Section, results: Mapping[str, Any]) -> None:
         f"Text generated from frozen features of the pretrained backbone by the language model {lm} "
         f"(projector, then LoRA), trained to write the {what}, beside the reference for the same scan."
     )
-    if rg.get("lm_note"):
-        sec.callout(str(rg["lm_note"]), kind="note")
+    for note in filter(None, [rg.get("lm_note"), *(rg.get("notes") or [])[1:]]):  # notes[0] names the LM
+        sec.callout(str(note), kind="note")
     metrics = rg.get("metrics") or {}
     if metrics:
         sec.table(["metric", "value"], [[k, Cell(fmt_ci(as_ci(v)), "num")] for k, v in metrics.items()])

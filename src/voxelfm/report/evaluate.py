@@ -153,6 +153,28 @@ def language_check(generated: Sequence[str], train_references: Sequence[str]) ->
     }
 
 
+def distinct_reports(generated: Sequence[str]) -> dict[str, int]:
+    """How many different texts the model wrote (case and spacing aside): one for every scan means
+    the text did not depend on the image."""
+    return {"distinct": len({" ".join(t.lower().split()) for t in generated}), "n": len(generated)}
+
+
+def reading_notes(by_source: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """What the scores of several report models (each an :func:`evaluate_reports` result, by source
+    name) cannot show: sources whose model wrote one text for every scan, and the finding F1 a fixed
+    report naming every finding gets without looking at any image."""
+    notes = []
+    same = [name for name, m in by_source.items() if m.get("reports", {}).get("distinct") == 1]
+    if same:
+        notes.append(f"The report model of {', '.join(same)} wrote the same text for every test scan: it did "
+                     "not use the image, and its finding F1 is that of a fixed list of findings.")
+    every = next((m["baseline_every_finding"]["macro"]["f1"] for m in by_source.values()
+                  if "baseline_every_finding" in m), None)
+    if every is not None:
+        notes.append(f"A report naming every finding for every scan scores macro F1 {every:.3f} on these scans.")
+    return notes
+
+
 def majority_labels(train_texts: Sequence[str], n: int, extractor: FindingExtractor) -> np.ndarray:
     """Majority-class baseline: each finding predicted present iff > 50 % of training reports have it."""
     train = label_matrix(train_texts, extractor)
@@ -180,9 +202,10 @@ def evaluate_reports(
 ) -> dict[str, Any]:
     """Score generated against reference reports (matched by scan id).
 
-    With ``train_references`` two baselines from the training reports are scored on the same
-    scans: ``baseline_majority`` (each finding's majority class) and ``baseline_prevalence``
-    (each finding drawn at random with its training prevalence).
+    ``reports`` counts the distinct generated texts; ``baseline_every_finding`` scores a report that
+    names every finding for every scan. With ``train_references`` two baselines from the training
+    reports are scored on the same scans: ``baseline_majority`` (each finding's majority class) and
+    ``baseline_prevalence`` (each finding drawn at random with its training prevalence).
     """
     ids = [s for s in generated if s in references]
     missing = sorted(set(generated) - set(references))
@@ -200,6 +223,11 @@ def evaluate_reports(
     result: dict[str, Any] = {
         "findings": finding_metrics(y_true, y_pred, names, n_bootstrap=n_bootstrap, seed=seed),
         "text": text_metrics(gen_texts, ref_texts),
+        "reports": distinct_reports(gen_texts),
+        # a report naming every finding, the same for every scan: what a text that ignores the image
+        # can score on finding F1 by recall alone
+        "baseline_every_finding": finding_metrics(y_true, np.ones_like(y_true), names,
+                                                  n_bootstrap=n_bootstrap, seed=seed),
         "extractor": type(extractor).__name__,
         "vocabulary": names,
         "scan_ids": ids,

@@ -134,7 +134,7 @@ def _f1(entry: dict[str, Any], n: int = 0) -> MetricCI:
 def summarise(ctx: DemoContext, per_backbone: dict[str, dict[str, Any]], truth: np.ndarray, test_ids: list[str],
               refs: dict[str, str], names: list[str]) -> dict[str, Any]:
     """The stage summary the render stage reads: Fig. 2 row, per-finding F1, examples, notes."""
-    from voxelfm.report.evaluate import macro_f1_difference
+    from voxelfm.report.evaluate import macro_f1_difference, reading_notes
 
     n = len(test_ids)
     values = {b: _f1(info["metrics"]["findings"]["macro"], n) for b, info in per_backbone.items()}
@@ -161,7 +161,7 @@ def summarise(ctx: DemoContext, per_backbone: dict[str, dict[str, Any]], truth: 
         f"generated {what} found in training references ({b})":
             {"value": i["metrics"].get("language", {}).get(f"known_{what}")}
         for what in ("sentences", "words") for b, i in every
-    } | {"seconds per report (pretrained)": {"value": pre.get("seconds_per_report")}}
+    } | {f"distinct reports of {n} ({b})": {"value": i["metrics"]["reports"]["distinct"]} for b, i in every} | {"seconds per report (pretrained)": {"value": pre.get("seconds_per_report")}}
     run_cfg = list(per_backbone.values())[-1]["config"]  # every run used the same LM
     lm_used = str(run_cfg.get("lm_source", ""))
     note = None
@@ -179,5 +179,6 @@ def summarise(ctx: DemoContext, per_backbone: dict[str, dict[str, Any]], truth: 
         "text_field": ctx.config.reportgen.text_field,
         "metrics": metrics,
         "findings": names,
-        "notes": [f"Report generation used {n} test scans and the LM {lm_used}."],
+        "notes": [f"Report generation used {n} test scans and the LM {lm_used}.",
+                  *reading_notes({b: i["metrics"] for b, i in every})],
     }
