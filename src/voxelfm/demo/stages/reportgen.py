@@ -164,11 +164,9 @@ def summarise(ctx: DemoContext, per_backbone: dict[str, dict[str, Any]], truth: 
     } | {f"distinct reports of {n} ({b})": {"value": i["metrics"]["reports"]["distinct"]} for b, i in every} | {"seconds per report (pretrained)": {"value": pre.get("seconds_per_report")}}
     run_cfg = list(per_backbone.values())[-1]["config"]  # every run used the same LM
     lm_used = str(run_cfg.get("lm_source", ""))
-    note = None
-    if run_cfg.get("lm_fallback", False):
-        note = ("SmolLM2 was not cached, so a tiny language model was trained from scratch on the "
-                "training reports (offline fallback): expect templated text. Run `voxelfm report "
-                "get-lm smollm2` once to use the real pretrained LM.")
+    note = ("SmolLM2 was not cached, so a tiny language model was trained from scratch on the training reports "
+            "(offline fallback): expect templated text. Run `voxelfm report get-lm smollm2` once to use the real "
+            "pretrained LM.") if run_cfg.get("lm_fallback", False) else None
     return {
         "tasks": [row.to_dict()],
         "per_finding_f1": {f: {"f1": _f1(v, n).to_dict(), "support": v["support"]}
