@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
     @guarded
     def demo(
         out: Path = typer.Option(Path("voxelfm-demo"), "--out", "-o", help="Output directory (re-running resumes)."),
-        size: str = typer.Option("small", "--size", help="tiny | small (about 25 min on 2 CPU cores) | standard (GPU)."),
+        size: str = typer.Option("small", "--size", help="tiny | small (about 15 min on 2 idle CPU cores) | standard (GPU)."),
         device: str = typer.Option("auto", "--device", help="cpu | cuda | cuda:N | auto."),
         force: list[str] = typer.Option(
             [], "--force", help="Re-run this stage and every later one (repeatable): "

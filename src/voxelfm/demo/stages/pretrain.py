@@ -39,7 +39,7 @@ def training_threads(device: str, threads: int) -> contextlib.AbstractContextMan
     depend on the machine's core count. ``small`` uses two: on 2 idle cores ``cpu_small`` ran 0.79-0.86
     s/step with two threads against 1.32-1.36 with one (benchmarks/README.md, "Two threads for the
     demo's pretraining"). ``tiny`` keeps one: the tests run two at a time, and threads beyond the free
-    cores spin-wait for each other.
+    cores wait for each other (the CLI makes waiting threads sleep, ``voxelfm.cli.main``).
     """
     from voxelfm.core.parallel import fixed_threads
 
