@@ -27,3 +27,5 @@ def test_a_constant_report_is_flagged_and_the_every_finding_report_scored() -> N
     assert any("pretrained wrote the same text for every test scan" in n for n in notes)
     assert not any("random wrote" in n for n in notes)
     assert any("naming every finding" in n and "0.667" in n for n in notes)
+    both = reading_notes({"pretrained": constant, "random": constant, "histogram": varied})
+    assert any("models of pretrained and random each wrote one text for every test scan" in n for n in both)

@@ -165,9 +165,12 @@ def reading_notes(by_source: Mapping[str, Mapping[str, Any]]) -> list[str]:
     report naming every finding gets without looking at any image."""
     notes = []
     same = [name for name, m in by_source.items() if m.get("reports", {}).get("distinct") == 1]
-    if same:
-        notes.append(f"The report model of {', '.join(same)} wrote the same text for every test scan: it did "
-                     "not use the image, and its finding F1 is that of a fixed list of findings.")
+    if len(same) == 1:
+        notes.append(f"The report model of {same[0]} wrote the same text for every test scan: it did not use "
+                     "the image, and its finding F1 is that of a fixed list of findings.")
+    elif same:
+        notes.append(f"The report models of {', '.join(same[:-1])} and {same[-1]} each wrote one text for every "
+                     "test scan: they did not use the image, and their finding F1 is that of a fixed list of findings.")
     every = next((m["baseline_every_finding"]["macro"]["f1"] for m in by_source.values()
                   if "baseline_every_finding" in m), None)
     if every is not None:
