@@ -120,6 +120,7 @@ def _about(sec: Section, results: Mapping[str, Any], rows: Sequence[ResultRow]) 
         "The published VoxelFM results: the real model was pretrained on over 137,000 CT studies on "
         "GPUs; this backbone is tiny and trained for minutes on a CPU.",
         "A comparison with other foundation models.",
+        *((results.get("report_generation") or {}).get("notes") or [])[1:],  # notes[0] names the LM
     ])
 
 
