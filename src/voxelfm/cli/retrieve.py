@@ -15,6 +15,13 @@ def register(app: typer.Typer) -> None:
     """Add the ``retrieve`` command group to ``app``."""
     group = typer.Typer(help="Instance retrieval: build a FAISS index from a store, then query it.",
                         no_args_is_help=True)
+    _add_build(group)
+    _add_query(group)
+    app.add_typer(group, name="retrieve")
+
+
+def _add_build(group: typer.Typer) -> None:
+    """``voxelfm retrieve build``."""
 
     @group.command("build")
     @guarded
@@ -62,6 +69,10 @@ def register(app: typer.Typer) -> None:
             breadth = f"nprobe {st['nprobe']}" if "nprobe" in st else f"efSearch {st.get('efSearch')}"
             typer.echo(f"recall@10 vs exact search: {st['recall_at_10_vs_exact']:.4f} on {st['recall_queries']} "
                        f"indexed scans ({breadth}); built in {st['build_seconds']:.1f} s")
+
+
+def _add_query(group: typer.Typer) -> None:
+    """``voxelfm retrieve query``."""
 
     @group.command("query")
     @guarded
@@ -112,5 +123,3 @@ def register(app: typer.Typer) -> None:
             for rank, (h, s) in enumerate(hit, 1):
                 table.add_row(str(rank), h, f"{s:.4f}")
             Console().print(table)
-
-    app.add_typer(group, name="retrieve")
