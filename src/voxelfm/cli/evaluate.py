@@ -31,8 +31,8 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from voxelfm.cli.common import setup_logging
-        from voxelfm.probes.suite import HEADLINE, run_suite
-        from voxelfm.viz.results_report import write_suite_report
+        from voxelfm.probes.suite import run_suite
+        from voxelfm.viz.results_report import HEADLINE, write_suite_report
 
         setup_logging(verbose)
         summary = run_suite(suite, out, keep_going=keep_going, workers=workers)

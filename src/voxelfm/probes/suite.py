@@ -43,18 +43,6 @@ from voxelfm.probes.jobs import Outcome, ProbeJob, run_jobs
 
 log = logging.getLogger(__name__)
 
-#: Metric shown for each task in the summary figures (the paper's headline metric per category).
-HEADLINE: dict[str, list[str]] = {
-    "classification": ["macro/auroc", "auroc"],
-    "knn": ["macro/auroc", "auroc"],
-    "regression": ["r2", "mae_sd"],
-    "survival": ["c_index_harrell"],
-    "retrieval": ["macro/recall@10", "same_patient/recall@10"],
-    "localisation": ["mean_error_mm", "mean_error_norm"],
-    "segmentation": ["dice_macro"],
-}
-
-
 @dataclass
 class TaskEntry:
     name: str
@@ -275,4 +263,4 @@ def run_suite(suite: Suite | str | os.PathLike[str], out_dir: str | os.PathLike[
     return summary
 
 
-__all__ = ["HEADLINE", "Suite", "TaskEntry", "run_suite"]
+__all__ = ["Suite", "TaskEntry", "run_suite"]

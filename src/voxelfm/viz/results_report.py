@@ -30,6 +30,17 @@ from voxelfm.viz.result_rows import (
     verdict,
 )
 
+#: Metric shown for each task in the summary figures (the paper's headline metric per category).
+HEADLINE: dict[str, list[str]] = {
+    "classification": ["macro/auroc", "auroc"],
+    "knn": ["macro/auroc", "auroc"],
+    "regression": ["r2", "mae_sd"],
+    "survival": ["c_index_harrell"],
+    "retrieval": ["macro/recall@10", "same_patient/recall@10"],
+    "localisation": ["mean_error_mm", "mean_error_norm"],
+    "segmentation": ["dice_macro"],
+}
+
 
 # -- formatting --------------------------------------------------------------------------------
 def fmt_ci(ci: MetricCI | DifferenceCI | None, digits: int = 3) -> str:
@@ -252,7 +263,6 @@ def suite_report(out_dir: str | os.PathLike[str], *, headline: Mapping[str, Sequ
     """The report of a ``voxelfm evaluate`` output folder (``summary.json`` and ``fractions_*.csv``);
     figures are also written to ``figures/``. A missing ``summary.json`` is a ``DataError`` naming it."""
     from voxelfm.core.readers import read_json
-    from voxelfm.probes.suite import HEADLINE
 
     out = Path(out_dir)
     headline = headline or HEADLINE
