@@ -22,22 +22,20 @@ import sys
 import tempfile
 from pathlib import Path
 
-CHILD = r"""
-import json, sys, time, torch
-torch.set_num_threads(int(sys.argv[3]))
-from voxelfm.models import load_model
-def hwm():  # this process's peak RSS (VmHWM; ru_maxrss would carry the parent's peak across exec)
+# Both children: this process's peak RSS (VmHWM; ru_maxrss would carry the parent's peak across exec).
+_HWM = r"""
+def hwm():
     line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM"))
     return int(line.split()[1]) / 2**20
-after_imports = hwm()
-t0 = time.perf_counter()
-model = load_model(sys.argv[1])
-load_s = time.perf_counter() - t0
+"""
+
+# Both children, once ``model``, its patch size ``p``, ``load_s`` and ``after_imports`` are set: one fp32
+# forward over the ``--grid`` patch grid (unless "load"), then the measurements as one JSON line.
+_MEASURE = r"""
 out = {"after_imports_gib": after_imports, "load_s": load_s,
-       "weights_gib": sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30}
+       "weights_gib": sum(p_.numel() * p_.element_size() for p_ in model.parameters()) / 2**30}
 if sys.argv[2] != "load":
     d, h, w = json.loads(sys.argv[2])
-    p = model.config.patch_size
     x = torch.randn(1, d * p, h * p, w * p, generator=torch.Generator().manual_seed(0))
     t0 = time.perf_counter()
     with torch.inference_mode():
@@ -46,6 +44,18 @@ if sys.argv[2] != "load":
 out["peak_rss_gib"] = hwm()
 print(json.dumps(out))
 """
+
+CHILD = r"""
+import json, sys, time, torch
+torch.set_num_threads(int(sys.argv[3]))
+from voxelfm.models import load_model
+""" + _HWM + r"""
+after_imports = hwm()
+t0 = time.perf_counter()
+model = load_model(sys.argv[1])
+load_s = time.perf_counter() - t0
+p = model.config.patch_size
+""" + _MEASURE
 
 # The original's inference loader (torch.load of the checkpoint, then load_state_dict), one forward.
 ORIGINAL_CHILD = r"""
@@ -57,28 +67,15 @@ spec = importlib.util.spec_from_file_location("original_inference_model", sys.ar
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
 build_model = module.build_model
-def hwm():
-    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM"))
-    return int(line.split()[1]) / 2**20
+""" + _HWM + r"""
 arch = json.loads(sys.argv[5])
 student = types.SimpleNamespace(**arch)
 after_imports = hwm()
 t0 = time.perf_counter()
 model = build_model(sys.argv[1], types.SimpleNamespace(student=student), "cpu")
 load_s = time.perf_counter() - t0
-out = {"after_imports_gib": after_imports, "load_s": load_s,
-       "weights_gib": sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30}
-if sys.argv[2] != "load":
-    d, h, w = json.loads(sys.argv[2])
-    p = arch["patch_size"]
-    x = torch.randn(1, d * p, h * p, w * p, generator=torch.Generator().manual_seed(0))
-    t0 = time.perf_counter()
-    with torch.inference_mode():
-        model(x)
-    out["forward_s"] = time.perf_counter() - t0
-out["peak_rss_gib"] = hwm()
-print(json.dumps(out))
-"""
+p = arch["patch_size"]
+""" + _MEASURE
 
 
 def _original_checkpoint(model, folder: Path) -> tuple[Path, dict]:
