@@ -120,7 +120,7 @@ def _about(sec: Section, results: Mapping[str, Any], rows: Sequence[ResultRow]) 
         "The published VoxelFM results: the real model was pretrained on over 137,000 CT studies on "
         "GPUs; this backbone is tiny and trained for minutes on a CPU.",
         "A comparison with other foundation models.",
-        *((results.get("report_generation") or {}).get("notes") or [])[1:],  # notes[0] names the LM
+        *((results.get("report_generation") or {}).get("reading_notes") or []),
     ])
 
 
@@ -202,7 +202,7 @@ def _report_examples(sec: Section, results: Mapping[str, Any]) -> None:
         f"Text generated from frozen features of the pretrained backbone by the language model {lm} "
         f"(projector, then LoRA), trained to write the {what}, beside the reference for the same scan."
     )
-    for note in filter(None, [rg.get("lm_note"), *(rg.get("notes") or [])[1:]]):  # notes[0] names the LM
+    for note in filter(None, [rg.get("lm_note"), *(rg.get("reading_notes") or [])]):
         sec.callout(str(note), kind="note")
     metrics = rg.get("metrics") or {}
     if metrics:

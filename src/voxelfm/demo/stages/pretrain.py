@@ -36,8 +36,8 @@ def training_threads(device: str, threads: int) -> contextlib.AbstractContextMan
     """Exactly ``threads`` torch/BLAS threads for pretraining on a CPU, the default elsewhere.
 
     A fixed count, not one per core, so the backbone (and every number downstream of it) does not
-    depend on the machine's core count. ``small`` uses two: on 2 idle cores ``cpu_small`` ran 0.79-0.86
-    s/step with two threads against 1.32-1.36 with one (benchmarks/README.md, "Two threads for the
+    depend on the machine's core count. ``small`` uses two: on 2 idle cores ``cpu_small`` ran 0.60-0.71
+    s/step with two threads against 1.02-1.06 with one (benchmarks/README.md, "Two threads for the
     demo's pretraining"). ``tiny`` keeps one: the tests run two at a time, and threads beyond the free
     cores wait for each other (the CLI makes waiting threads sleep, ``voxelfm.cli.main``).
     """

@@ -132,7 +132,7 @@ def assemble_results(ctx: DemoContext, timings: dict[str, float],
         **({"comparators": rows(probes.get("comparators", []))} if layout.comparator_names(ctx.config) else {}),
         "data_fraction": probes.get("data_fraction", {}),
         "per_finding_f1": per_finding,
-        "report_generation": {k: reportgen.get(k) for k in ("lm", "lm_note", "metrics", "text_field", "notes")
+        "report_generation": {k: reportgen.get(k) for k in ("lm", "lm_note", "metrics", "text_field", "reading_notes")
                               if k in reportgen},
         "examples": {
             "retrieval": probes.get("examples", {}).get("retrieval", []),
