@@ -29,3 +29,28 @@ def test_a_constant_report_is_flagged_and_the_every_finding_report_scored() -> N
     assert any("naming every finding" in n and "0.667" in n for n in notes)
     both = reading_notes({"pretrained": constant, "random": constant, "histogram": varied})
     assert any("models of pretrained and random each wrote one text for every test scan" in n for n in both)
+
+
+def test_chance_f1_is_that_of_naming_a_finding_at_the_same_rate_at_random() -> None:
+    from voxelfm.report.evaluate import chance_f1
+
+    assert chance_f1(30, 30, 100) == pytest.approx(0.3)  # p = q = 0.3
+    assert chance_f1(30, 100, 100) == pytest.approx(2 * 0.3 / 1.3)  # naming it always
+    assert chance_f1(0, 0, 10) == 0.0
+
+
+def test_findings_the_probes_detect_and_the_reports_f1_on_them() -> None:
+    from voxelfm.report.evaluate import detected_by_probes, detected_findings_f1
+
+    qformer = {"hiatal_hernia/auroc": {"value": 0.8, "ci_low": 0.62}, "macro/auroc": {"value": 0.7, "ci_low": 0.6},
+               "arterial_wall_calcification/auroc": {"value": 0.6, "ci_low": 0.45}, "hiatal_hernia/auprc": 0.5}
+    mlp = {"arterial_wall_calcification/auroc": {"value": 0.7, "ci_low": 0.51}}
+    assert detected_by_probes([qformer, mlp]) == ["hiatal_hernia", "arterial_wall_calcification"]
+    assert detected_by_probes([qformer]) == ["hiatal_hernia"]
+    varied = evaluate_reports(dict(REFS), REFS, vocabulary=VOCAB, n_bootstrap=20)
+    on_hernia = detected_findings_f1(varied, ["hiatal_hernia", "not_a_finding"])
+    assert on_hernia["findings"] == ["hiatal_hernia"] and on_hernia["f1"] == 1.0
+    assert on_hernia["chance_f1"] == pytest.approx(0.5) and on_hernia["every_finding_f1"] == pytest.approx(2 / 3)
+    assert detected_findings_f1(varied, []) is None
+    notes = reading_notes({"pretrained": varied}, {"pretrained": ["hiatal_hernia"]})
+    assert any("probes detect" in n and "pretrained 1.000 against 0.500 by chance (hiatal hernia)" in n for n in notes)

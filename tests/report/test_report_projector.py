@@ -22,7 +22,7 @@ def test_output_shape_and_padding_invariance():
     tokens, mask, pos = batch_tokens([a, b], 24, use_cls=True)
     assert tokens.shape == (2, 10, 8) and mask[0].sum() == 1 and not mask[1].any()
     out = proj(tokens, mask, pos)
-    assert out.shape == (2, 5, 12)
+    assert out.shape == (2, 1 + 5, 12)  # the summary token, then the queries
     alone = proj(*batch_tokens([a], 24, use_cls=True))
     assert torch.allclose(out[0], alone[0], atol=1e-5)
 

@@ -142,6 +142,7 @@ class VisionTokens:
 
     tokens: torch.Tensor  # (N + 1, C)
     grid: tuple[int, int, int]
+    has_cls: bool = False  # the last row is the CLS token
 
 
 def vision_tokens(cls: np.ndarray, patch: np.ndarray, *, use_cls: bool = True,
@@ -151,16 +152,22 @@ def vision_tokens(cls: np.ndarray, patch: np.ndarray, *, use_cls: bool = True,
     flat = torch.from_numpy(np.ascontiguousarray(grid.reshape(-1, grid.shape[-1])))
     if use_cls:
         flat = torch.cat([flat, torch.from_numpy(np.asarray(cls, dtype=np.float32))[None]], dim=0)
-    return VisionTokens(flat, tuple(int(n) for n in grid.shape[:3]))  # type: ignore[arg-type]
+    return VisionTokens(flat, tuple(int(n) for n in grid.shape[:3]), has_cls=use_cls)  # type: ignore[arg-type]
+
+
+def batch_cls_mask(items: Sequence[VisionTokens]) -> torch.Tensor:
+    """``(B, N)`` True where :func:`batch_tokens` put a scan's CLS token (its last real row)."""
+    n_max = max(it.tokens.shape[0] for it in items)
+    mask = torch.zeros(len(items), n_max, dtype=torch.bool)
+    for b, it in enumerate(items):
+        if it.has_cls:
+            mask[b, it.tokens.shape[0] - 1] = True
+    return mask
 
 
 def batch_tokens(items: Sequence[VisionTokens], hidden_dim: int, *, use_cls: bool,
-                 noise_std: float = 0.0, generator: torch.Generator | None = None,
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pad token matrices into ``(tokens (B,N,C), padding_mask (B,N), positions (B,N,hidden))``.
-
-    ``noise_std`` adds Gaussian noise to the features (the original training's embedding noise).
-    """
+    """Pad token matrices into ``(tokens (B,N,C), padding_mask (B,N), positions (B,N,hidden))``."""
     from voxelfm.report.projector import grid_position_code
 
     n_max = max(it.tokens.shape[0] for it in items)
@@ -170,10 +177,7 @@ def batch_tokens(items: Sequence[VisionTokens], hidden_dim: int, *, use_cls: boo
     positions = torch.zeros(len(items), n_max, hidden_dim)
     for b, it in enumerate(items):
         n = it.tokens.shape[0]
-        tok = it.tokens
-        if noise_std > 0:
-            tok = tok + noise_std * torch.randn(tok.shape, generator=generator)
-        tokens[b, :n] = tok
+        tokens[b, :n] = it.tokens
         mask[b, :n] = False
         code = grid_position_code(it.grid, hidden_dim)
         positions[b, : code.shape[0]] = code  # the CLS token (if any) keeps a zero position code

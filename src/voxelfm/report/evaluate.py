@@ -81,6 +81,7 @@ def finding_metrics(y_true: np.ndarray, y_pred: np.ndarray, names: Sequence[str]
             "support": int(tp[k] + fn[k]), "predicted": int(tp[k] + fp[k]),
             "precision": float(precision[k]), "recall": float(recall[k]), "f1": float(f1[k]),
             "f1_ci": [float(lo), float(hi)], "accuracy": float((tp[k] + tn[k]) / n),
+            "chance_f1": chance_f1(int(tp[k] + fn[k]), int(tp[k] + fp[k]), n),
         }
     macro: dict[str, Any] = {"n_findings": int(supported.sum())}
     for j, key in enumerate(("precision", "recall", "f1")):
@@ -159,10 +160,50 @@ def distinct_reports(generated: Sequence[str]) -> dict[str, int]:
     return {"distinct": len({" ".join(t.lower().split()) for t in generated}), "n": len(generated)}
 
 
-def reading_notes(by_source: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def chance_f1(support: int, predicted: int, n: int) -> float:
+    """Expected F1 of naming a finding in ``predicted`` of ``n`` reports chosen at random, when
+    ``support`` of them have it: 2pq / (p + q) with p = support/n, q = predicted/n. A report model
+    beats it on a finding only if *which* reports name the finding follows the images."""
+    p, q = support / max(n, 1), predicted / max(n, 1)
+    return 2 * p * q / (p + q) if p + q > 0 else 0.0
+
+
+def detected_by_probes(probe_metrics: Sequence[Mapping[str, Any] | str | os.PathLike[str]],
+                       level: float = 0.5) -> list[str]:
+    """Findings some probe detects: a ``"<finding>/auroc"`` entry whose 95 % CI lies above ``level``,
+    in any of ``probe_metrics`` (probe runs' metrics, or their ``metrics.json`` paths; a missing file
+    is skipped), in first-seen order."""
+    found: dict[str, None] = {}
+    for entry in probe_metrics:
+        if not isinstance(entry, Mapping) and not Path(entry).is_file():
+            continue
+        metrics = entry if isinstance(entry, Mapping) else json.loads(Path(entry).read_text())
+        for key, value in metrics.items():
+            name, _, metric = key.rpartition("/")
+            if metric == "auroc" and name != "macro" and isinstance(value, Mapping) and value.get("ci_low", 0) > level:
+                found.setdefault(name)
+    return list(found)
+
+
+def detected_findings_f1(metrics: Mapping[str, Any], findings: Sequence[str]) -> dict[str, Any] | None:
+    """Mean finding F1 of an :func:`evaluate_reports` result over ``findings`` (those with support),
+    beside the mean rate-matched chance F1 and the every-finding report's F1 on the same findings."""
+    per, every = metrics["findings"]["per_finding"], metrics["baseline_every_finding"]["per_finding"]
+    names = [f for f in findings if f in per and per[f]["support"] > 0]
+    if not names:
+        return None
+    return {"findings": names, "f1": float(np.mean([per[f]["f1"] for f in names])),
+            "chance_f1": float(np.mean([per[f]["chance_f1"] for f in names])),
+            "every_finding_f1": float(np.mean([every[f]["f1"] for f in names]))}
+
+
+def reading_notes(by_source: Mapping[str, Mapping[str, Any]],
+                  detected: Mapping[str, Sequence[str]] | None = None) -> list[str]:
     """What the scores of several report models (each an :func:`evaluate_reports` result, by source
-    name) cannot show: sources whose model wrote one text for every scan, and the finding F1 a fixed
-    report naming every finding gets without looking at any image."""
+    name) cannot show: sources whose model wrote one text for every scan, the finding F1 a fixed
+    report naming every finding gets without looking at any image, and (``detected``: the findings
+    the probes detect on each source's features) how the reports do on the findings the features
+    are known to carry, against chance at the same naming rate."""
     notes = []
     same = [name for name, m in by_source.items() if m.get("reports", {}).get("distinct") == 1]
     if len(same) == 1:
@@ -175,6 +216,21 @@ def reading_notes(by_source: Mapping[str, Mapping[str, Any]]) -> list[str]:
                   if "baseline_every_finding" in m), None)
     if every is not None:
         notes.append(f"A report naming every finding for every scan scores macro F1 {every:.3f} on these scans.")
+    reliance = {name: m["image_reliance"] for name, m in by_source.items() if "image_reliance" in m}
+    if reliance:
+        notes.append("Loss of each test reference with its own image against another scan's (lower with its own "
+                      "image means the model reads the image): " + "; ".join(
+                          f"{name} {r['own']:.3f} vs {r['shuffled']:.3f}, own image better for {r['own_better']:.0%}"
+                          for name, r in reliance.items()) + ".")
+    parts = []
+    for name, metrics in by_source.items():
+        summary = detected_findings_f1(metrics, (detected or {}).get(name, ()))
+        if summary is not None:
+            parts.append(f"{name} {summary['f1']:.3f} against {summary['chance_f1']:.3f} by chance "
+                         f"({', '.join(f.replace('_', ' ') for f in summary['findings'])})")
+    if parts:
+        notes.append("On the findings the probes detect on each source's features (AUROC CI above 0.5), the "
+                      "reports' mean F1 against naming them as often at random: " + "; ".join(parts) + ".")
     return notes
 
 
@@ -321,3 +377,33 @@ def evaluate_run(run_dir: str | os.PathLike[str], *, generated_name: str = "gene
     atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2))
     plot_finding_f1(metrics, run / "findings_f1.png", probe_f1=probe_f1)
     return metrics
+
+
+def image_reliance(model: Any, features: Mapping[str, tuple[np.ndarray, np.ndarray]], references: Mapping[str, str],
+                   ids: Sequence[str], *, seed: int = 0, max_tokens: int = 4096) -> dict[str, float]:
+    """Does a trained :class:`~voxelfm.report.model.ReportModel` read the image? Each reference's
+    loss with its own scan's features and with another scan's (a seeded derangement of ``ids``):
+    ``gap`` = mean shuffled − mean own (≈ 0: the text does not depend on the image) and
+    ``own_better`` = share of scans whose own image gives the lower loss."""
+    import torch
+
+    from voxelfm.report.dataset import vision_tokens
+
+    ids = list(ids)
+    if len(ids) < 2:
+        raise DataError("image_reliance needs at least two scans")
+    order = np.random.default_rng(seed).permutation(len(ids))
+    other = {ids[order[i]]: ids[order[(i + 1) % len(ids)]] for i in range(len(ids))}  # nobody keeps their own
+    own, shuffled = [], []
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for scan in ids:
+            input_ids, labels = model.encode(references[scan])
+            for source, losses in ((scan, own), (other[scan], shuffled)):
+                tokens = vision_tokens(*features[source], use_cls=model.use_cls, max_tokens=max_tokens)
+                losses.append(float(model.loss([tokens], [input_ids], [labels])))
+    model.train(was_training)
+    own_a, shuffled_a = np.asarray(own), np.asarray(shuffled)
+    return {"own": float(own_a.mean()), "shuffled": float(shuffled_a.mean()), "gap": float((shuffled_a - own_a).mean()),
+            "own_better": float((own_a < shuffled_a).mean()), "n": len(ids)}

@@ -32,6 +32,9 @@ from voxelfm.core.errors import CheckpointError, ConfigError, located
 log = logging.getLogger(__name__)
 
 MANIFEST = "voxelfm_lm.json"
+#: What a run on the offline fallback LM means for its text (the training warning and the demo's report say it).
+FALLBACK_NOTE = ("a tiny language model was trained from scratch on the training reports (offline fallback): "
+                 "expect templated, not fluent, text. Run `voxelfm report get-lm smollm2` once to use a pretrained LM.")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from torch import nn
 
 from voxelfm.core.errors import ConfigError
 from voxelfm.report.chat import ChatFormat, encode_example, encode_prompt, inject_image_tokens
-from voxelfm.report.dataset import VisionTokens, batch_tokens
+from voxelfm.report.dataset import VisionTokens, batch_cls_mask, batch_tokens
 from voxelfm.report.projector import FeatureProjector
 
 
@@ -65,10 +65,9 @@ class ReportModel(nn.Module):
                      generator: torch.Generator | None = None) -> torch.Tensor:
         """Projected image tokens (B, Q, D) for a batch of scans."""
         device = next(self.projector.parameters()).device
-        tokens, mask, positions = batch_tokens(items, self.projector.config.hidden_dim,
-                                               use_cls=self.use_cls, noise_std=noise_std,
-                                               generator=generator)
-        return self.projector(tokens.to(device), mask.to(device), positions.to(device))
+        tokens, mask, positions = batch_tokens(items, self.projector.config.hidden_dim, use_cls=self.use_cls)
+        return self.projector(tokens.to(device), mask.to(device), positions.to(device),
+                              batch_cls_mask(items).to(device), noise_std=noise_std, generator=generator)
 
     def loss(self, items: Sequence[VisionTokens], input_ids: list[list[int]],
              labels: list[list[int]], *, noise_std: float = 0.0,

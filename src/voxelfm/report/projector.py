@@ -2,17 +2,28 @@
 
 Follows the original ``AttentionalPoolProjector`` (docs/original.md §5.1): learned queries (not projected),
 separate key/value projections of the vision tokens, one multi-head cross-attention, then
-LayerNorm → Linear → GELU → Linear to the LM hidden size. Two optional additions, both on by
-default because frozen features of different backbones differ in scale and the paper's version
-has no notion of where a patch is: a LayerNorm on the input tokens and a fixed sinusoidal 3D
-position code (of normalised patch-grid coordinates) added to the keys. Set ``input_norm=False``
-and ``position_encoding=False`` for the paper's exact layout.
+LayerNorm → Linear → GELU → Linear to the LM hidden size. Three optional additions, all on by
+default because frozen features of different backbones differ in scale, often share one large
+component across scans, and the paper's version has no notion of where a patch is:
+
+* ``standardize``: each feature channel is centred and scaled with the training scans' mean and
+  spread (:meth:`FeatureProjector.fit_standardization`; patch tokens and the CLS token each have
+  their own statistics, kept as buffers in the projector's weights). Without it, a component every
+  scan shares (typical of ViT features) dominates the per-token LayerNorm and the small part that
+  differs between scans reaches the LM too weakly to be learned: the LM learns one report for all
+  scans (benchmarks/README.md, "Report generation reads the image").
+* ``input_norm``: a LayerNorm on the input tokens.
+* ``position_encoding``: a fixed sinusoidal 3D position code (of normalised patch-grid
+  coordinates) added to the keys.
+
+Set all three to False for the paper's exact layout.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,6 +45,8 @@ class ProjectorConfig:
     dropout: float = 0.1
     input_norm: bool = True
     position_encoding: bool = True
+    standardize: bool = True
+    summary_token: bool = True
 
     def __post_init__(self) -> None:
         if min(self.in_dim, self.out_dim, self.hidden_dim, self.num_queries, self.num_heads) < 1:
@@ -60,6 +73,20 @@ def grid_position_code(grid: tuple[int, int, int], dim: int) -> torch.Tensor:
     return torch.nn.functional.pad(code, (0, dim - code.shape[1]))
 
 
+def _mean_and_scale(sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and spread of (N, C) samples, the spread floored so that a channel that
+    barely varies in training does not blow up at test time (the floor is relative to the typical
+    channel's variance, so it does not depend on the features' units)."""
+    sample = sample.to(torch.float64)
+    var = sample.var(dim=0, unbiased=False)
+    floor = 1e-4 * float(var.mean()) + 1e-12
+    return sample.mean(dim=0).float(), (var + floor).sqrt().float()
+
+
+#: Rows of the standardisation buffers: statistics of the patch tokens, then of the CLS token.
+PATCH, CLS = 0, 1
+
+
 class FeatureProjector(nn.Module):
     """Map a variable number of CT tokens (B, N, C) to ``num_queries`` LM embeddings (B, Q, D)."""
 
@@ -67,6 +94,13 @@ class FeatureProjector(nn.Module):
         super().__init__()
         self.config = config
         h = config.hidden_dim
+        if config.standardize:  # identity until fit_standardization sees the training tokens
+            self.register_buffer("feature_mean", torch.zeros(2, config.in_dim))
+            self.register_buffer("feature_scale", torch.ones(2, config.in_dim))
+        if config.summary_token:
+            self.register_buffer("summary_mean", torch.zeros(2 * config.in_dim))
+            self.register_buffer("summary_scale", torch.ones(2 * config.in_dim))
+            self.summary = nn.Sequential(nn.Linear(2 * config.in_dim, h), nn.GELU(), nn.Linear(h, config.out_dim))
         self.queries = nn.Parameter(torch.randn(config.num_queries, h) * h**-0.5)
         self.input_norm = nn.LayerNorm(config.in_dim) if config.input_norm else nn.Identity()
         self.k_proj = nn.Linear(config.in_dim, h)
@@ -76,10 +110,45 @@ class FeatureProjector(nn.Module):
         self.norm = nn.LayerNorm(h)
         self.mlp = nn.Sequential(nn.Linear(h, h), nn.GELU(), nn.Linear(h, config.out_dim))
 
+    @torch.no_grad()
+    def fit_standardization(self, scans: Sequence[tuple[torch.Tensor, torch.Tensor | None]]) -> None:
+        """Set the input statistics from the training scans, given as ``(patch tokens (N, C), CLS (C,)
+        or None)`` each: per-channel mean and spread of all patch tokens, of the CLS tokens, and
+        (for the summary token) of each scan's ``[CLS, mean patch]`` vector across scans."""
+        if not scans:
+            return
+        patches = torch.cat([p for p, _ in scans])
+        cls = torch.stack([c if c is not None else p.mean(0) for p, c in scans])
+        if self.config.standardize:
+            for row, sample in ((PATCH, patches), (CLS, cls)):
+                self.feature_mean[row], self.feature_scale[row] = _mean_and_scale(sample)
+        if self.config.summary_token:
+            summaries = torch.cat([cls, torch.stack([p.mean(0) for p, _ in scans])], dim=1)
+            self.summary_mean[:], self.summary_scale[:] = _mean_and_scale(summaries)
+
+    def standardized(self, tokens: torch.Tensor, cls_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``tokens`` centred and scaled per channel (patch statistics; CLS statistics where ``cls_mask``)."""
+        if not self.config.standardize:
+            return tokens
+        mean, scale = self.feature_mean[PATCH], self.feature_scale[PATCH]
+        if cls_mask is not None:
+            is_cls = cls_mask.unsqueeze(-1)
+            mean = torch.where(is_cls, self.feature_mean[CLS], mean)
+            scale = torch.where(is_cls, self.feature_scale[CLS], scale)
+        return (tokens - mean.to(tokens.dtype)) / scale.to(tokens.dtype)
+
     def forward(self, tokens: torch.Tensor, padding_mask: torch.Tensor | None = None,
-                positions: torch.Tensor | None = None) -> torch.Tensor:
-        """``tokens`` (B,N,C); ``padding_mask`` (B,N) True = padding; ``positions`` (B,N,hidden)."""
-        x = self.input_norm(tokens)
+                positions: torch.Tensor | None = None, cls_mask: torch.Tensor | None = None, *,
+                noise_std: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``tokens`` (B,N,C); ``padding_mask`` (B,N) True = padding; ``positions`` (B,N,hidden);
+        ``cls_mask`` (B,N) True = CLS token. ``noise_std``: Gaussian noise added to the
+        standardised tokens (the original training's embedding noise, here in units of each
+        channel's spread across scans rather than of whatever scale a backbone has)."""
+        x = self.standardized(tokens, cls_mask)
+        if noise_std > 0:
+            x = x + noise_std * torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+        summary = self._summary(tokens, padding_mask, cls_mask, noise_std, generator) if self.config.summary_token else None
+        x = self.input_norm(x)
         keys = self.k_proj(x)
         if positions is not None and self.config.position_encoding:
             keys = keys + positions.to(keys.dtype)
@@ -87,7 +156,22 @@ class FeatureProjector(nn.Module):
         queries = self.queries.unsqueeze(0).expand(tokens.shape[0], -1, -1).to(keys.dtype)
         pooled, _ = self.attn(queries, keys, values, key_padding_mask=padding_mask,
                               need_weights=False)
-        return self.mlp(self.norm(pooled))
+        out = self.mlp(self.norm(pooled))
+        return out if summary is None else torch.cat([summary.unsqueeze(1).to(out.dtype), out], dim=1)
+
+    def _summary(self, tokens: torch.Tensor, padding_mask: torch.Tensor | None, cls_mask: torch.Tensor | None,
+                 noise_std: float, generator: torch.Generator | None) -> torch.Tensor:
+        """One LM embedding per scan (B, D) from its ``[CLS, mean patch]`` standardised across scans."""
+        real = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device) if padding_mask is None else ~padding_mask
+        is_cls = torch.zeros_like(real) if cls_mask is None else cls_mask
+        patch = (real & ~is_cls).unsqueeze(-1).to(tokens.dtype)
+        mean_patch = (tokens * patch).sum(1) / patch.sum(1).clamp_min(1)
+        has_cls = is_cls.any(dim=1, keepdim=True)
+        cls = torch.where(has_cls, (tokens * is_cls.unsqueeze(-1).to(tokens.dtype)).sum(1), mean_patch)
+        z = (torch.cat([cls, mean_patch], dim=1) - self.summary_mean.to(tokens.dtype)) / self.summary_scale.to(tokens.dtype)
+        if noise_std > 0:
+            z = z + noise_std * torch.randn(z.shape, generator=generator).to(z.device, z.dtype)
+        return self.summary(z)
 
     def save(self, directory: str | Path, name: str = "projector") -> None:
         """Write ``<name>.safetensors`` and ``<name>.json`` (config) into ``directory``."""
@@ -112,8 +196,10 @@ class FeatureProjector(nn.Module):
             raise CheckpointError(located(base, f"missing {name}.json or {name}.safetensors"))
         try:
             fields = json.loads(cfg_path.read_text())
+            for added in ("standardize", "summary_token"):  # projectors saved before these existed lack them
+                fields.setdefault(added, False)
             config = ProjectorConfig(**fields)
-        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ConfigError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError, ConfigError) as exc:
             raise ConfigError(located(cfg_path, f"not a projector config ({exc})")) from None
         model = cls(config)
         state = read_weights_file(weights)  # the .safetensors name means it is never unpickled

@@ -79,6 +79,8 @@ class ReportTrainConfig:
     projector_dropout: float = 0.1
     input_norm: bool = True  # paper: none
     position_encoding: bool = True  # paper: none
+    standardize_features: bool = True  # paper: none (voxelfm.report.projector: training-set statistics)
+    summary_token: bool = True  # paper: none (one more image token from the scan's standardised CLS and mean patch)
     use_cls: bool = True
     max_tokens: int = 4096  # patch grids above this are average-pooled
     text_field: str = "report"
@@ -305,11 +307,17 @@ def _examples(records: Sequence[ReportRecord], features: FeatureMap, tokenizer: 
     return out
 
 
+def _fit_standardization(projector: Any, train: Sequence[TrainExample]) -> None:
+    """The projector's feature statistics from the training scans only (patch tokens and CLS apart)."""
+    projector.fit_standardization([(e.tokens.tokens[:-1], e.tokens.tokens[-1]) if e.tokens.has_cls
+                                   else (e.tokens.tokens, None) for e in train])
+
+
 def resolve_or_fallback(lm: str | os.PathLike[str] | None, records: Sequence[ReportRecord],
                         out_dir: Path, cfg: ReportTrainConfig) -> tuple[Path, bool]:
     """The LM directory to train with; builds the tiny offline fallback when SmolLM2 is missing."""
     from voxelfm.core.errors import CheckpointError
-    from voxelfm.report.lm import build_tiny_lm, resolve_lm
+    from voxelfm.report.lm import FALLBACK_NOTE, build_tiny_lm, resolve_lm
 
     if lm is not None and os.fspath(lm) != "tiny":
         return resolve_lm(lm), False
@@ -317,8 +325,7 @@ def resolve_or_fallback(lm: str | os.PathLike[str] | None, records: Sequence[Rep
         try:
             return resolve_lm("smollm2"), False
         except CheckpointError as exc:
-            msg = (f"{exc}. Falling back to a tiny language model trained from scratch on the "
-                   "training reports: expect templated, not fluent, text.")
+            msg = f"{exc}. Falling back: {FALLBACK_NOTE}"
             warnings.warn(msg, stacklevel=2)
             log.warning(msg)
     texts = [r.text(cfg.text_field) for r in records if r.split == "train"]
@@ -349,7 +356,8 @@ def _build_model(lm_dir: Path, width: int, cfg: ReportTrainConfig, dev: torch.de
     proj_cfg = ProjectorConfig(in_dim=width, out_dim=model_lm.config.hidden_size,
                                hidden_dim=cfg.projector_hidden, num_queries=cfg.num_queries,
                                num_heads=cfg.projector_heads, dropout=cfg.projector_dropout,
-                               input_norm=cfg.input_norm, position_encoding=cfg.position_encoding)
+                               input_norm=cfg.input_norm, position_encoding=cfg.position_encoding,
+                               standardize=cfg.standardize_features, summary_token=cfg.summary_token)
     projector = FeatureProjector(proj_cfg)
     model = ReportModel(model_lm, tokenizer, projector, cfg.chat, use_cls=cfg.use_cls).to(dev)
     return model, model_lm, tokenizer, projector
@@ -430,6 +438,7 @@ def train_report_model(
     model, model_lm, tokenizer, projector = _build_model(lm_dir, width, cfg, dev)
     train_ex = _examples(train_recs, features, tokenizer, cfg)
     val_ex = _examples(val_recs, features, tokenizer, cfg)
+    _fit_standardization(projector, train_ex)
     log_path = run / "train_log.jsonl"
 
     # Stage 1: projector only.
