@@ -182,11 +182,9 @@ SIZES: dict[str, DemoConfig] = {
         pretrain=PretrainConfig(),  # cpu_small as shipped: 500 steps, two threads (~7 min on 2 idle cores)
         embed=EmbedConfig(),
         probes=DemoProbeBudget(fraction_seeds=1, loc_epochs=10),
-        # The tiny LM, trained from scratch on the training impressions: SmolLM2-135M costs ~5 CPU-s
-        # per optimizer step and ~2 CPU-s per report on this machine, so learning the reports' language
-        # for three feature sources and writing 180 test reports would take ~40 CPU-minutes
-        # (benchmarks/README.md, "voxelfm demo"). `standard` uses SmolLM2. Stage 2 needs its 8 epochs:
-        # at 6 (measured) every source wrote the same one sentence and ROUGE-L fell from 0.31 to 0.18.
+        # The tiny LM, trained from scratch on the training impressions: SmolLM2-135M would take ~40
+        # CPU-minutes for three sources and 180 reports (benchmarks/README.md, "voxelfm demo"); `standard`
+        # uses it. Stage 2 needs its 8 epochs (at 6, ROUGE-L fell from 0.31 to 0.18).
         reportgen=ReportGenConfig(lm="tiny", stage1_epochs=1.0, stage2_epochs=8.0, stage2_lr=1e-3,
                                   num_queries=16, max_new_tokens=32),
     ),

@@ -1,13 +1,10 @@
-"""Stage 5: report generation on both backbones and the HU-histogram baseline (projector + LoRA
-on a causal LM).
+"""Stage 5: report generation on both backbones and the HU-histogram baseline.
 
-One :func:`voxelfm.report.run_report_generation` per feature source: training (stage 1 projector,
-stage 2 LoRA, each budgeted in epochs), reports for the test scans, and their scores (rule-based
-finding extraction with per-finding F1 and bootstrap CIs, BLEU/ROUGE-L, and a check that the text
-uses the training references' words and sentences). Features come
-from the probes' :class:`~voxelfm.probes.data.FeatureSet` (shared with the probes stage).
-The LM is SmolLM2-135M-Instruct when cached (``voxelfm report get-lm smollm2``), otherwise the
-offline tiny LM trained from scratch (the report says which).
+One :func:`voxelfm.report.run_report_generation` per feature source (training budgeted in epochs,
+the test reports, their scores and whether the model reads the image), on the probes' cached
+:class:`~voxelfm.probes.data.FeatureSet`; the probes' per-finding AUROCs say which findings each
+source's features carry. The LM is SmolLM2-135M-Instruct when cached (``voxelfm report get-lm
+smollm2``), otherwise the offline tiny LM trained from scratch (the report says which).
 """
 
 from __future__ import annotations
@@ -48,7 +45,7 @@ def read_reports(out: Path, cfg: ReportGenConfig) -> tuple[list[Any], dict[str, 
 class ReportGenStage(Stage):
     name = "reportgen"
     title = "Report generation on both backbones and the baseline"
-    inputs = ("cohort", "embed")
+    inputs = ("cohort", "embed", "probes")  # the probes say which findings each source's features carry
     config_parts = ("reportgen",)
 
     def outputs(self, ctx: DemoContext) -> list[Path]:
@@ -134,16 +131,19 @@ def _f1(entry: dict[str, Any], n: int = 0) -> MetricCI:
 def summarise(ctx: DemoContext, per_backbone: dict[str, dict[str, Any]], truth: np.ndarray, test_ids: list[str],
               refs: dict[str, str], names: list[str]) -> dict[str, Any]:
     """The stage summary the render stage reads: Fig. 2 row, per-finding F1, examples, notes."""
-    from voxelfm.report.evaluate import macro_f1_difference, reading_notes
+    from voxelfm.report import evaluate
+    from voxelfm.report.lm import FALLBACK_NOTE
 
     n = len(test_ids)
     values = {b: _f1(info["metrics"]["findings"]["macro"], n) for b, info in per_backbone.items()}
 
     def versus(other: str) -> Any:  # pretrained − other, resampling the same test reports
-        return macro_f1_difference(truth, per_backbone["pretrained"]["pred"], per_backbone[other]["pred"], names,
+        return evaluate.macro_f1_difference(truth, per_backbone["pretrained"]["pred"], per_backbone[other]["pred"], names,
                                    n_resamples=ctx.config.probes.bootstrap, seed=ctx.config.reportgen.seed)
 
     pre = per_backbone["pretrained"]["metrics"]
+    detected = {b: evaluate.detected_by_probes([layout.probes_dir(ctx.out) / job / f"{b}-3d" / "metrics.json"  # AUROC CI > 0.5
+                                       for job in ("classification-qformer", "classification-mlp")]) for b in per_backbone}
     chance = pre.get("baseline_prevalence", {}).get("macro", {}).get("f1")
     row = ResultRow("report generation", "findings extracted from generated reports", "macro F1", True, values,
                     {VERSUS_RANDOM: versus("random")}
@@ -161,12 +161,12 @@ def summarise(ctx: DemoContext, per_backbone: dict[str, dict[str, Any]], truth: 
             {"value": i["metrics"].get("language", {}).get(f"known_{what}")}
         for what in ("sentences", "words") for b, i in every
     } | {f"distinct reports of {n} ({b})": {"value": i["metrics"]["reports"]["distinct"]} for b, i in every} | {
+        f"loss gap, another scan's image − own ({b})": {"value": i["metrics"].get("image_reliance", {}).get("gap")}
+        for b, i in every} | {
         "seconds per report (pretrained)": {"value": pre.get("seconds_per_report")}}
     run_cfg = list(per_backbone.values())[-1]["config"]  # every run used the same LM
     lm_used = str(run_cfg.get("lm_source", ""))
-    note = ("SmolLM2 was not cached, so a tiny language model was trained from scratch on the training reports "
-            "(offline fallback): expect templated text. Run `voxelfm report get-lm smollm2` once to use the real "
-            "pretrained LM.") if run_cfg.get("lm_fallback", False) else None
+    note = f"SmolLM2 was not cached: {FALLBACK_NOTE}" if run_cfg.get("lm_fallback", False) else None
     return {
         "tasks": [row.to_dict()],
         "per_finding_f1": {f: {"f1": _f1(v, n).to_dict(), "support": v["support"]}
@@ -178,5 +178,7 @@ def summarise(ctx: DemoContext, per_backbone: dict[str, dict[str, Any]], truth: 
         "metrics": metrics,
         "findings": names,
         "notes": [f"Report generation used {n} test scans and the LM {lm_used}."],
-        "reading_notes": reading_notes({b: i["metrics"] for b, i in every}),  # what its F1 cannot show
+        "reading_notes": evaluate.reading_notes({b: i["metrics"] for b, i in every}, detected),  # what its F1 cannot show
+        "detected_findings": {b: evaluate.detected_findings_f1(i["metrics"], detected[b]) for b, i in every},
     }
+
