@@ -1,8 +1,8 @@
 """Demo sizes: how big each step of ``voxelfm demo`` is.
 
 * ``tiny`` — the end-to-end test (a couple of minutes on 2 CPU cores; numbers are noise).
-* ``small`` — the default: about 16 minutes of stages on 2 idle CPU cores (15.6 measured word for
-  word on 2026-12-02, 500 pretraining steps; goal: 20), everything included, with a test
+* ``small`` — the default: about 14–16 minutes of stages on 2 idle CPU cores (13.4 and 15.6 measured
+  word for word on 2026-12-02, 500 pretraining steps; goal: 20), everything included, with a test
   split of 60 scans (the report states the smallest difference it can detect: about 0.29 AUROC in
   the measured run, far from 0.05).
 * ``standard`` — a larger cohort, a larger backbone and longer training, for a machine with a GPU.

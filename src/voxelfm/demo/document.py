@@ -194,13 +194,13 @@ def _report_examples(sec: Section, results: Mapping[str, Any]) -> None:
     if not examples:
         no_data(sec, "report generation")
         return
-    lm = rg.get("lm", "?")
     field = rg.get("text_field", "report")
     what = ("impression (the abnormal findings only, like the paper's restructured reports)"
             if field == "impression" else f"{field} text")
     sec.paragraph(
-        f"Text generated from frozen features of the pretrained backbone by the language model {lm} "
-        f"(projector, then LoRA), trained to write the {what}, beside the reference for the same scan."
+        f"Text generated from frozen features of the pretrained backbone by the language model {rg.get('lm', '?')} "
+        f"({'projector, then the whole LM' if rg.get('lm_note') else 'projector, then LoRA'}), trained to write the "
+        f"{what}, beside the reference for the same scan."
     )
     for note in filter(None, [rg.get("lm_note"), *(rg.get("reading_notes") or [])]):
         sec.callout(str(note), kind="note")
