@@ -204,9 +204,9 @@ def _report_examples(sec: Section, results: Mapping[str, Any]) -> None:
     )
     for note in filter(None, [rg.get("lm_note"), *(rg.get("reading_notes") or [])]):
         sec.callout(str(note), kind="note")
-    metrics = rg.get("metrics") or {}
-    if metrics:
-        sec.table(["metric", "value"], [[k, Cell(fmt_ci(as_ci(v)), "num")] for k, v in metrics.items()])
+    if metrics := rg.get("metrics") or {}:  # counts (an int value) as counts, not 6.000
+        sec.table(["metric", "value"], [[k, Cell(str(v["value"]) if isinstance(v.get("value"), int) else fmt_ci(as_ci(v)),
+                                              "num")] for k, v in metrics.items()])
     for ex in examples:
         sec.heading(f"Scan {ex.get('scan_id', '?')}")
         generated = str(ex.get("generated", "")).strip() or "(empty: the model ended the report at once)"
