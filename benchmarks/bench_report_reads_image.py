@@ -24,9 +24,9 @@ def run_one(demo: Path, size: str, source: str, layout_name: str, seed: int, wor
 
     from voxelfm.demo import layout
     from voxelfm.demo.config import get_config
-    from voxelfm.demo.stages.reportgen import finding_extractor, read_reports
+    from voxelfm.demo.stages.reportgen import finding_extractor, probe_detected, read_reports
     from voxelfm.probes.data import FeatureSet
-    from voxelfm.report.evaluate import detected_by_probes, detected_findings_f1
+    from voxelfm.report.evaluate import detected_findings_f1
     from voxelfm.report.model import DecodingConfig
     from voxelfm.report.run import run_report_generation
     from voxelfm.report.train import ReportTrainConfig
@@ -49,9 +49,7 @@ def run_one(demo: Path, size: str, source: str, layout_name: str, seed: int, wor
     return {"source": source, "layout": layout_name, "seed": seed, "cpu_s": time.process_time() - cpu0,
             "distinct": m["reports"]["distinct"], "n": m["reports"]["n"], "f1": m["findings"]["macro"]["f1"],
             "every": m["baseline_every_finding"]["macro"]["f1"], "chance": m["baseline_prevalence"]["macro"]["f1"],
-            "detected": detected_findings_f1(m, detected_by_probes(
-                [layout.probes_dir(demo) / job / f"{source}-3d" / "metrics.json"
-                 for job in ("classification-qformer", "classification-mlp")])),
+            "detected": detected_findings_f1(m, probe_detected(demo, source)),
             "reliance": m["image_reliance"]}
 
 

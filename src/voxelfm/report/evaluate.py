@@ -394,6 +394,7 @@ def image_reliance(model: Any, features: Mapping[str, tuple[np.ndarray, np.ndarr
         raise DataError("image_reliance needs at least two scans")
     order = np.random.default_rng(seed).permutation(len(ids))
     other = {ids[order[i]]: ids[order[(i + 1) % len(ids)]] for i in range(len(ids))}  # nobody keeps their own
+    tokens = {s: vision_tokens(*features[s], use_cls=model.use_cls, max_tokens=max_tokens) for s in ids}
     own, shuffled = [], []
     was_training = model.training
     model.eval()
@@ -401,8 +402,7 @@ def image_reliance(model: Any, features: Mapping[str, tuple[np.ndarray, np.ndarr
         for scan in ids:
             input_ids, labels = model.encode(references[scan])
             for source, losses in ((scan, own), (other[scan], shuffled)):
-                tokens = vision_tokens(*features[source], use_cls=model.use_cls, max_tokens=max_tokens)
-                losses.append(float(model.loss([tokens], [input_ids], [labels])))
+                losses.append(float(model.loss([tokens[source]], [input_ids], [labels])))
     model.train(was_training)
     own_a, shuffled_a = np.asarray(own), np.asarray(shuffled)
     return {"own": float(own_a.mean()), "shuffled": float(shuffled_a.mean()), "gap": float((shuffled_a - own_a).mean()),

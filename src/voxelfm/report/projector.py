@@ -2,7 +2,7 @@
 
 Follows the original ``AttentionalPoolProjector`` (docs/original.md §5.1): learned queries (not projected),
 separate key/value projections of the vision tokens, one multi-head cross-attention, then
-LayerNorm → Linear → GELU → Linear to the LM hidden size. Three optional additions, all on by
+LayerNorm → Linear → GELU → Linear to the LM hidden size. Four optional additions, all on by
 default because frozen features of different backbones differ in scale, often share one large
 component across scans, and the paper's version has no notion of where a patch is:
 
@@ -12,11 +12,14 @@ component across scans, and the paper's version has no notion of where a patch i
   scan shares (typical of ViT features) dominates the per-token LayerNorm and the small part that
   differs between scans reaches the LM too weakly to be learned: the LM learns one report for all
   scans (benchmarks/README.md, "Report generation reads the image").
+* ``summary_token``: one more output embedding, placed first, an MLP of the scan's ``[CLS, mean
+  patch]`` standardised across training scans, so what differs between scans reaches the LM
+  directly rather than averaged away by the queries.
 * ``input_norm``: a LayerNorm on the input tokens.
 * ``position_encoding``: a fixed sinusoidal 3D position code (of normalised patch-grid
   coordinates) added to the keys.
 
-Set all three to False for the paper's exact layout.
+Set all four to False for the paper's exact layout.
 """
 
 from __future__ import annotations

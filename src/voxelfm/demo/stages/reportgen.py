@@ -142,8 +142,7 @@ def summarise(ctx: DemoContext, per_backbone: dict[str, dict[str, Any]], truth: 
                                    n_resamples=ctx.config.probes.bootstrap, seed=ctx.config.reportgen.seed)
 
     pre = per_backbone["pretrained"]["metrics"]
-    detected = {b: evaluate.detected_by_probes([layout.probes_dir(ctx.out) / job / f"{b}-3d" / "metrics.json"  # AUROC CI > 0.5
-                                       for job in ("classification-qformer", "classification-mlp")]) for b in per_backbone}
+    detected = {b: probe_detected(ctx.out, b) for b in per_backbone}
     chance = pre.get("baseline_prevalence", {}).get("macro", {}).get("f1")
     row = ResultRow("report generation", "findings extracted from generated reports", "macro F1", True, values,
                     {VERSUS_RANDOM: versus("random")}
@@ -182,3 +181,10 @@ def summarise(ctx: DemoContext, per_backbone: dict[str, dict[str, Any]], truth: 
         "detected_findings": {b: evaluate.detected_findings_f1(i["metrics"], detected[b]) for b, i in every},
     }
 
+
+def probe_detected(out: Path, backbone: str) -> list[str]:
+    """Findings the Q-Former or MLP probe detects on a source's 3D features (AUROC CI above 0.5)."""
+    from voxelfm.report.evaluate import detected_by_probes
+
+    return detected_by_probes([layout.probes_dir(out) / job / f"{backbone}-3d" / "metrics.json"
+                               for job in ("classification-qformer", "classification-mlp")])
